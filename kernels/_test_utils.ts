@@ -1,0 +1,168 @@
+// Helpers for kernel tests: a shared device (or a skip when there is no adapter), uploads,
+// readbacks, seeded data and tolerance checks.
+import { Kernels } from "./mod.ts";
+
+let shared: Promise<Kernels | null> | undefined;
+
+/** The test device, or null when this machine has no WebGPU adapter (tests then skip). */
+export function testKernels(): Promise<Kernels | null> {
+  shared ??= (async () => {
+    const adapter = await navigator.gpu?.requestAdapter();
+    if (!adapter) return null;
+    const want: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+    const requiredFeatures = want.filter((f) => adapter.features.has(f));
+    const l = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures,
+      requiredLimits: {
+        maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+        maxBufferSize: l.maxBufferSize,
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+      },
+    });
+    return new Kernels(device);
+  })();
+  return shared;
+}
+
+/** True when GPU tests should be skipped; prints why once. */
+let warned = false;
+export async function noGpu(): Promise<boolean> {
+  const k = await testKernels();
+  if (!k && !warned) {
+    warned = true;
+    console.warn("skipping GPU tests: no WebGPU adapter (install mesa-vulkan-drivers for lavapipe)");
+  }
+  return !k;
+}
+
+type Typed = Float32Array | Uint32Array | Int32Array | Uint16Array | Float16Array | Uint8Array;
+
+/** A storage buffer holding `data` (padded to 16 bytes). */
+export function upload(k: Kernels, data: Typed, extraUsage = 0): GPUBuffer {
+  const size = Math.max(16, Math.ceil(data.byteLength / 16) * 16);
+  const buf = k.device.createBuffer({
+    size,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST | extraUsage,
+    mappedAtCreation: true,
+  });
+  new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  buf.unmap();
+  return buf;
+}
+
+/** An zero-filled storage buffer of `bytes` bytes. */
+export function scratch(k: Kernels, bytes: number): GPUBuffer {
+  return k.device.createBuffer({
+    size: Math.max(16, Math.ceil(bytes / 16) * 16),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+  });
+}
+
+/** Runs `record` in one compute pass, submits, and waits. */
+export async function run(k: Kernels, record: (pass: GPUComputePassEncoder) => void): Promise<void> {
+  const enc = k.device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  record(pass);
+  pass.end();
+  k.flush();
+  k.device.queue.submit([enc.finish()]);
+  await k.device.queue.onSubmittedWorkDone();
+}
+
+/** Copies `bytes` bytes of `buf` back to the host. */
+export async function readBytes(k: Kernels, buf: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+  const size = Math.ceil(bytes / 4) * 4;
+  const rb = k.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = k.device.createCommandEncoder();
+  enc.copyBufferToBuffer(buf, 0, rb, 0, size);
+  k.device.queue.submit([enc.finish()]);
+  await rb.mapAsync(GPUMapMode.READ);
+  const out = rb.getMappedRange().slice(0, bytes);
+  rb.unmap();
+  rb.destroy();
+  return out;
+}
+
+export async function readF32(k: Kernels, buf: GPUBuffer, n: number): Promise<Float32Array> {
+  return new Float32Array(await readBytes(k, buf, n * 4));
+}
+
+export async function readU32(k: Kernels, buf: GPUBuffer, n: number): Promise<Uint32Array> {
+  return new Uint32Array(await readBytes(k, buf, n * 4));
+}
+
+/** Deterministic uniform floats in [lo, hi) (mulberry32). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomF32(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const r = seededRandom(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
+  return out;
+}
+
+/** Random values already rounded to f16, returned as both the f16 bits and their f32 values. */
+export function randomF16(
+  n: number,
+  seed: number,
+  lo = -1,
+  hi = 1,
+): { bits: Uint16Array; values: Float32Array } {
+  const h = new Float16Array(randomF32(n, seed, lo, hi));
+  return { bits: new Uint16Array(h.buffer), values: Float32Array.from(h) };
+}
+
+/** Asserts |a - b| <= atol + rtol * |b| elementwise, naming the first bad index. */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  opts: { atol?: number; rtol?: number; label?: string } = {},
+): void {
+  const { atol = 1e-5, rtol = 1e-5, label = "" } = opts;
+  if (actual.length !== expected.length) {
+    throw new Error(`${label} length mismatch: got ${actual.length}, expected ${expected.length}`);
+  }
+  let worst = 0;
+  let worstAt = -1;
+  for (let i = 0; i < actual.length; i++) {
+    const err = Math.abs(actual[i] - expected[i]);
+    const tol = atol + rtol * Math.abs(expected[i]);
+    if (!(err <= tol)) {
+      const excess = Number.isNaN(err) ? Infinity : err - tol;
+      if (excess > worst || worstAt < 0) {
+        worst = excess;
+        worstAt = i;
+      }
+    }
+  }
+  if (worstAt >= 0) {
+    throw new Error(
+      `${label} mismatch at ${worstAt}: got ${actual[worstAt]}, expected ${expected[worstAt]} ` +
+        `(atol ${atol}, rtol ${rtol})`,
+    );
+  }
+}
+
+/** Fails when the WGSL module reports any error or warning. */
+export async function assertCompilesCleanly(k: Kernels, name: string, source: string): Promise<void> {
+  const msgs = await k.compilationMessages(name, source);
+  const bad = msgs.filter((m) => m.type !== "info");
+  if (bad.length) {
+    throw new Error(
+      `${name} compile messages:\n` + bad.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`).join("\n"),
+    );
+  }
+}
