@@ -1,0 +1,71 @@
+// Opens the WebGPU device the engine runs on: the adapter's maxima as limits (a 7B model needs
+// many large buffers), shader-f16/subgroups/timestamp-query when offered, and clear errors when
+// there is no adapter at all.
+import { Kernels } from "../kernels/mod.ts";
+
+export class GpuError extends Error {
+  override name = "GpuError";
+}
+
+export interface Gpu {
+  device: GPUDevice;
+  kernels: Kernels;
+  adapterInfo: GPUAdapterInfo;
+  /** Resolves when the device is lost (driver reset, out of memory, destroyed). */
+  lost: Promise<GPUDeviceLostInfo>;
+}
+
+const NO_ADAPTER_HELP = "No WebGPU adapter found: Deno's WebGPU needs a Vulkan driver. On a machine " +
+  "without a GPU install Mesa's lavapipe (apt-get install mesa-vulkan-drivers); in a container on NVIDIA " +
+  "GPUs make sure libvulkan1 is installed and NVIDIA_DRIVER_CAPABILITIES includes graphics";
+
+/** Opens the first adapter with its maximum limits. Set TRELLIS_NO_SUBGROUPS=1 to test the portable path. */
+export async function openGpu(opts: { allowSubgroups?: boolean } = {}): Promise<Gpu> {
+  if (!("gpu" in navigator) || !navigator.gpu) throw new GpuError(NO_ADAPTER_HELP);
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new GpuError(NO_ADAPTER_HELP);
+  const allowSubgroups = (opts.allowSubgroups ?? true) && Deno.env.get("TRELLIS_NO_SUBGROUPS") !== "1";
+  const features: GPUFeatureName[] = [];
+  for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
+    if (adapter.features.has(f)) features.push(f);
+  }
+  const l = adapter.limits;
+  const requiredLimits: Record<string, number> = {
+    maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+    maxBufferSize: l.maxBufferSize,
+    maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: l.maxComputeWorkgroupSizeY,
+    maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+    maxUniformBufferBindingSize: l.maxUniformBufferBindingSize,
+  };
+  let device: GPUDevice;
+  let subgroups = false;
+  // The H100's adapter grants `subgroups` when asked although it does not list it (shared/device/README.md).
+  if (allowSubgroups) {
+    try {
+      device = await adapter.requestDevice({
+        requiredFeatures: [...features, "subgroups" as GPUFeatureName],
+        requiredLimits,
+      });
+      subgroups = device.features.has("subgroups");
+    } catch {
+      device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+    }
+  } else {
+    device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
+  }
+  const kernels = new Kernels(device, { subgroups });
+  return { device, kernels, adapterInfo: adapter.info, lost: device.lost };
+}
+
+/** One line naming the adapter, for logs. */
+export function describeGpu(gpu: Gpu): string {
+  const i = gpu.adapterInfo;
+  const name = [i.vendor, i.architecture, i.device, i.description].filter((s) => s).join(" ");
+  const f = gpu.kernels.features;
+  return `${name || "unknown adapter"} (subgroups: ${f.subgroups ? "yes" : "no"}, max buffer ${
+    (gpu.device.limits.maxBufferSize / 2 ** 30).toFixed(1)
+  } GiB)`;
+}

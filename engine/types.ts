@@ -1,0 +1,87 @@
+// The engine's contract with its callers (the CLI and the server's scheduler): typed requests in,
+// batches of sampled token ids out. Nothing here knows about HTTP or JSON.
+
+/** Per-request sampling settings; applied on the GPU. */
+export interface SamplingParams {
+  /** 0 means greedy (argmax). */
+  temperature: number;
+  /** 1 disables nucleus sampling. */
+  topP: number;
+  /** 0 disables top-k. */
+  topK: number;
+  /** 0 disables min-p. */
+  minP: number;
+  /** u32; the same seed, prompt and settings reproduce a completion. */
+  seed: number;
+}
+
+export interface GenerateRequest {
+  /** Unique per request (and per choice when n > 1). */
+  id: string;
+  /** Prompt token ids, BOS included when the template wants it. */
+  promptIds: number[];
+  /** Generated tokens at most (the engine also stops at the context limit). */
+  maxTokens: number;
+  sampling: SamplingParams;
+  /** Token ids that finish the sequence (EOS and friends); not reported as output. */
+  stopTokenIds: number[];
+  /** Keep generating past stop tokens until maxTokens. */
+  ignoreEos?: boolean;
+  /** Stop tokens are ignored until this many tokens were generated. */
+  minTokens?: number;
+  /** When > 0, report the chosen token's logprob and this many top alternatives (0 = chosen only). */
+  logprobs?: number;
+}
+
+export type FinishReason = "stop" | "length" | "abort" | "error";
+
+/** One batch of newly generated tokens of one sequence. */
+export interface TokenEvent {
+  ids: number[];
+  /** Log-probability of each id in `ids`, when requested. */
+  logprobs?: number[];
+  /** Set on the sequence's last event. */
+  finishReason?: FinishReason;
+  /** Prompt tokens that were served from the prefix cache (first event only). */
+  cachedPromptTokens?: number;
+  /** Set when finishReason is "error". */
+  error?: string;
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  /** 0..1 share of KV cache blocks in use. */
+  kvUsage: number;
+  kvBlocksTotal: number;
+  kvBlocksUsed: number;
+  promptTokens: number;
+  generationTokens: number;
+}
+
+export interface ModelInfo {
+  /** Directory or name the model was loaded from. */
+  source: string;
+  vocabSize: number;
+  /** Longest prompt + completion the engine accepts. */
+  maxContext: number;
+  bosId: number | null;
+  eosIds: number[];
+  quantization: string;
+}
+
+export type EngineState = "loading" | "ready" | "lost";
+
+/** What the server holds: an engine running elsewhere (a Worker) or a fake in tests. */
+export interface EngineHandle {
+  readonly info: ModelInfo;
+  state(): EngineState;
+  stats(): EngineStats;
+  /**
+   * Starts a sequence. Events arrive in batches; the iterator ends after the event with
+   * finishReason. Aborting `signal` cancels the sequence and frees its KV blocks within a step.
+   */
+  generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent>;
+  /** Stops taking work and releases the GPU. */
+  close(): Promise<void>;
+}
