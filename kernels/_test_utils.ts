@@ -1,6 +1,6 @@
 // Helpers for kernel tests: a shared device (or a skip when there is no adapter), uploads,
 // readbacks, seeded data and tolerance checks.
-import { Kernels } from "./mod.ts";
+import { Kernels } from "./core.ts";
 
 let shared: Promise<Kernels | null> | undefined;
 

@@ -1,6 +1,6 @@
 // Host side of the indexed copies: token ids between per-slot state and step rows, and f32 rows.
 import source from "./gather.wgsl" with { type: "text" };
-import { type BufferArg, type Kernels, ParamWriter } from "../mod.ts";
+import { type BufferArg, type Kernels, ParamWriter } from "../core.ts";
 
 export const GATHER_SOURCE = source;
 

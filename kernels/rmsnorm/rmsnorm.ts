@@ -1,6 +1,6 @@
 // Host side of RMSNorm: one workgroup per row, f32 in and out, f16 weight.
 import source from "./rmsnorm.wgsl" with { type: "text" };
-import { type BufferArg, type Kernels, ParamWriter } from "../mod.ts";
+import { type BufferArg, type Kernels, ParamWriter } from "../core.ts";
 
 export const RMSNORM_SOURCE = source;
 

@@ -1,0 +1,440 @@
+import {
+  attention,
+  ATTENTION_SOURCES,
+  attentionDecode,
+  attentionPrefill,
+  attentionScratchBytes,
+  copyBlocks,
+  kvWrite,
+  planDecode,
+  planPrefill,
+} from "./attention.ts";
+import { attentionRef, copyBlocksRef, kvWriteRef } from "./attention_ref.ts";
+import {
+  assertClose,
+  assertCompilesCleanly,
+  noGpu,
+  randomF16,
+  randomF32,
+  readBytes,
+  readF32,
+  run,
+  scratch,
+  seededRandom,
+  testKernels,
+  upload,
+} from "../_test_utils.ts";
+import type { Kernels } from "../core.ts";
+
+// Outputs are softmax-weighted means of f16 values in [-1, 1]; the kernels differ from the reference only
+// by f32 summation order and exp, so a small absolute tolerance suffices.
+const ATOL = 2e-4;
+const BLOCK_SIZE = 16;
+const NAN_HALVES = 0x7e007e00; // unwritten cache slots hold NaN, so reading one fails the test
+
+const HEADS = [
+  { nHeads: 2, nKvHeads: 2, headDim: 128 },
+  { nHeads: 4, nKvHeads: 2, headDim: 64 },
+  { nHeads: 8, nKvHeads: 1, headDim: 64 },
+];
+const CONTEXTS = [1, 5, 16, 17, 300, 1030];
+// Prefill chunk lengths per context: chunks end at the context's last position, most start after 0.
+const CHUNKS = [1, 4, 7, 17, 70, 33];
+
+type Heads = (typeof HEADS)[number];
+
+interface Scenario {
+  heads: Heads;
+  contexts: number[];
+  chunks: number[];
+  keys: Float32Array[]; // per sequence row
+  values: Float32Array[];
+  tokenSeq: Uint32Array;
+  tokenPos: Uint32Array;
+  blockTable: Uint32Array;
+  maxBlocksPerSeq: number;
+  numBlocks: number;
+  qkv: Float32Array; // fused (T, qkvStride)
+  qkvStride: number;
+  qOffset: number;
+  kOffset: number;
+  vOffset: number;
+  q: Float32Array; // dense (T, nHeads * headDim)
+  cache: { k: Uint32Array; v: Uint32Array }; // history positions filled, the rest NaN
+}
+
+function shuffle(n: number, seed: number): number[] {
+  const r = seededRandom(seed);
+  const a = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
+}
+
+/** Sequences with `contexts` total positions whose last `chunks` positions form the batch. */
+function scenario(heads: Heads, contexts: number[], chunks: number[], seed: number): Scenario {
+  const { nHeads, nKvHeads, headDim } = heads;
+  const kvDim = nKvHeads * headDim;
+  const S = contexts.length;
+  const keys = contexts.map((c, s) => randomF16(c * kvDim, seed + 10 * s + 1).values);
+  const values = contexts.map((c, s) => randomF16(c * kvDim, seed + 10 * s + 2).values);
+  // Physical blocks: shuffled over all sequences, with a few never used.
+  const maxBlocksPerSeq = Math.ceil(Math.max(...contexts) / BLOCK_SIZE) + 1;
+  const need = contexts.reduce((a, c) => a + Math.ceil(c / BLOCK_SIZE), 0);
+  const numBlocks = need + 3;
+  const perm = shuffle(numBlocks, seed + 3);
+  const blockTable = new Uint32Array(S * maxBlocksPerSeq).fill(0xffffffff);
+  let next = 0;
+  for (let s = 0; s < S; s++) {
+    for (let b = 0; b < Math.ceil(contexts[s] / BLOCK_SIZE); b++) {
+      blockTable[s * maxBlocksPerSeq + b] = perm[next++];
+    }
+  }
+  // History: positions before each chunk are already in the cache.
+  const halves = numBlocks * kvDim * BLOCK_SIZE;
+  const kBits = new Uint16Array(new Uint32Array(halves / 2).fill(NAN_HALVES).buffer);
+  const vBits = new Uint16Array(new Uint32Array(halves / 2).fill(NAN_HALVES).buffer);
+  const hist = { seq: [] as number[], pos: [] as number[] };
+  const histK: number[] = [], histV: number[] = [];
+  for (let s = 0; s < S; s++) {
+    for (let p = 0; p < contexts[s] - chunks[s]; p++) {
+      hist.seq.push(s);
+      hist.pos.push(p);
+      for (let i = 0; i < kvDim; i++) {
+        histK.push(keys[s][p * kvDim + i]);
+        histV.push(values[s][p * kvDim + i]);
+      }
+    }
+  }
+  const common = {
+    tokenSeq: hist.seq,
+    tokenPos: hist.pos,
+    blockTable,
+    maxBlocksPerSeq,
+    nKvHeads,
+    headDim,
+    blockSize: BLOCK_SIZE,
+  };
+  kvWriteRef({ ...common, cache: kBits, rows: Float32Array.from(histK) });
+  kvWriteRef({ ...common, cache: vBits, rows: Float32Array.from(histV) });
+  // The batch: sequences in a scrambled order, each chunk contiguous.
+  const order = shuffle(S, seed + 4);
+  const seqs: number[] = [], poss: number[] = [];
+  for (const s of order) {
+    for (let p = contexts[s] - chunks[s]; p < contexts[s]; p++) {
+      seqs.push(s);
+      poss.push(p);
+    }
+  }
+  const T = seqs.length;
+  const qDim = nHeads * headDim;
+  const qOffset = 3, kOffset = qOffset + qDim + 1, vOffset = kOffset + kvDim + 2;
+  const qkvStride = vOffset + kvDim + 5;
+  const q = randomF32(T * qDim, seed + 5, -2, 2);
+  const qkv = randomF32(T * qkvStride, seed + 6, -9, 9); // junk around the used columns
+  for (let t = 0; t < T; t++) {
+    const s = seqs[t], p = poss[t];
+    qkv.set(q.subarray(t * qDim, (t + 1) * qDim), t * qkvStride + qOffset);
+    qkv.set(keys[s].subarray(p * kvDim, (p + 1) * kvDim), t * qkvStride + kOffset);
+    qkv.set(values[s].subarray(p * kvDim, (p + 1) * kvDim), t * qkvStride + vOffset);
+  }
+  return {
+    heads,
+    contexts,
+    chunks,
+    keys,
+    values,
+    tokenSeq: Uint32Array.from(seqs),
+    tokenPos: Uint32Array.from(poss),
+    blockTable,
+    maxBlocksPerSeq,
+    numBlocks,
+    qkv,
+    qkvStride,
+    qOffset,
+    kOffset,
+    vOffset,
+    q,
+    cache: { k: new Uint32Array(kBits.buffer), v: new Uint32Array(vBits.buffer) },
+  };
+}
+
+type Kernel = "decode" | "prefill" | "auto";
+
+interface RunOptions {
+  scale?: number;
+  maxWorkgroupStorage?: number;
+  partitionSize?: number;
+}
+
+/** Writes the batch's K/V with kvWrite, runs one attention kernel, and returns (T, nHeads * headDim). */
+async function runScenario(
+  k: Kernels,
+  sc: Scenario,
+  kernel: Kernel,
+  ro: RunOptions = {},
+): Promise<Float32Array> {
+  const { nHeads, nKvHeads, headDim } = sc.heads;
+  const T = sc.tokenSeq.length;
+  const qDim = nHeads * headDim;
+  const outStride = qDim + 5, outOffset = 2;
+  const maxContext = Math.max(...sc.contexts);
+  const out = scratch(k, (outOffset + T * outStride) * 4);
+  const qkv = upload(k, sc.qkv);
+  const paged = {
+    kCache: upload(k, sc.cache.k),
+    vCache: upload(k, sc.cache.v),
+    tokenSeq: upload(k, sc.tokenSeq),
+    tokenPos: upload(k, sc.tokenPos),
+    blockTable: upload(k, sc.blockTable),
+    T,
+    nKvHeads,
+    headDim,
+    blockSize: BLOCK_SIZE,
+    maxBlocksPerSeq: sc.maxBlocksPerSeq,
+  };
+  const att = {
+    ...paged,
+    q: qkv,
+    qStride: sc.qkvStride,
+    qOffset: sc.qOffset,
+    out,
+    outStride,
+    outOffset,
+    nHeads,
+    maxContext,
+    scratch: scratch(
+      k,
+      attentionScratchBytes({ T, nHeads, headDim, maxContext, partitionSize: ro.partitionSize }),
+    ),
+    maxQueryTokens: Math.max(...sc.chunks),
+    ...ro,
+  };
+  await run(k, (pass) => {
+    kvWrite(k, pass, {
+      ...paged,
+      k: qkv,
+      v: qkv,
+      kStride: sc.qkvStride,
+      vStride: sc.qkvStride,
+      kOffset: sc.kOffset,
+      vOffset: sc.vOffset,
+    });
+    if (kernel === "decode") attentionDecode(k, pass, att);
+    else if (kernel === "prefill") attentionPrefill(k, pass, att);
+    else attention(k, pass, att);
+  });
+  const got = await readF32(k, out, outOffset + T * outStride);
+  const dense = new Float32Array(T * qDim);
+  for (let t = 0; t < T; t++) {
+    dense.set(got.subarray(outOffset + t * outStride, outOffset + t * outStride + qDim), t * qDim);
+    // The padding columns between rows stay untouched (zero).
+    for (let i = qDim; i < outStride && outOffset + t * outStride + i < got.length; i++) {
+      if (got[outOffset + t * outStride + i] !== 0) {
+        throw new Error(`Token ${t} wrote past its row at column ${i}`);
+      }
+    }
+  }
+  return dense;
+}
+
+function reference(sc: Scenario, scale?: number): Float32Array {
+  return attentionRef({
+    ...sc.heads,
+    q: sc.q,
+    keys: sc.keys,
+    values: sc.values,
+    tokenSeq: sc.tokenSeq,
+    tokenPos: sc.tokenPos,
+    scale,
+  });
+}
+
+function label(h: Heads): string {
+  return `nHeads=${h.nHeads} nKvHeads=${h.nKvHeads} headDim=${h.headDim}`;
+}
+
+Deno.test("attention kernels compile cleanly", async () => {
+  if (await noGpu()) return;
+  const k = (await testKernels())!;
+  for (const [name, source] of Object.entries(ATTENTION_SOURCES)) {
+    await assertCompilesCleanly(k, name, source);
+  }
+});
+
+Deno.test("kvWrite() puts f16-rounded rows into their shuffled blocks and leaves other slots alone", async () => {
+  if (await noGpu()) return;
+  const k = (await testKernels())!;
+  const nKvHeads = 2, headDim = 6, kvDim = nKvHeads * headDim, maxBlocksPerSeq = 4, numBlocks = 9;
+  const blockTable = Uint32Array.from([7, 2, 0xffffffff, 0xffffffff, 5, 0, 8, 1]);
+  const tokenSeq = Uint32Array.from([1, 1, 0, 1, 0]);
+  const tokenPos = Uint32Array.from([16, 47, 3, 0, 17]);
+  const T = tokenSeq.length, stride = 2 * kvDim + 3;
+  const fused = randomF32(T * stride, 21, -70000, 70000); // also overflows f16 to infinity
+  for (let i = 0; i < 8; i++) fused[i * 3] = 1 + i * 2 ** -12; // ties and near-ties of rounding
+  const rowsOf = (off: number) => {
+    const r = new Float32Array(T * kvDim);
+    for (let t = 0; t < T; t++) r.set(fused.subarray(t * stride + off, t * stride + off + kvDim), t * kvDim);
+    return r;
+  };
+  const words = numBlocks * kvDim * 16 / 2;
+  const initial = new Uint32Array(words).fill(0x12345678);
+  const kCache = upload(k, initial), vCache = upload(k, initial);
+  await run(k, (pass) =>
+    kvWrite(k, pass, {
+      k: upload(k, fused),
+      v: upload(k, fused),
+      kStride: stride,
+      vStride: stride,
+      kOffset: 0,
+      vOffset: kvDim + 3,
+      kCache,
+      vCache,
+      tokenSeq: upload(k, tokenSeq),
+      tokenPos: upload(k, tokenPos),
+      blockTable: upload(k, blockTable),
+      T,
+      nKvHeads,
+      headDim,
+      blockSize: 16,
+      maxBlocksPerSeq,
+    }));
+  for (const [name, buf, off] of [["k", kCache, 0], ["v", vCache, kvDim + 3]] as const) {
+    const want = new Uint16Array(initial.slice().buffer);
+    kvWriteRef({
+      cache: want,
+      rows: rowsOf(off),
+      tokenSeq,
+      tokenPos,
+      blockTable,
+      maxBlocksPerSeq,
+      nKvHeads,
+      headDim,
+      blockSize: 16,
+    });
+    const got = new Uint16Array(await readBytes(k, buf, words * 4));
+    for (let i = 0; i < got.length; i++) {
+      // WGSL lets pack2x16float round either way for inexact values: allow one unit in the last place.
+      if (Math.abs(got[i] - want[i]) > 1 || (got[i] !== want[i] && (want[i] & 0x7fff) >= 0x7c00)) {
+        throw new Error(
+          `${name} cache half ${i}: got 0x${got[i].toString(16)}, expected 0x${want[i].toString(16)}`,
+        );
+      }
+    }
+  }
+});
+
+Deno.test("copyBlocks() copies whole blocks to their destinations", async () => {
+  if (await noGpu()) return;
+  const k = (await testKernels())!;
+  const nKvHeads = 3, blockSize = 16, headDim = 10, blockWords = nKvHeads * blockSize * headDim / 2;
+  const init = new Uint32Array(new Float32Array(randomF32(6 * blockWords, 31)).buffer);
+  const cache = upload(k, init);
+  const pairs: [number, number][] = [[4, 1], [0, 5], [3, 2]];
+  await run(
+    k,
+    (pass) =>
+      copyBlocks(k, pass, {
+        cache,
+        pairs: upload(k, Uint32Array.from(pairs.flat())),
+        numPairs: 3,
+        nKvHeads,
+        blockSize,
+        headDim,
+      }),
+  );
+  const want = init.slice();
+  copyBlocksRef(want, pairs, blockWords);
+  const got = new Uint32Array(await readBytes(k, cache, init.byteLength));
+  assertClose(got, want, { atol: 0, rtol: 0 });
+});
+
+for (const heads of HEADS) {
+  Deno.test(`attentionDecode() matches attentionRef, one token per sequence, ${label(heads)}`, async () => {
+    if (await noGpu()) return;
+    const k = (await testKernels())!;
+    const sc = scenario(heads, CONTEXTS, CONTEXTS.map(() => 1), heads.headDim + heads.nHeads);
+    const want = reference(sc);
+    assertClose(await runScenario(k, sc, "decode"), want, { atol: ATOL, rtol: 0, label: "decode" });
+    assertClose(await runScenario(k, sc, "auto"), want, { atol: ATOL, rtol: 0, label: "attention()" });
+  });
+
+  Deno.test(`attentionPrefill() matches attentionRef on mixed chunks, ${label(heads)}`, async () => {
+    if (await noGpu()) return;
+    const k = (await testKernels())!;
+    const sc = scenario(heads, CONTEXTS, CHUNKS, 7 * heads.headDim + heads.nKvHeads);
+    const want = reference(sc);
+    assertClose(await runScenario(k, sc, "prefill"), want, { atol: ATOL, rtol: 0, label: "prefill" });
+    assertClose(await runScenario(k, sc, "auto"), want, { atol: ATOL, rtol: 0, label: "attention()" });
+    // The decode kernel serves any batch too (several tokens per sequence).
+    assertClose(await runScenario(k, sc, "decode"), want, { atol: ATOL, rtol: 0, label: "decode" });
+  });
+}
+
+Deno.test("attentionDecode() writes directly when the context fits one partition, with a custom scale", async () => {
+  if (await noGpu()) return;
+  const k = (await testKernels())!;
+  const heads = HEADS[1];
+  const contexts = [1, 5, 16, 17, 200];
+  const sc = scenario(heads, contexts, [1, 2, 1, 3, 1], 77);
+  assertClose(await runScenario(k, sc, "decode", { scale: 0.4 }), reference(sc, 0.4), {
+    atol: ATOL,
+    rtol: 0,
+  });
+});
+
+Deno.test("attention kernels match attentionRef with small partitions and 16 KiB of workgroup memory", async () => {
+  if (await noGpu()) return;
+  const k = (await testKernels())!;
+  for (
+    const heads of [HEADS[0], { nHeads: 6, nKvHeads: 2, headDim: 256 }, {
+      nHeads: 12,
+      nKvHeads: 1,
+      headDim: 40,
+    }]
+  ) {
+    const sc = scenario(heads, [3, 40, 129], [3, 21, 1], heads.headDim + 5);
+    const want = reference(sc);
+    const ro = { maxWorkgroupStorage: 16384, partitionSize: 48 };
+    assertClose(await runScenario(k, sc, "decode", ro), want, {
+      atol: ATOL,
+      rtol: 0,
+      label: `decode ${label(heads)}`,
+    });
+    if (heads.headDim <= 128) {
+      assertClose(await runScenario(k, sc, "prefill", ro), want, {
+        atol: ATOL,
+        rtol: 0,
+        label: `prefill ${label(heads)}`,
+      });
+    }
+    assertClose(await runScenario(k, sc, "prefill"), want, {
+      atol: ATOL,
+      rtol: 0,
+      label: `prefill ${label(heads)}`,
+    });
+  }
+});
+
+Deno.test("planDecode() and planPrefill() fit the workgroup memory and cover every query head", () => {
+  for (const headDim of [2, 40, 64, 128, 256]) {
+    for (const group of [1, 3, 4, 8, 12, 32]) {
+      for (const budget of [16384, 32768]) {
+        const d = planDecode(headDim, group, budget);
+        if (d.HG * d.headChunks < group || d.HG > 8) {
+          throw new Error(`decode plan ${JSON.stringify(d)} for group ${group}`);
+        }
+        if (Math.ceil((d.HG * headDim) / 2 / d.WG) > 8) {
+          throw new Error(`decode plan ${JSON.stringify(d)} needs > 8 accumulators`);
+        }
+        if (headDim === 256 && budget === 16384) continue;
+        const p = planPrefill(headDim, group, budget);
+        if (p.HG * p.headChunks < group || p.BQ < 1 || p.BQ * p.HG > p.R) {
+          throw new Error(`prefill plan ${JSON.stringify(p)} for group ${group}`);
+        }
+      }
+    }
+  }
+});

@@ -1,0 +1,61 @@
+// Host side of the fp16-weight linear layer (every projection and lm_head): a streaming matvec for
+// decode batches of up to 8 tokens, a tiled matmul for prefill.
+import source from "./matmul_f16.wgsl" with { type: "text" };
+import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "../core.ts";
+
+export const MATMUL_F16_SOURCE = source;
+
+/** Largest M served by the matvec path; larger M goes to the tiled path. */
+export const MATVEC_MAX_TOKENS = 8;
+
+// Matvec geometry; must agree with the override defaults' meaning in matmul_f16.wgsl.
+const TPR = 32;
+const TEAMS = 4;
+const ROWS_PER_TEAM = 4; // `R` in the shader
+const TILE = 64; // BM = BN in the shader
+
+export interface MatmulF16Options {
+  x: BufferArg; // f32 (M, xStride) from xOffset
+  w: BufferArg; // f16 (N, K) row-major, bound as u32 pairs
+  out: BufferArg; // f32 (M, outStride) from outOffset; not the same buffer as x
+  M: number;
+  N: number;
+  /** Input features; must be a multiple of 8. */
+  K: number;
+  /** out += x W^T instead of out = x W^T (fuses a residual add). */
+  accumulate?: boolean;
+  xStride?: number; // elements, multiple of 4; default K
+  xOffset?: number; // elements, multiple of 4; default 0
+  /** First weight element, a multiple of 8; default 0. */
+  wOffset?: number;
+  outStride?: number; // elements; default N
+  outOffset?: number; // elements; default 0
+}
+
+/** out[t, o] (+)= sum_i x[t, i] * W[o, i] for t < M, o < N. */
+export function matmulF16(k: Kernels, pass: GPUComputePassEncoder, o: MatmulF16Options): void {
+  const xStride = o.xStride ?? o.K, xOffset = o.xOffset ?? 0, wOffset = o.wOffset ?? 0;
+  if (o.K % 8 !== 0 || xStride % 4 !== 0 || xOffset % 4 !== 0 || wOffset % 8 !== 0) {
+    throw new KernelError(
+      `Unsupported matmulF16 layout: expected K and wOffset multiples of 8, xStride and xOffset multiples ` +
+        `of 4, got K=${o.K} wOffset=${wOffset} xStride=${xStride} xOffset=${xOffset}`,
+    );
+  }
+  if (o.M === 0 || o.N === 0) return;
+  const tilesN = Math.ceil(o.N / TILE);
+  // Params layout (bytes): 0 M, 4 N, 8 K, 12 xStride, 16 xOffset, 20 wOffset (units of 8 halves),
+  // 24 outStride, 28 outOffset, 32 accumulate, 36 tilesN, 40..48 pad.
+  const params = new ParamWriter()
+    .u32(o.M).u32(o.N).u32(o.K).u32(xStride).u32(xOffset).u32(wOffset / 8)
+    .u32(o.outStride ?? o.N).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0).u32(tilesN).u32(0).u32(0);
+  const args = [o.x, o.w, o.out, k.params(params)];
+  if (o.M <= MATVEC_MAX_TOKENS) {
+    const p = k.pipeline("matmul_f16", source, { TOKENS: o.M, TPR, TEAMS }, "matvec");
+    const [gx, gy] = grid2d(k, Math.ceil(o.N / (TEAMS * ROWS_PER_TEAM)));
+    k.dispatch(pass, p, args, gx, gy);
+  } else {
+    const p = k.pipeline("matmul_f16", source, {}, "tiled");
+    const [gx, gy] = grid2d(k, tilesN * Math.ceil(o.M / TILE));
+    k.dispatch(pass, p, args, gx, gy);
+  }
+}

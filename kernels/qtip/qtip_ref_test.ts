@@ -1,0 +1,171 @@
+// Checks the plain-TS QTIP decode: hand-computed code values, pack/unpack round trips, and the fixtures'
+// hatW_decoded (made by the official Python) bit for bit.
+import {
+  decodeHatW,
+  expandLut,
+  f16FromBits,
+  hybValues,
+  oneMadValue,
+  packTrellisPlain,
+  swizzleWords,
+  threeInstValue,
+  unpackTrellisPlain,
+  unswizzleWords,
+} from "./qtip_ref.ts";
+import { fixturesDir, loadFixtureLinears } from "./_fixtures.ts";
+import { seededRandom } from "../_test_utils.ts";
+
+function assertEq(actual: unknown, expected: unknown, label: string): void {
+  if (actual !== expected) throw new Error(`${label}: got ${actual}, expected ${expected}`);
+}
+
+function assertArraysEqual(a: ArrayLike<number>, b: ArrayLike<number>, label: string): void {
+  assertEq(a.length, b.length, `${label} length`);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) throw new Error(`${label}: first difference at ${i}: got ${a[i]}, expected ${b[i]}`);
+  }
+}
+
+/** Random MSB-first bitstream words for `tiles` tiles. */
+function randomWords(tiles: number, K: number, seed: number): Uint16Array {
+  const r = seededRandom(seed);
+  const w = new Uint16Array(tiles * 16 * K);
+  for (let i = 0; i < w.length; i++) w[i] = Math.floor(r() * 65536);
+  return w;
+}
+
+/** States read straight off the bitstream: state j = the 16 bits at j*K*V, circular. */
+function windowStates(words: Uint16Array, K: number, V: number): number[] {
+  const bits = 256 * K, tiles = words.length / (16 * K), out: number[] = [];
+  for (let t = 0; t < tiles; t++) {
+    for (let j = 0; j < 256 / V; j++) {
+      let s = 0;
+      for (let b = 0; b < 16; b++) {
+        const i = (j * K * V + b) % bits;
+        s = s * 2 + ((words[t * 16 * K + (i >> 4)] >> (15 - (i & 15))) & 1);
+      }
+      out.push(s);
+    }
+  }
+  return out;
+}
+
+Deno.test("oneMadValue() matches hand-computed states", () => {
+  // s = 0: x = 76625530 = 0x0491367A; bytes 4 + 145 + 54 + 122 = 325; (325 - 510) / 147.800537109375.
+  assertEq(oneMadValue(0), Math.fround(-185 / 147.800537109375), "s=0");
+  // s = 1: x = 34038481 + 76625530 = 110664011 = 0x0698994B; bytes 6 + 152 + 153 + 75 = 386 -> -124.
+  assertEq(oneMadValue(1), Math.fround(-124 / 147.800537109375), "s=1");
+  // s = 65535: 65535 * 34038481 + 76625530 = 2230828565365 = 519 * 2^32 + 0x655AD3A9 (mod 2^32);
+  // bytes 0x65 + 0x5A + 0xD3 + 0xA9 = 101 + 90 + 211 + 169 = 571 -> 61.
+  assertEq(oneMadValue(65535), Math.fround(61 / 147.800537109375), "s=65535");
+});
+
+Deno.test("threeInstValue() matches hand-computed states", () => {
+  // s = 0: x = 64248484 = 0x03D45AA4; & 0x8FFF8FFF = 0x03D40AA4; ^ 0x3B603B60 = 0x38B431C4.
+  // 0x38B4 = 2^-1 * (1 + 180/1024) = 0.587890625; 0x31C4 = 2^-3 * (1 + 452/1024) = 0.18017578125;
+  // sum 0.76806640625 = 1573 * 2^-11 is an f16, so no rounding.
+  assertEq(threeInstValue(0), 0.76806640625, "s=0");
+  // s = 1: x = 89226354 + 64248484 = 153474838 = 0x0925D716; masked 0x0125 8716; ^ -> 0x3245BC76.
+  // 0x3245 = 2^-3 * (1 + 581/1024) = 0.1959228515625; 0xBC76 = -(1 + 118/1024) = -1.115234375;
+  // sum -0.9193115234375 = -1882.75 * 2^-11 rounds to the f16 -1883 * 2^-11 = -0.91943359375.
+  assertEq(threeInstValue(1), -0.91943359375, "s=1");
+});
+
+Deno.test("hybValues() picks the LUT row and sign from s*(s+1)", () => {
+  // tlut row r = (r + 0.5, -r / 4), all exact in f16.
+  const tlut = new Uint16Array(
+    new Float16Array(Array.from({ length: 1024 }, (_, i) => (i & 1 ? -(i >> 1) / 4 : (i >> 1) + 0.5))).buffer,
+  );
+  // s = 255: t = 65280 = 0xFF00: bit 15 set (flip); row = (0xFF00 >> 6) & 511 = 1020 & 511 = 508.
+  assertEq(hybValues(255, tlut, 9).join(), [-508.5, -127].join(), "s=255");
+  // s = 1000: t = 1001000 = 0xF4628: bit 15 clear; row = 0x3D18 & 0x1FF = 280.
+  assertEq(hybValues(1000, tlut, 9).join(), [280.5, -70].join(), "s=1000");
+  // s = 65535: t = 0xFFFF0000: bit 15 clear; row = 0x3FFFC00 & 0x1FF = 0.
+  assertEq(hybValues(65535, tlut, 9).join(), [0.5, -0].join(), "s=65535");
+  // s = 3: t = 12: row 0, no flip. With 8 LUT bits the row is (t >> 7) & 255.
+  assertEq(hybValues(300, tlut, 8)[1], -((Math.floor((300 * 301) / 128) & 255) / 4), "s=300 tlutBits=8");
+});
+
+for (const K of [2, 3, 4]) {
+  for (const V of [1, 2]) {
+    Deno.test(`packTrellisPlain() and unpackTrellisPlain() round-trip at K=${K} V=${V}`, () => {
+      const words = randomWords(3, K, 100 * K + V);
+      const states = windowStates(words, K, V);
+      assertArraysEqual(unpackTrellisPlain(words, K, V), states, "unpack");
+      assertArraysEqual(packTrellisPlain(states, K, V), words, "pack");
+    });
+  }
+}
+
+Deno.test("packTrellisPlain() rejects broken overlaps, the wrap-around included", () => {
+  const K = 2, V = 2;
+  const states = windowStates(randomWords(1, K, 7), K, V);
+  const inner = states.slice();
+  inner[5] ^= 1 << 15; // its high bits no longer continue state 4
+  let threw = false;
+  try {
+    packTrellisPlain(inner, K, V);
+  } catch {
+    threw = true;
+  }
+  assertEq(threw, true, "inner overlap");
+  const wrap = states.slice();
+  wrap[0] ^= 1 << 15; // state 0 no longer continues the last state
+  threw = false;
+  try {
+    packTrellisPlain(wrap, K, V);
+  } catch (e) {
+    threw = /states 127 and 0/.test(String(e));
+  }
+  assertEq(threw, true, "wrap-around overlap");
+});
+
+for (const K of [2, 3, 4]) {
+  Deno.test(`swizzleWords() inverts unswizzleWords() at K=${K}`, () => {
+    const m = 32, n = 96; // 2 x 6 tiles: 1 x 3 interleaved groups of 2 x 2
+    const plain = randomWords(12, K, 30 + K);
+    const sw = swizzleWords(plain, m, n, K);
+    assertArraysEqual(unswizzleWords(sw, m, n, K), plain, "round trip");
+  });
+}
+
+Deno.test("decodeHatW() plain layout puts value t of tile (I, J) at row I*16 + t/16, column J*16 + t%16", () => {
+  const K = 3, m = 32, n = 48;
+  const words = randomWords(6, K, 5);
+  const states = windowStates(words, K, 1);
+  const hat = decodeHatW(words, { m, n, code: "1mad", K, layout: "plain" });
+  for (const [I, J, t] of [[0, 0, 0], [1, 2, 255], [0, 1, 17], [1, 0, 130]]) {
+    const s = states[(I * 3 + J) * 256 + t];
+    assertEq(hat[(I * 16 + (t >> 4)) * n + J * 16 + (t & 15)], oneMadValue(s), `tile ${I},${J} t=${t}`);
+  }
+});
+
+Deno.test("expandLut() agrees with the per-state functions", () => {
+  const lut = expandLut("3inst");
+  for (const s of [0, 1, 777, 40000, 65535]) assertEq(lut[s], threeInstValue(s), `3inst s=${s}`);
+});
+
+Deno.test("decodeHatW() reproduces the fixtures' hatW_decoded bit for bit", () => {
+  const dir = fixturesDir();
+  if (!dir) return;
+  for (const f of loadFixtureLinears(dir)) {
+    const hat = decodeHatW(f.trellis, {
+      m: f.m,
+      n: f.n,
+      code: "hyb",
+      K: 2,
+      tlutBits: 9,
+      tlut: f.tlut,
+      layout: "swizzled",
+    });
+    const bits = new Uint16Array(new Float16Array(hat).buffer);
+    for (let i = 0; i < bits.length; i++) {
+      if (bits[i] !== f.hatW[i]) {
+        throw new Error(
+          `${f.label}: hatW differs at row ${Math.floor(i / f.n)} column ${i % f.n}: ` +
+            `got ${hat[i]}, expected ${f16FromBits(f.hatW[i])}`,
+        );
+      }
+    }
+  }
+});
