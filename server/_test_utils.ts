@@ -1,0 +1,76 @@
+// Helpers for the server's in-process tests: an app over the fake engine, JSON requests, SSE parsing.
+
+import { createApp, type ServerApp } from "./app.ts";
+import type { ServerConfig } from "./config.ts";
+import { byteCodec, FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
+
+export interface TestServer {
+  engine: FakeEngine;
+  server: ServerApp;
+  logs: Record<string, unknown>[];
+  post(
+    path: string,
+    body: unknown,
+    init?: { headers?: Record<string, string>; signal?: AbortSignal },
+  ): Promise<Response>;
+  get(path: string, headers?: Record<string, string>): Promise<Response>;
+}
+
+export function setup(engineOpts: FakeEngineOptions = {}, config: Partial<ServerConfig> = {}): TestServer {
+  const engine = new FakeEngine(engineOpts);
+  const logs: Record<string, unknown>[] = [];
+  const server = createApp({
+    engine,
+    codec: byteCodec,
+    config: { servedModelNames: ["fake", "fake-alias"], ...config },
+    log: (r) => logs.push(r),
+  });
+  return {
+    engine,
+    server,
+    logs,
+    post: async (path, body, init = {}) =>
+      await server.app.fetch(
+        new Request(`http://localhost${path}`, {
+          method: "POST",
+          headers: { "content-type": "application/json", ...init.headers },
+          body: typeof body === "string" ? body : JSON.stringify(body),
+          signal: init.signal,
+        }),
+      ),
+    get: async (path, headers = {}) =>
+      await server.app.fetch(new Request(`http://localhost${path}`, { headers })),
+  };
+}
+
+/** Every `data:` payload of an SSE body, JSON-parsed except the final "[DONE]". */
+export async function readSse(res: Response): Promise<unknown[]> {
+  const text = await res.text();
+  if (!text.endsWith("\n\n")) {
+    throw new Error(`SSE body does not end with a blank line: ${JSON.stringify(text.slice(-40))}`);
+  }
+  return text.split("\n\n").filter((frame) => frame !== "" && !frame.startsWith(":")).map((frame) => {
+    if (!frame.startsWith("data: ") || frame.includes("\n")) {
+      throw new Error(`Malformed SSE frame: ${JSON.stringify(frame)}`);
+    }
+    const data = frame.slice("data: ".length);
+    return data === "[DONE]" ? data : JSON.parse(data);
+  });
+}
+
+/** Waits until `check()` is true, polling; throws after `timeoutMs`. */
+export async function waitFor(check: () => boolean, timeoutMs = 2000, what = "condition"): Promise<void> {
+  const start = Date.now();
+  while (!check()) {
+    if (Date.now() - start > timeoutMs) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+export const CHAT = { model: "fake", messages: [{ role: "user", content: "Hi" }] };
+
+/** Chat chunks' `choices[0]` entries, for framing assertions. */
+// deno-lint-ignore no-explicit-any
+export type Json = any;

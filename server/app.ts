@@ -1,0 +1,201 @@
+// createApp(deps): the Hono app (request ids and logs, CORS, body limit, auth, routes, OpenAI error
+// bodies) around one engine and codec; startServer(config, deps) serves it with Deno.serve.
+
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import type { EngineHandle } from "../engine/mod.ts";
+import { bearerAuth } from "./auth.ts";
+import { DEFAULT_CONFIG, type ServerConfig } from "./config.ts";
+import { type AppEnv, type LogFn, ModelNames, RequestLog, type ServerContext } from "./context.ts";
+import { ApiError, toApiError } from "./errors.ts";
+import { Metrics } from "./metrics.ts";
+import { chatCompletionsRoute } from "./routes/chat_completions.ts";
+import { completionsRoute } from "./routes/completions.ts";
+import { detokenizeRoute } from "./routes/detokenize.ts";
+import { healthRoute } from "./routes/health.ts";
+import { metricsRoute } from "./routes/metrics.ts";
+import { modelsRoute } from "./routes/models.ts";
+import { tokenizeRoute } from "./routes/tokenize.ts";
+import { Scheduler } from "./scheduler.ts";
+import type { TextCodec } from "./text_codec.ts";
+
+export interface AppDeps {
+  engine: EngineHandle;
+  codec: TextCodec;
+  /** Missing fields take DEFAULT_CONFIG's values. */
+  config?: Partial<ServerConfig>;
+  /** Built from config when absent. */
+  scheduler?: Scheduler;
+  metrics?: Metrics;
+  /** Receives one record per request and per server error; default: JSON lines on stdout when config.logRequests. */
+  log?: LogFn;
+}
+
+export interface ServerApp {
+  app: Hono<AppEnv>;
+  scheduler: Scheduler;
+  metrics: Metrics;
+  config: ServerConfig;
+  /** Graceful drain: new requests get 503, running ones get `graceMs` (default config.shutdownGraceMs), then are cancelled. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+const PUBLIC_HEADERS = ["x-request-id", "retry-after", "retry-after-ms", "x-should-retry"];
+
+/** FNV-1a, enough to tell model builds apart in `system_fingerprint`. */
+function fingerprintOf(engine: EngineHandle): string {
+  const info = engine.info;
+  const text = `${info.source}|${info.quantization}|${info.vocabSize}|${info.maxContext}`;
+  let h = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(text)) h = Math.imul(h ^ byte, 0x01000193);
+  return `fp_${(h >>> 0).toString(16).padStart(8, "0")}`;
+}
+
+function defaultModelName(source: string): string {
+  const parts = source.replace(/[\\/]+$/, "").split(/[\\/]/);
+  return parts[parts.length - 1] || "model";
+}
+
+function stdoutLog(record: Record<string, unknown>): void {
+  console.log(JSON.stringify({ time: new Date().toISOString(), ...record }));
+}
+
+export function createApp(deps: AppDeps): ServerApp {
+  const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
+  const names = config.servedModelNames.length > 0
+    ? config.servedModelNames
+    : [defaultModelName(deps.engine.info.source)];
+  const log: LogFn = deps.log ?? (config.logRequests ? stdoutLog : () => {});
+  const scheduler = deps.scheduler ?? new Scheduler({
+    engine: deps.engine,
+    maxRunning: config.maxRunning,
+    maxWaiting: config.maxWaiting,
+    maxWaitingTokens: config.maxWaitingTokens,
+    retryAfterS: config.retryAfterS,
+  });
+  const metrics = deps.metrics ?? new Metrics(names[0]);
+  const ctx: ServerContext = {
+    engine: deps.engine,
+    codec: deps.codec,
+    config,
+    scheduler,
+    metrics,
+    models: new ModelNames(names, config.acceptAnyModel),
+    fingerprint: fingerprintOf(deps.engine),
+    startedAtS: Math.floor(Date.now() / 1000),
+    log,
+  };
+
+  const app = new Hono<AppEnv>();
+
+  // Request id (echoed when the client sent a sane one) and the request's log line.
+  app.use("*", async (c, next) => {
+    const incoming = c.req.header("x-request-id");
+    const requestId = incoming && /^[\x21-\x7e]{1,128}$/.test(incoming) ? incoming : crypto.randomUUID();
+    const requestLog = new RequestLog(log, {
+      request_id: requestId,
+      method: c.req.method,
+      route: c.req.path,
+    });
+    c.set("requestId", requestId);
+    c.set("log", requestLog);
+    await next();
+    c.res.headers.set("x-request-id", requestId);
+    if (!requestLog.deferred) requestLog.write(c.res.status);
+  });
+
+  if (config.corsOrigins.length > 0) {
+    app.use(
+      "*",
+      cors({
+        origin: config.corsOrigins.includes("*") ? "*" : config.corsOrigins,
+        allowMethods: ["GET", "POST", "OPTIONS"],
+        // No allowHeaders list: preflight echoes what the browser asks for (Authorization, Content-Type,
+        // X-Stainless-*), since Access-Control-Allow-Headers takes no wildcard prefixes.
+        exposeHeaders: PUBLIC_HEADERS,
+        maxAge: 600,
+      }),
+    );
+  }
+
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: config.maxBodyBytes,
+      onError: () => {
+        throw new ApiError(
+          "too_large",
+          `Request body is too large: the limit is ${config.maxBodyBytes} bytes`,
+        );
+      },
+    }),
+  );
+
+  if (config.apiKeys.length > 0) {
+    const auth = bearerAuth(config.apiKeys);
+    app.use("/v1/*", auth);
+    app.use("/tokenize", auth);
+    app.use("/detokenize", auth);
+  }
+
+  for (
+    const route of [
+      chatCompletionsRoute,
+      completionsRoute,
+      modelsRoute,
+      healthRoute,
+      metricsRoute,
+      tokenizeRoute,
+      detokenizeRoute,
+    ]
+  ) {
+    app.route("/", route(ctx));
+  }
+
+  app.notFound((c) => {
+    throw new ApiError("unknown_url", `Unknown route: ${c.req.method} ${c.req.path}`);
+  });
+
+  app.onError((err, c) => {
+    const apiError = toApiError(err);
+    if (apiError.status >= 500 && !(err instanceof ApiError)) {
+      log({ level: "error", msg: "unhandled error", request_id: c.get("requestId"), error: String(err) });
+    }
+    return c.json(apiError.body(), apiError.status, apiError.headers());
+  });
+
+  return {
+    app,
+    scheduler,
+    metrics,
+    config,
+    shutdown: (graceMs = config.shutdownGraceMs) => scheduler.shutdown(graceMs),
+  };
+}
+
+export interface ServerHandle {
+  server: ServerApp;
+  addr: Deno.NetAddr;
+  /** Drains the scheduler (503 for new requests meanwhile), then closes the listener. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+/** Serves createApp({...deps, config}) on config.host:config.port (port 0 picks a free one). */
+export function startServer(config: ServerConfig, deps: Omit<AppDeps, "config">): ServerHandle {
+  const server = createApp({ ...deps, config });
+  const log = deps.log ?? (config.logRequests ? stdoutLog : () => {});
+  const http = Deno.serve({
+    hostname: config.host,
+    port: config.port,
+    onListen: (addr) => log({ level: "info", msg: "listening", host: addr.hostname, port: addr.port }),
+  }, server.app.fetch);
+  return {
+    server,
+    addr: http.addr,
+    async shutdown(graceMs?: number) {
+      await server.shutdown(graceMs);
+      await http.shutdown();
+    },
+  };
+}

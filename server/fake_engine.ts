@@ -1,0 +1,216 @@
+// Test doubles for the server: a scripted EngineHandle that honours AbortSignal and records what it
+// was asked and what was aborted, and a byte-level TextCodec (one token per UTF-8 byte).
+
+import type {
+  EngineHandle,
+  EngineState,
+  EngineStats,
+  GenerateRequest,
+  ModelInfo,
+  TokenEvent,
+} from "../engine/mod.ts";
+import type { ChatMessage, IncrementalDetokenizer, TextCodec } from "./text_codec.ts";
+
+export const FAKE_BOS = 256;
+export const FAKE_EOS = 257;
+export const FAKE_EOT = 258;
+const SPECIAL_TEXT: Record<number, string> = { [FAKE_BOS]: "<s>", [FAKE_EOS]: "</s>", [FAKE_EOT]: "<|eot|>" };
+const SPECIAL_PATTERN = /(<s>|<\/s>|<\|eot\|>)/;
+
+/** Token ids of `text` in the byte codec: its UTF-8 bytes. */
+export function byteIds(text: string): number[] {
+  return [...new TextEncoder().encode(text)];
+}
+
+class ByteDetokenizer implements IncrementalDetokenizer {
+  readonly #decoder = new TextDecoder("utf-8");
+  readonly #skipSpecial: boolean;
+
+  constructor(skipSpecial: boolean) {
+    this.#skipSpecial = skipSpecial;
+  }
+
+  push(id: number): string {
+    if (id < 256) return this.#decoder.decode(new Uint8Array([id]), { stream: true });
+    const held = this.#decoder.decode();
+    return held + (this.#skipSpecial ? "" : SPECIAL_TEXT[id] ?? "");
+  }
+
+  flush(): string {
+    return this.#decoder.decode();
+  }
+}
+
+/** Byte-level codec: ids 0..255 are bytes, 256 <s>, 257 </s>, 258 <|eot|>. */
+export const byteCodec: TextCodec = {
+  vocabSize: 259,
+  eosIds: [FAKE_EOS],
+  endOfTurnIds: [FAKE_EOT],
+  encode(text, opts) {
+    const ids = opts.addSpecialTokens ? [FAKE_BOS] : [];
+    for (const part of text.split(SPECIAL_PATTERN)) {
+      const special = Object.entries(SPECIAL_TEXT).find(([, t]) => t === part);
+      if (special) ids.push(Number(special[0]));
+      else ids.push(...byteIds(part));
+    }
+    return ids;
+  },
+  decode(ids, opts) {
+    const detok = new ByteDetokenizer(opts?.skipSpecialTokens ?? false);
+    return ids.map((id) => detok.push(id)).join("") + detok.flush();
+  },
+  renderChat(messages: readonly ChatMessage[], opts) {
+    const turns = messages.map((m) => `${m.role}: ${m.content}<|eot|>`).join("");
+    return `<s>${turns}${opts.addGenerationPrompt ? "assistant: " : ""}`;
+  },
+  newDetokenizer(_promptIds, opts) {
+    return new ByteDetokenizer(opts?.skipSpecialTokens ?? true);
+  },
+  tokenText(id) {
+    if (id >= 256) return SPECIAL_TEXT[id] ?? "";
+    return id < 0x80 ? String.fromCharCode(id) : `<0x${id.toString(16).toUpperCase().padStart(2, "0")}>`;
+  },
+  tokenBytes(id) {
+    return id < 256 ? [id] : byteIds(SPECIAL_TEXT[id] ?? "");
+  },
+};
+
+export interface FakeEngineOptions {
+  maxContext?: number;
+  /** Token ids a request generates, in order; ending the script acts like EOS. Default: "Hello world". */
+  script?: (req: GenerateRequest) => number[];
+  /** Pause before each event, in ms (abortable). */
+  delayMs?: number;
+  /** Ids per event. */
+  idsPerEvent?: number;
+  state?: EngineState;
+  /** Each sequence waits for this before its first token (lets tests fill the queue). */
+  gate?: Promise<void>;
+  /** Fail with finishReason "error" after this many tokens. */
+  failAfter?: number;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+function untilAborted(gate: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    signal.addEventListener("abort", () => resolve(), { once: true });
+    gate.then(() => resolve());
+  });
+}
+
+export class FakeEngine implements EngineHandle {
+  readonly info: ModelInfo;
+  /** Every request generate() was called with, in order. */
+  readonly requests: GenerateRequest[] = [];
+  /** Ids of sequences whose AbortSignal fired before they finished. */
+  readonly aborted: string[] = [];
+  /** Ids of sequences currently generating. */
+  readonly active = new Set<string>();
+  currentState: EngineState;
+  closed = false;
+  readonly #opts: FakeEngineOptions;
+
+  constructor(opts: FakeEngineOptions = {}) {
+    this.#opts = opts;
+    this.currentState = opts.state ?? "ready";
+    this.info = {
+      source: "/models/fake-llama",
+      vocabSize: byteCodec.vocabSize,
+      maxContext: opts.maxContext ?? 256,
+      bosId: FAKE_BOS,
+      eosIds: [FAKE_EOS],
+      quantization: "fp16",
+    };
+  }
+
+  state(): EngineState {
+    return this.currentState;
+  }
+
+  stats(): EngineStats {
+    return {
+      running: this.active.size,
+      waiting: 0,
+      kvUsage: Math.min(1, this.active.size / 8),
+      kvBlocksTotal: 8,
+      kvBlocksUsed: Math.min(8, this.active.size),
+      promptTokens: 0,
+      generationTokens: 0,
+    };
+  }
+
+  async *generate(
+    req: GenerateRequest,
+    signal: AbortSignal = new AbortController().signal,
+  ): AsyncIterable<TokenEvent> {
+    this.requests.push(req);
+    this.active.add(req.id);
+    let finished = false;
+    try {
+      if (this.#opts.gate) await untilAborted(this.#opts.gate, signal);
+      const script = this.#opts.script?.(req) ?? byteIds("Hello world");
+      const perEvent = this.#opts.idsPerEvent ?? 1;
+      let generated = 0;
+      let pos = 0;
+      while (true) {
+        await sleep(this.#opts.delayMs ?? 1, signal);
+        if (signal.aborted) {
+          finished = true;
+          yield { ids: [], finishReason: "abort" };
+          return;
+        }
+        if (this.#opts.failAfter !== undefined && generated >= this.#opts.failAfter) {
+          finished = true;
+          yield { ids: [], finishReason: "error", error: "Fake engine failure" };
+          return;
+        }
+        const ids: number[] = [];
+        let finishReason: TokenEvent["finishReason"];
+        while (ids.length < perEvent && finishReason === undefined) {
+          if (pos >= script.length) {
+            finishReason = "stop";
+            break;
+          }
+          const id = script[pos++];
+          const isStop = req.stopTokenIds.includes(id) && !req.ignoreEos && generated >= (req.minTokens ?? 0);
+          if (isStop) {
+            finishReason = "stop";
+            break;
+          }
+          ids.push(id);
+          generated++;
+          if (generated >= req.maxTokens) finishReason = "length";
+        }
+        const event: TokenEvent = { ids };
+        if (req.logprobs !== undefined) event.logprobs = ids.map((id) => -id / 100);
+        if (finishReason !== undefined) {
+          event.finishReason = finishReason;
+          finished = true;
+        }
+        yield event;
+        if (finished) return;
+      }
+    } finally {
+      if (!finished || signal.aborted) this.aborted.push(req.id);
+      this.active.delete(req.id);
+    }
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,165 @@
+// The part of the data path chat and text completions share: prompts × n → sequences (context check,
+// per-choice seeds, stop ids) → scheduler, and the finished choices and usage afterwards.
+
+import type { RequestLog, ServerContext } from "../context.ts";
+import { ApiError } from "../errors.ts";
+import type { GenerationOptions } from "../schemas/common.ts";
+import type { Submission } from "../scheduler.ts";
+import { Sequence, type SequenceOutput, type TokenLogprob } from "../sequence.ts";
+
+export function randomId(): string {
+  return crypto.randomUUID().replaceAll("-", "");
+}
+
+export interface BuildOptions {
+  requestId: string;
+  /** Token ids of each prompt; choice index = promptIndex × n + sampleIndex (spec §6). */
+  prompts: number[][];
+  opts: GenerationOptions;
+  arrivalMs: number;
+  /** Field to blame for an over-long prompt: "messages" or "prompt". */
+  param: string;
+}
+
+/** One Sequence per choice; a prompt that leaves no room for a completion is a 400 before any GPU work. */
+export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] {
+  const maxContext = ctx.engine.info.maxContext;
+  const stopTokenIds = [
+    ...new Set([
+      ...ctx.codec.eosIds,
+      ...ctx.codec.endOfTurnIds,
+      ...ctx.engine.info.eosIds,
+      ...b.opts.stopTokenIds,
+    ]),
+  ];
+  const seqs: Sequence[] = [];
+  b.prompts.forEach((promptIds, p) => {
+    if (promptIds.length >= maxContext) {
+      throw new ApiError(
+        "invalid_request",
+        `Prompt is too long: it has ${promptIds.length} tokens, but the context holds ${maxContext} ` +
+          `and at least one token must be left for the completion`,
+        { param: b.param, code: "context_length_exceeded" },
+      );
+    }
+    // Prompt + max_tokens beyond the context is clamped and finishes with "length" (spec §8, our choice).
+    const room = maxContext - promptIds.length;
+    const maxTokens = Math.min(b.opts.maxTokens ?? room, room);
+    for (let i = 0; i < b.opts.n; i++) {
+      const index = p * b.opts.n + i;
+      seqs.push(
+        new Sequence({
+          id: `${b.requestId}-${index}`,
+          index,
+          promptIds,
+          maxTokens,
+          sampling: { ...b.opts.sampling, seed: (b.opts.sampling.seed + i) >>> 0 },
+          stopTokenIds,
+          ignoreEos: b.opts.ignoreEos,
+          minTokens: b.opts.minTokens,
+          logprobs: b.opts.logprobs,
+          stop: b.opts.stop,
+          includeStopStr: b.opts.includeStopStr,
+          skipSpecialTokens: b.opts.skipSpecialTokens,
+          codec: ctx.codec,
+          arrivalMs: b.arrivalMs,
+          metrics: ctx.metrics,
+        }),
+      );
+    }
+  });
+  return seqs;
+}
+
+/** An output's finish reason as OpenAI names it; engine errors and cancellations become ApiErrors. */
+export function finishOf(out: SequenceOutput): "stop" | "length" | null {
+  switch (out.finishReason) {
+    case undefined:
+      return null;
+    case "stop":
+    case "length":
+      return out.finishReason;
+    case "error":
+      throw out.error ?? new ApiError("internal", "Engine failed while generating");
+    case "abort":
+      throw new ApiError("unavailable", "Request was cancelled before it finished", { retryAfterS: 1 });
+  }
+}
+
+export interface FinishedChoice {
+  index: number;
+  text: string;
+  logprobs: TokenLogprob[];
+  finishReason: "stop" | "length";
+}
+
+/** Waits for every choice (non-streaming); the first failure cancels the rest and is thrown. */
+export async function collectChoices(
+  outputs: AsyncIterable<SequenceOutput>,
+  count: number,
+  cancel: () => void,
+): Promise<FinishedChoice[]> {
+  const choices: FinishedChoice[] = Array.from(
+    { length: count },
+    (_, index) => ({ index, text: "", logprobs: [], finishReason: "length" }),
+  );
+  try {
+    for await (const out of outputs) {
+      const choice = choices[out.index];
+      choice.text += out.text;
+      choice.logprobs.push(...out.logprobs);
+      const finish = finishOf(out);
+      if (finish !== null) choice.finishReason = finish;
+    }
+  } catch (err) {
+    cancel();
+    throw err;
+  }
+  return choices;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details: { cached_tokens: number };
+  completion_tokens_details: { reasoning_tokens: number };
+}
+
+/** Prompt tokens count once per prompt (not per choice); completion tokens sum over all choices. */
+export function usageOf(seqs: readonly Sequence[], n: number): Usage {
+  let prompt = 0;
+  let cached = 0;
+  let completion = 0;
+  for (let s = 0; s < seqs.length; s++) {
+    const seq = seqs[s];
+    completion += seq.completionTokens;
+    if (s % n === 0) {
+      prompt += seq.promptTokens;
+      cached += Math.max(...seqs.slice(s, s + n).map((q) => q.cachedPromptTokens));
+    }
+  }
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cached },
+    completion_tokens_details: { reasoning_tokens: 0 },
+  };
+}
+
+/** Hands the sequences to the scheduler (429/503 come from here) and counts the prompt tokens. */
+export function admit(ctx: ServerContext, seqs: Sequence[], n: number, signal: AbortSignal): Submission {
+  const submission = ctx.scheduler.submit(seqs, signal);
+  ctx.metrics.addPromptTokens(usageOf(seqs, n).prompt_tokens);
+  return submission;
+}
+
+/** Token counts and time to first token for the request's log line. */
+export function finishLog(log: RequestLog, seqs: readonly Sequence[], n: number): void {
+  const usage = usageOf(seqs, n);
+  log.fields.prompt_tokens = usage.prompt_tokens;
+  log.fields.completion_tokens = usage.completion_tokens;
+  const first = seqs.map((s) => s.firstTokenMs).filter((t) => t !== null);
+  if (first.length > 0) log.firstToken(Math.min(...first));
+}

@@ -1,0 +1,165 @@
+// POST /v1/chat/completions: schema → chat template → encode → sequences → scheduler → chunks or JSON.
+// Response and stream shapes follow spec §4 and §5.
+
+import { Hono } from "hono";
+import type { AppEnv, ServerContext } from "../context.ts";
+import { ApiError } from "../errors.ts";
+import { ChatCompletionRequest, toChatMessages } from "../schemas/chat_completions.ts";
+import { notSupported, resolveCommon } from "../schemas/common.ts";
+import type { TokenLogprob } from "../sequence.ts";
+import { sseResponse } from "../sse.ts";
+import {
+  admit,
+  buildSequences,
+  collectChoices,
+  finishLog,
+  finishOf,
+  randomId,
+  usageOf,
+} from "./_generate.ts";
+import { parseJsonBody } from "./_request.ts";
+
+/** Fields we parse but cannot honour yet: a 400 that says so instead of silently ignoring them. */
+function checkSupported(body: ChatCompletionRequest): void {
+  if (body.top_logprobs) throw notSupported("top_logprobs", "0 or null", body.top_logprobs);
+  if (body.tools && body.tools.length > 0) throw notSupported("tools", "an empty list or null", "[...]");
+  if (body.functions && body.functions.length > 0) {
+    throw notSupported("functions", "an empty list or null", "[...]");
+  }
+  const toolChoice = body.tool_choice;
+  if (toolChoice != null && toolChoice !== "none" && toolChoice !== "auto") {
+    throw notSupported("tool_choice", `"none" or "auto" (tools are not supported)`, toolChoice);
+  }
+  const functionCall = body.function_call;
+  if (functionCall != null && functionCall !== "none" && functionCall !== "auto") {
+    throw notSupported("function_call", `"none" or "auto" (functions are not supported)`, functionCall);
+  }
+  const format = body.response_format?.type;
+  if (format !== undefined && format !== "text") {
+    throw notSupported("response_format", `{"type": "text"}`, { type: format });
+  }
+}
+
+function logprobsOf(ctx: ServerContext, items: readonly TokenLogprob[]) {
+  return {
+    content: items.map((lp) => ({
+      token: ctx.codec.tokenText(lp.id),
+      logprob: lp.logprob,
+      bytes: ctx.codec.tokenBytes(lp.id),
+      top_logprobs: [],
+    })),
+    refusal: null,
+  };
+}
+
+export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.post("/v1/chat/completions", async (c) => {
+    const arrivalMs = performance.now();
+    const body = await parseJsonBody(c, ChatCompletionRequest);
+    const model = ctx.models.resolve(body.model);
+    checkSupported(body);
+    const opts = resolveCommon(
+      body,
+      { maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null, logprobs: body.logprobs ?? false },
+      { maxN: ctx.config.maxN, maxStop: ctx.config.maxStop, vocabSize: ctx.codec.vocabSize },
+    );
+
+    let promptText: string;
+    try {
+      promptText = ctx.codec.renderChat(toChatMessages(body.messages), { addGenerationPrompt: true });
+    } catch (err) {
+      const detail = err instanceof Error ? err.message : String(err);
+      throw new ApiError("invalid_request", `Cannot apply the chat template to messages: ${detail}`, {
+        param: "messages",
+      });
+    }
+    const promptIds = ctx.codec.encode(promptText, { addSpecialTokens: false });
+    const id = `chatcmpl-${randomId()}`;
+    const seqs = buildSequences(ctx, {
+      requestId: id,
+      prompts: [promptIds],
+      opts,
+      arrivalMs,
+      param: "messages",
+    });
+    const { outputs, cancel } = admit(ctx, seqs, opts.n, c.req.raw.signal);
+
+    const log = c.get("log");
+    const base = {
+      id,
+      object: "chat.completion.chunk" as const,
+      created: Math.floor(Date.now() / 1000),
+      model,
+      system_fingerprint: ctx.fingerprint,
+    };
+
+    if (!opts.stream) {
+      let choices;
+      try {
+        choices = await collectChoices(outputs, seqs.length, cancel);
+      } finally {
+        finishLog(log, seqs, opts.n);
+      }
+      return c.json({
+        ...base,
+        object: "chat.completion",
+        choices: choices.map((ch) => ({
+          index: ch.index,
+          message: { role: "assistant", content: ch.text, refusal: null },
+          logprobs: opts.logprobs ? logprobsOf(ctx, ch.logprobs) : null,
+          finish_reason: ch.finishReason,
+        })),
+        usage: usageOf(seqs, opts.n),
+      });
+    }
+
+    const usageField = opts.includeUsage ? { usage: null } : {};
+    async function* chunks() {
+      const started = new Set<number>();
+      const chunk = (
+        index: number,
+        delta: object,
+        finish: string | null,
+        logprobs: TokenLogprob[] | null,
+      ) => ({
+        ...base,
+        choices: [{
+          index,
+          delta,
+          logprobs: opts.logprobs && logprobs !== null && logprobs.length > 0
+            ? logprobsOf(ctx, logprobs)
+            : null,
+          finish_reason: finish,
+        }],
+        ...usageField,
+      });
+      for await (const out of outputs) {
+        const finish = finishOf(out);
+        // The role chunk goes out with the choice's first token, never earlier (TTFT, spec §5.3).
+        if (!started.has(out.index)) {
+          started.add(out.index);
+          yield chunk(out.index, { role: "assistant", content: "" }, null, null);
+        }
+        if (out.text !== "") yield chunk(out.index, { content: out.text }, null, out.logprobs);
+        if (finish !== null) yield chunk(out.index, {}, finish, out.text === "" ? out.logprobs : null);
+      }
+      if (opts.includeUsage) yield { ...base, choices: [], usage: usageOf(seqs, opts.n) };
+    }
+
+    log.deferred = true;
+    return sseResponse(chunks(), {
+      headers: { "x-request-id": c.get("requestId") },
+      onCancel: cancel,
+      onClose: (outcome) => {
+        if (outcome === "error") cancel();
+        finishLog(log, seqs, opts.n);
+        log.fields.outcome = outcome;
+        log.write(200);
+      },
+    });
+  });
+
+  return app;
+}

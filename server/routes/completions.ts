@@ -1,0 +1,181 @@
+// POST /v1/completions (legacy text completions): schema → encode each prompt → prompts × n sequences
+// → scheduler → chunks or JSON (spec §6). choices[i].index = promptIndex × n + sampleIndex.
+
+import { Hono } from "hono";
+import type { AppEnv, ServerContext } from "../context.ts";
+import { ApiError } from "../errors.ts";
+import { notSupported, resolveCommon } from "../schemas/common.ts";
+import { CompletionRequest } from "../schemas/completions.ts";
+import type { TokenLogprob } from "../sequence.ts";
+import { sseResponse } from "../sse.ts";
+import {
+  admit,
+  buildSequences,
+  collectChoices,
+  finishLog,
+  finishOf,
+  randomId,
+  usageOf,
+} from "./_generate.ts";
+import { parseJsonBody } from "./_request.ts";
+
+function checkSupported(body: CompletionRequest, n: number): void {
+  if (body.suffix) throw notSupported("suffix", "an empty string or null", body.suffix);
+  if (body.logprobs) {
+    throw notSupported("logprobs", "0 or null (alternatives are not reported yet)", body.logprobs);
+  }
+  if (body.echo && body.logprobs != null) {
+    throw notSupported("echo", "false when logprobs are requested (no prompt logprobs yet)", body.echo);
+  }
+  if (body.best_of != null) {
+    if (body.best_of < n) {
+      throw new ApiError(
+        "invalid_request",
+        `Invalid value for "best_of": expected at least n (${n}), got ${body.best_of}`,
+        {
+          param: "best_of",
+        },
+      );
+    }
+    if (body.best_of > n) throw notSupported("best_of", `null or equal to n (${n})`, body.best_of);
+  }
+}
+
+interface Prompt {
+  ids: number[];
+  /** Text used for `echo`. */
+  text: () => string;
+}
+
+function toPrompts(ctx: ServerContext, prompt: CompletionRequest["prompt"]): Prompt[] {
+  const fromText = (text: string): Prompt => ({
+    ids: ctx.codec.encode(text, { addSpecialTokens: true }),
+    text: () => text,
+  });
+  const fromIds = (ids: number[], p: string): Prompt => {
+    const bad = ids.findIndex((id) => id >= ctx.codec.vocabSize);
+    if (bad !== -1) {
+      throw new ApiError(
+        "invalid_request",
+        `Invalid value for "${p}[${bad}]": token id ${
+          ids[bad]
+        } is outside the vocabulary of ${ctx.codec.vocabSize}`,
+        { param: `${p}[${bad}]` },
+      );
+    }
+    return { ids, text: () => ctx.codec.decode(ids, { skipSpecialTokens: false }) };
+  };
+  if (typeof prompt === "string") return [fromText(prompt)];
+  if (prompt.every((p) => typeof p === "string")) return (prompt as string[]).map(fromText);
+  if (prompt.every((p) => typeof p === "number")) return [fromIds(prompt as number[], "prompt")];
+  return (prompt as number[][]).map((ids, i) => fromIds(ids, `prompt[${i}]`));
+}
+
+/** Legacy logprobs: parallel arrays; `text_offset` counts from the start of the returned text. */
+function legacyLogprobs(ctx: ServerContext, items: readonly TokenLogprob[], offsetBase: number) {
+  const tokens = items.map((lp) => ctx.codec.tokenText(lp.id));
+  return {
+    tokens,
+    token_logprobs: items.map((lp) => lp.logprob),
+    top_logprobs: items.map((lp, i) => ({ [tokens[i]]: lp.logprob })),
+    text_offset: items.map((lp) => offsetBase + lp.offset),
+  };
+}
+
+export function completionsRoute(ctx: ServerContext): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.post("/v1/completions", async (c) => {
+    const arrivalMs = performance.now();
+    const body = await parseJsonBody(c, CompletionRequest);
+    const model = ctx.models.resolve(body.model);
+    const opts = resolveCommon(
+      body,
+      { maxTokens: body.max_tokens, logprobs: body.logprobs != null },
+      { maxN: ctx.config.maxN, maxStop: ctx.config.maxStop, vocabSize: ctx.codec.vocabSize },
+    );
+    checkSupported(body, opts.n);
+    const prompts = toPrompts(ctx, body.prompt);
+    const echo = body.echo ?? false;
+    const echoText = (index: number) => echo ? prompts[Math.floor(index / opts.n)].text() : "";
+
+    const id = `cmpl-${randomId()}`;
+    const seqs = buildSequences(ctx, {
+      requestId: id,
+      prompts: prompts.map((p) => p.ids),
+      opts,
+      arrivalMs,
+      param: "prompt",
+    });
+    const { outputs, cancel } = admit(ctx, seqs, opts.n, c.req.raw.signal);
+    const log = c.get("log");
+    const base = {
+      id,
+      object: "text_completion" as const,
+      created: Math.floor(Date.now() / 1000),
+      model,
+      system_fingerprint: ctx.fingerprint,
+    };
+
+    if (!opts.stream) {
+      try {
+        const choices = await collectChoices(outputs, seqs.length, cancel);
+        return c.json({
+          ...base,
+          choices: choices.map((ch) => {
+            const prefix = echoText(ch.index);
+            return {
+              index: ch.index,
+              text: prefix + ch.text,
+              logprobs: opts.logprobs ? legacyLogprobs(ctx, ch.logprobs, prefix.length) : null,
+              finish_reason: ch.finishReason,
+            };
+          }),
+          usage: usageOf(seqs, opts.n),
+        });
+      } finally {
+        finishLog(log, seqs, opts.n);
+      }
+    }
+
+    const usageField = opts.includeUsage ? { usage: null } : {};
+    async function* chunks() {
+      const started = new Set<number>();
+      for await (const out of outputs) {
+        const finish = finishOf(out);
+        const prefix = echoText(out.index);
+        let text = out.text;
+        if (!started.has(out.index)) {
+          started.add(out.index);
+          text = prefix + text;
+        }
+        if (text === "" && finish === null) continue;
+        yield {
+          ...base,
+          choices: [{
+            index: out.index,
+            text,
+            logprobs: opts.logprobs ? legacyLogprobs(ctx, out.logprobs, prefix.length) : null,
+            finish_reason: finish,
+          }],
+          ...usageField,
+        };
+      }
+      if (opts.includeUsage) yield { ...base, choices: [], usage: usageOf(seqs, opts.n) };
+    }
+
+    log.deferred = true;
+    return sseResponse(chunks(), {
+      headers: { "x-request-id": c.get("requestId") },
+      onCancel: cancel,
+      onClose: (outcome) => {
+        if (outcome === "error") cancel();
+        finishLog(log, seqs, opts.n);
+        log.fields.outcome = outcome;
+        log.write(200);
+      },
+    });
+  });
+
+  return app;
+}

@@ -1,0 +1,35 @@
+// GET /v1/models and GET /v1/models/{id}: every served name and alias as an OpenAI model object (spec §2).
+
+import { Hono } from "hono";
+import type { AppEnv, ServerContext } from "../context.ts";
+import { ApiError } from "../errors.ts";
+
+function modelObject(ctx: ServerContext, id: string) {
+  return {
+    id,
+    object: "model",
+    created: ctx.startedAtS,
+    owned_by: "trellis",
+    root: ctx.engine.info.source,
+    max_model_len: ctx.engine.info.maxContext,
+    quantization: ctx.engine.info.quantization,
+  };
+}
+
+export function modelsRoute(ctx: ServerContext): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.get("/v1/models", (c) => {
+    return c.json({ object: "list", data: ctx.models.names.map((id) => modelObject(ctx, id)) });
+  });
+  app.get("/v1/models/:id{.+}", (c) => {
+    const id = c.req.param("id");
+    if (!ctx.models.names.includes(id)) {
+      const served = ctx.models.names.map((n) => `"${n}"`).join(", ");
+      throw new ApiError("model_not_found", `Model "${id}" does not exist: this server serves ${served}`, {
+        param: "model",
+      });
+    }
+    return c.json(modelObject(ctx, id));
+  });
+  return app;
+}

@@ -1,0 +1,181 @@
+// Request fields shared by /v1/chat/completions and /v1/completions (sampling, stop, streaming, the
+// vLLM extensions) and their resolution into one typed GenerationOptions. Zod only; no Hono.
+
+import { z } from "zod";
+import type { SamplingParams } from "../../engine/mod.ts";
+import { ApiError } from "../errors.ts";
+
+const TWO_POW_63 = 2 ** 63;
+
+// OpenAI fields (shared ones, in the order of OpenAI's documentation).
+export const FREQUENCY_PENALTY = z.number().min(-2).max(2).nullish();
+export const LOGIT_BIAS = z.record(
+  z.string().regex(/^\d+$/, "expected token ids written as decimal strings"),
+  z.number().min(-100).max(100),
+).nullish();
+export const MAX_TOKENS = z.number().int().min(1).nullish();
+export const N = z.number().int().min(1).nullish();
+export const PRESENCE_PENALTY = z.number().min(-2).max(2).nullish();
+/** Signed 64-bit per OpenAI; JSON numbers past 2^53 arrive rounded, which is still deterministic. */
+export const SEED = z.number().refine((v) => Number.isInteger(v) && v >= -TWO_POW_63 && v < TWO_POW_63, {
+  error: "expected a signed 64-bit integer",
+}).nullish();
+export const STOP = z.union([z.string(), z.array(z.string())], {
+  error: "expected a string or an array of strings",
+}).nullish();
+export const STREAM = z.boolean().nullish();
+export const STREAM_OPTIONS = z.object({
+  include_usage: z.boolean().nullish(),
+  include_obfuscation: z.boolean().nullish(),
+}).nullish();
+export const TEMPERATURE = z.number().min(0).max(2).nullish();
+export const TOP_P = z.number().gt(0).max(1).nullish();
+export const USER = z.string().nullish();
+
+// --- vLLM extensions, accepted at top level with vLLM's names (spec §3) ---
+export const VLLM_EXTENSIONS = {
+  top_k: z.number().int().min(-1).nullish(),
+  min_p: z.number().min(0).max(1).nullish(),
+  repetition_penalty: z.number().gt(0).nullish(),
+  min_tokens: z.number().int().min(0).nullish(),
+  ignore_eos: z.boolean().nullish(),
+  stop_token_ids: z.array(z.number().int().min(0)).nullish(),
+  include_stop_str_in_output: z.boolean().nullish(),
+  skip_special_tokens: z.boolean().nullish(),
+};
+
+/** The shared fields as parsed; both endpoint schemas produce a superset of this. */
+export interface CommonFields {
+  frequency_penalty?: number | null;
+  logit_bias?: Record<string, number> | null;
+  n?: number | null;
+  presence_penalty?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean | null } | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  repetition_penalty?: number | null;
+  min_tokens?: number | null;
+  ignore_eos?: boolean | null;
+  stop_token_ids?: number[] | null;
+  include_stop_str_in_output?: boolean | null;
+  skip_special_tokens?: boolean | null;
+}
+
+export interface GenerationOptions {
+  n: number;
+  stream: boolean;
+  includeUsage: boolean;
+  /** Tokens per choice at most; null means until a stop or the end of the context. */
+  maxTokens: number | null;
+  stop: string[];
+  includeStopStr: boolean;
+  /** The client's stop_token_ids; the route adds EOS and end-of-turn ids. */
+  stopTokenIds: number[];
+  ignoreEos: boolean;
+  minTokens: number;
+  skipSpecialTokens: boolean;
+  logprobs: boolean;
+  /** seed is choice 0's; choice i uses seed + i (spec §8). */
+  sampling: SamplingParams;
+}
+
+export interface Limits {
+  maxN: number;
+  maxStop: number;
+  vocabSize: number;
+}
+
+/** A 400 for a field we parse but cannot honour yet (better than silently ignoring it). */
+export function notSupported(param: string, expected: string, got: unknown): ApiError {
+  return new ApiError(
+    "invalid_request",
+    `Parameter "${param}" is not supported yet: expected ${expected}, got ${JSON.stringify(got)}`,
+    { param },
+  );
+}
+
+function invalid(param: string, message: string): ApiError {
+  return new ApiError("invalid_request", `Invalid value for "${param}": ${message}`, { param });
+}
+
+/**
+ * Maps a signed 64-bit seed to the engine's u32: seeds in [0, 2^32) map to themselves, others fold
+ * the high word in with a multiplicative hash so nearby large seeds stay distinct.
+ */
+export function seedToU32(seed: number): number {
+  const bits = BigInt.asUintN(64, BigInt(seed));
+  const lo = Number(bits & 0xffffffffn);
+  const hi = Number(bits >> 32n);
+  return (lo ^ Math.imul(hi, 0x9e3779b1)) >>> 0;
+}
+
+function randomU32(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
+/** Resolves the shared fields against server limits; throws ApiError 400 on anything we cannot serve. */
+export function resolveCommon(
+  body: CommonFields,
+  extra: { maxTokens: number | null; logprobs: boolean },
+  limits: Limits,
+): GenerationOptions {
+  const n = body.n ?? 1;
+  if (n > limits.maxN) throw invalid("n", `expected at most ${limits.maxN}, got ${n}`);
+
+  if (body.frequency_penalty) throw notSupported("frequency_penalty", "0 or null", body.frequency_penalty);
+  if (body.presence_penalty) throw notSupported("presence_penalty", "0 or null", body.presence_penalty);
+  if (body.repetition_penalty != null && body.repetition_penalty !== 1) {
+    throw notSupported("repetition_penalty", "1 or null", body.repetition_penalty);
+  }
+  const bias = body.logit_bias ?? {};
+  for (const key of Object.keys(bias)) {
+    if (Number(key) >= limits.vocabSize) {
+      throw invalid(`logit_bias.${key}`, `token id ${key} is outside the vocabulary of ${limits.vocabSize}`);
+    }
+  }
+  if (Object.keys(bias).length > 0) throw notSupported("logit_bias", "an empty object or null", bias);
+
+  const rawStop = body.stop ?? [];
+  const stop = (typeof rawStop === "string" ? [rawStop] : rawStop).filter((s) => s !== "");
+  if (stop.length > limits.maxStop) {
+    throw invalid("stop", `expected at most ${limits.maxStop} stop strings, got ${stop.length}`);
+  }
+  const stopTokenIds = body.stop_token_ids ?? [];
+  stopTokenIds.forEach((id, i) => {
+    if (id >= limits.vocabSize) {
+      throw invalid(
+        `stop_token_ids[${i}]`,
+        `token id ${id} is outside the vocabulary of ${limits.vocabSize}`,
+      );
+    }
+  });
+
+  const stream = body.stream ?? false;
+  const topK = body.top_k ?? 0;
+  return {
+    n,
+    stream,
+    // stream_options without streaming is ignored (spec §3, our choice).
+    includeUsage: stream && (body.stream_options?.include_usage ?? false),
+    maxTokens: extra.maxTokens,
+    stop,
+    includeStopStr: body.include_stop_str_in_output ?? false,
+    stopTokenIds,
+    ignoreEos: body.ignore_eos ?? false,
+    minTokens: body.min_tokens ?? 0,
+    skipSpecialTokens: body.skip_special_tokens ?? true,
+    logprobs: extra.logprobs,
+    sampling: {
+      temperature: body.temperature ?? 1,
+      topP: body.top_p ?? 1,
+      topK: topK === -1 ? 0 : topK,
+      minP: body.min_p ?? 0,
+      seed: body.seed == null ? randomU32() : seedToU32(body.seed),
+    },
+  };
+}

@@ -1,0 +1,53 @@
+// POST /v1/completions (legacy text completions) request schema (spec §6). Non-strict like chat.
+// Fields follow OpenAI's documentation order; vLLM extensions come last.
+
+import { z } from "zod";
+import {
+  FREQUENCY_PENALTY,
+  LOGIT_BIAS,
+  N,
+  PRESENCE_PENALTY,
+  SEED,
+  STOP,
+  STREAM,
+  STREAM_OPTIONS,
+  TEMPERATURE,
+  TOP_P,
+  USER,
+  VLLM_EXTENSIONS,
+} from "./common.ts";
+
+const TOKEN_IDS = z.array(z.number().int().min(0)).min(1, "expected at least one token id");
+
+export const PROMPT = z.union([
+  z.string(),
+  z.array(z.string()).min(1, "expected at least one prompt"),
+  TOKEN_IDS,
+  z.array(TOKEN_IDS).min(1, "expected at least one prompt"),
+], { error: "expected a string, an array of strings, an array of token ids or an array of such arrays" });
+
+export const CompletionRequest = z.object({
+  model: z.string(),
+  prompt: PROMPT,
+  best_of: z.number().int().min(1).nullish(),
+  echo: z.boolean().nullish(),
+  frequency_penalty: FREQUENCY_PENALTY,
+  logit_bias: LOGIT_BIAS,
+  logprobs: z.number().int().min(0).max(5).nullish(),
+  // Legacy default 16; an explicit null means until EOS or the end of the context.
+  max_tokens: z.number().int().min(1).nullable().default(16),
+  n: N,
+  presence_penalty: PRESENCE_PENALTY,
+  seed: SEED,
+  stop: STOP,
+  stream: STREAM,
+  stream_options: STREAM_OPTIONS,
+  suffix: z.string().nullish(),
+  temperature: TEMPERATURE,
+  top_p: TOP_P,
+  user: USER,
+  // --- vLLM extensions ---
+  ...VLLM_EXTENSIONS,
+});
+
+export type CompletionRequest = z.infer<typeof CompletionRequest>;
