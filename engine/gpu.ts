@@ -57,6 +57,11 @@ export async function openGpu(opts: { allowSubgroups?: boolean } = {}): Promise<
     device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
   }
   const kernels = new Kernels(device, { subgroups });
+  // A validation error in a dispatch does not throw; it only surfaces here. Every one is a bug.
+  let reported = 0;
+  device.addEventListener("uncapturederror", (e) => {
+    if (reported++ < 5) console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+  });
   return { device, kernels, adapterInfo: adapter.info, lost: device.lost };
 }
 

@@ -1,0 +1,631 @@
+// The engine: owns the device, the weights, the paged KV cache and the activation buffers, and runs
+// sequences through prefill and pipelined decode rounds.
+//
+// Design note (shared/device/README.md): Deno's mapAsync blocks the JS thread until the whole queue is
+// idle and then sleeps ~10 ms, so a loop that reads each token back caps decode far below the GPU's
+// speed. A decode round therefore encodes N steps at once: step s reads its input ids from row s of a
+// device-side history buffer, samples on the GPU, and writes row s + 1; only after all N steps does the
+// host copy the history back in one map. A stop found inside a round (EOS, max tokens, a stop string
+// found by the server) discards the overshoot: the KV blocks those extra steps wrote stay allocated to
+// the sequence until it is freed, and the tokens are never reported.
+import { type Gpu, openGpu } from "./gpu.ts";
+import { type Checkpoint, openCheckpoint } from "./checkpoint.ts";
+import type { ModelConfig } from "./model_config.ts";
+import { destroyWeights, loadWeights, type ModelWeights } from "./weights.ts";
+import { type Activations, encodeForward, type KvCacheBuffers } from "./forward.ts";
+import { KvBlockAllocator } from "./kv_cache.ts";
+import { EngineError } from "./errors.ts";
+import { LoadProgress } from "./progress.ts";
+import type { SamplingParams } from "./types.ts";
+import {
+  attentionScratchBytes,
+  buildRopeTable,
+  gatherU32,
+  type Kernels,
+  packSamplingParams,
+  sample,
+  scatterU32,
+} from "../kernels/mod.ts";
+
+export { EngineError };
+
+export interface EngineOptions {
+  modelDir: string;
+  /** Longest prompt + completion per sequence (default: min(model's, 4096)). */
+  maxContext?: number;
+  /** Sequences decoded together at most. */
+  maxSeqs?: number;
+  /** Tokens per prefill forward pass at most (longer prompts are chunked). */
+  maxBatchTokens?: number;
+  /** KV cache size in tokens over all sequences (default: maxSeqs * maxContext, capped by memory). */
+  kvTokens?: number;
+  /** Decode steps per round at most (tokens generated between two host readbacks). */
+  maxRoundSteps?: number;
+  gpu?: Gpu;
+  progress?: boolean;
+}
+
+/** One running sequence as the engine sees it. */
+export interface EngineSequence {
+  id: string;
+  slot: number; // row in the block table
+  promptIds: number[];
+  /** Tokens whose K/V are in the cache. */
+  cached: number;
+  /** Generated token count (including ones already reported). */
+  generated: number;
+  sampling: SamplingParams;
+  logprobs: boolean;
+}
+
+export interface RoundResult {
+  /** Per sequence id, the ids produced this round in order, and their logprobs when asked. */
+  tokens: Map<string, { ids: number[]; logprobs: number[] }>;
+  steps: number;
+  gpuMs: number;
+}
+
+const HISTORY_COLS_ALIGN = 4;
+
+export class Engine {
+  readonly gpu: Gpu;
+  readonly k: Kernels;
+  readonly cfg: ModelConfig;
+  readonly weights: ModelWeights;
+  readonly maxContext: number;
+  readonly maxSeqs: number;
+  readonly maxBatchTokens: number;
+  readonly maxRoundSteps: number;
+  readonly kvBlocks: KvBlockAllocator;
+  readonly ckpt: Checkpoint;
+  #act: Activations;
+  #kv: KvCacheBuffers;
+  #rope: GPUBuffer;
+  #ropeMaxPos: number;
+  #blockTable: GPUBuffer; // u32 (maxSeqs, maxBlocksPerSeq)
+  #lastToken: GPUBuffer; // u32 (maxSeqs): the latest sampled id of each slot
+  #history: GPUBuffer; // u32 (maxRoundSteps + 1, maxSeqs): ids per decode step
+  #historyLogprobs: GPUBuffer; // f32 (maxRoundSteps + 1, maxSeqs)
+  #meta: GPUBuffer; // u32 scratch for per-step metadata (positions, slots, indices)
+  #metaWords: number;
+  #prefillTokens: GPUBuffer; // u32 (maxBatchTokens)
+  #logits: GPUBuffer; // f32 (maxSeqs, vocab)
+  #samplingParams: GPUBuffer;
+  #samplingBytesPerStep: number;
+  #readback: GPUBuffer[] = [];
+  #free: number[];
+  #seqs = new Map<string, EngineSequence>();
+
+  private constructor(init: {
+    gpu: Gpu;
+    ckpt: Checkpoint;
+    weights: ModelWeights;
+    maxContext: number;
+    maxSeqs: number;
+    maxBatchTokens: number;
+    maxRoundSteps: number;
+    kvTokens: number;
+  }) {
+    this.gpu = init.gpu;
+    this.k = init.gpu.kernels;
+    this.ckpt = init.ckpt;
+    this.cfg = init.ckpt.config;
+    this.weights = init.weights;
+    this.maxContext = init.maxContext;
+    this.maxSeqs = init.maxSeqs;
+    this.maxBatchTokens = init.maxBatchTokens;
+    this.maxRoundSteps = init.maxRoundSteps;
+    const c = this.cfg;
+    const dev = this.gpu.device;
+    const buf = (label: string, bytes: number, extra = 0) =>
+      dev.createBuffer({
+        label,
+        size: Math.max(16, Math.ceil(bytes / 16) * 16),
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | extra,
+      });
+    const T = this.maxBatchTokens;
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    const blockSize = 16;
+    // Overshoot: a round may run maxRoundSteps past a sequence's end, and those steps need KV slots.
+    const maxBlocksPerSeq = Math.ceil((this.maxContext + this.maxRoundSteps) / blockSize);
+    const numBlocks = Math.max(maxBlocksPerSeq, Math.ceil(init.kvTokens / blockSize));
+    this.kvBlocks = new KvBlockAllocator(numBlocks, blockSize);
+    const blockBytes = c.nKvHeads * blockSize * c.headDim * 2;
+    this.#kv = {
+      k: Array.from({ length: c.nLayers }, (_, l) => buf(`kcache.${l}`, numBlocks * blockBytes)),
+      v: Array.from({ length: c.nLayers }, (_, l) => buf(`vcache.${l}`, numBlocks * blockBytes)),
+      numBlocks,
+      blockSize,
+      maxBlocksPerSeq,
+    };
+    this.#act = {
+      maxTokens: T,
+      x: buf("x", T * c.dim * 4),
+      xb: buf("xb", T * c.dim * 4),
+      q: buf("q", T * qDim * 4),
+      k: buf("k", T * kvDim * 4),
+      v: buf("v", T * kvDim * 4),
+      att: buf("att", T * qDim * 4),
+      gate: buf("gate", T * c.hiddenDim * 4),
+      up: buf("up", T * c.hiddenDim * 4),
+      mlp: buf("mlp", T * c.hiddenDim * 4),
+      last: buf("last", Math.max(T, this.maxSeqs) * c.dim * 4),
+      lastNormed: buf("lastNormed", Math.max(T, this.maxSeqs) * c.dim * 4),
+      attnScratch: buf(
+        "attnScratch",
+        attentionScratchBytes({
+          T,
+          nHeads: c.nHeads,
+          headDim: c.headDim,
+          maxContext: this.maxContext + this.maxRoundSteps,
+        }),
+      ),
+    };
+    this.#ropeMaxPos = this.maxContext + this.maxRoundSteps;
+    this.#rope = createRopeTable(dev, c, this.#ropeMaxPos);
+    this.#blockTable = buf("blockTable", this.maxSeqs * maxBlocksPerSeq * 4);
+    this.#lastToken = buf("lastToken", this.maxSeqs * 4);
+    const hist = (this.maxRoundSteps + 1) * this.maxSeqs;
+    this.#history = buf("history", hist * 4);
+    this.#historyLogprobs = buf("historyLogprobs", hist * 4);
+    // Per step: positions (maxSeqs) + slots (maxSeqs); plus prefill metadata (3 * maxBatchTokens).
+    // Segments start on 256-byte boundaries (minStorageBufferOffsetAlignment).
+    this.#metaWords = Math.max(
+      (this.maxRoundSteps + 1) * seg(this.maxSeqs),
+      2 * seg(T) + seg(Math.max(T, this.maxSeqs)),
+    );
+    this.#meta = buf("meta", this.#metaWords * 4);
+    this.#prefillTokens = buf("prefillTokens", T * 4);
+    this.#logits = buf("logits", Math.max(this.maxSeqs, 1) * c.vocabSize * 4);
+    this.#samplingBytesPerStep = seg(
+      packSamplingParams(
+        Array.from({ length: this.maxSeqs }, () => ({ ...GREEDY, counter: 0, outIndex: 0 })),
+      ).byteLength / 4,
+    ) * 4;
+    this.#samplingParams = buf("samplingParams", (this.maxRoundSteps + 1) * this.#samplingBytesPerStep);
+    this.#free = Array.from({ length: this.maxSeqs }, (_, i) => this.maxSeqs - 1 - i);
+    void HISTORY_COLS_ALIGN;
+  }
+
+  /** Opens the GPU, reads the checkpoint and uploads it. */
+  static async load(opts: EngineOptions): Promise<Engine> {
+    const ckpt = await openCheckpoint(opts.modelDir);
+    const cfg = ckpt.config;
+    const gpu = opts.gpu ?? await openGpu();
+    const maxContext = Math.min(opts.maxContext ?? 4096, cfg.maxPositionEmbeddings);
+    const maxSeqs = opts.maxSeqs ?? 64;
+    const maxBatchTokens = opts.maxBatchTokens ?? 512;
+    const maxRoundSteps = opts.maxRoundSteps ?? 16;
+    const hidden = Math.max(cfg.hiddenDim, cfg.dim, cfg.nHeads * cfg.headDim);
+    const dev = gpu.device;
+    const scratchBytes = maxBatchTokens * hidden * 4;
+    const scratch = {
+      a: dev.createBuffer({ label: "linA", size: scratchBytes, usage: GPUBufferUsage.STORAGE }),
+      b: dev.createBuffer({ label: "linB", size: scratchBytes, usage: GPUBufferUsage.STORAGE }),
+      had: dev.createBuffer({ label: "hadScratch", size: scratchBytes, usage: GPUBufferUsage.STORAGE }),
+    };
+    const progress = opts.progress === false
+      ? undefined
+      : new LoadProgress(ckpt.totalBytes, "loading weights");
+    const weights = await loadWeights(ckpt, dev, scratch, progress);
+    progress?.done();
+    const kvTokens = opts.kvTokens ?? maxSeqs * maxContext;
+    return new Engine({ gpu, ckpt, weights, maxContext, maxSeqs, maxBatchTokens, maxRoundSteps, kvTokens });
+  }
+
+  get sequences(): ReadonlyMap<string, EngineSequence> {
+    return this.#seqs;
+  }
+
+  /** Whether a new sequence of `tokens` total (prompt + max new) can get a slot and KV blocks now. */
+  canAdmit(tokens: number): boolean {
+    return this.#free.length > 0 && this.kvBlocks.canAllocate(tokens + this.maxRoundSteps);
+  }
+
+  /** Registers a sequence and reserves KV blocks for its prompt plus `maxNew` tokens. */
+  addSequence(
+    id: string,
+    promptIds: number[],
+    maxNew: number,
+    sampling: SamplingParams,
+    logprobs = false,
+  ): void {
+    if (this.#seqs.has(id)) throw new EngineError(`Sequence "${id}" already exists`);
+    if (promptIds.length === 0) throw new EngineError(`Sequence "${id}" has an empty prompt`);
+    const total = promptIds.length + maxNew;
+    if (total > this.maxContext) {
+      throw new EngineError(
+        `Sequence "${id}" needs ${total} tokens (prompt ${promptIds.length} + ${maxNew} new); the context is ${this.maxContext}`,
+      );
+    }
+    const slot = this.#free.pop();
+    if (slot === undefined) throw new EngineError(`No free sequence slot for "${id}" (max ${this.maxSeqs})`);
+    this.kvBlocks.ensureCapacity(id, total + this.maxRoundSteps);
+    this.#writeBlockTable(id, slot);
+    this.#seqs.set(id, { id, slot, promptIds, cached: 0, generated: 0, sampling, logprobs });
+  }
+
+  /** Frees a sequence's slot and KV blocks. */
+  removeSequence(id: string): void {
+    const s = this.#seqs.get(id);
+    if (!s) return;
+    this.#seqs.delete(id);
+    this.kvBlocks.free(id);
+    this.#free.push(s.slot);
+  }
+
+  #writeBlockTable(id: string, slot: number): void {
+    const table = this.kvBlocks.table(id);
+    const row = new Uint32Array(this.#kv.maxBlocksPerSeq);
+    row.set(table.slice(0, row.length));
+    this.gpu.device.queue.writeBuffer(this.#blockTable, slot * row.byteLength, row);
+  }
+
+  /**
+   * Runs the prompts of `ids` (sequences with uncached prompt tokens) in batches of at most
+   * maxBatchTokens (at most `maxBatches` of them, so a long prompt can be spread over several calls
+   * with decode rounds in between), and samples the first new token of each sequence whose prompt
+   * completed. Returns those tokens.
+   */
+  async prefill(
+    ids: string[],
+    maxBatches = Infinity,
+  ): Promise<Map<string, { ids: number[]; logprobs: number[] }>> {
+    const done: EngineSequence[] = [];
+    let pending = ids.map((id) => this.#get(id)).filter((s) => s.cached < s.promptIds.length);
+    for (let batch = 0; pending.length && batch < maxBatches; batch++) {
+      // Fill one batch with chunks of as many sequences as fit.
+      let budget = this.maxBatchTokens;
+      const parts: { s: EngineSequence; from: number; n: number }[] = [];
+      for (const s of pending) {
+        if (budget === 0) break;
+        const n = Math.min(budget, s.promptIds.length - s.cached);
+        parts.push({ s, from: s.cached, n });
+        budget -= n;
+      }
+      // Every batch reuses the same metadata buffers, so each one is submitted before the next is written.
+      const enc = this.gpu.device.createCommandEncoder({ label: "prefill" });
+      this.#encodePrefillBatch(enc, parts);
+      this.k.flush();
+      this.gpu.device.queue.submit([enc.finish()]);
+      for (const p of parts) {
+        p.s.cached += p.n;
+        if (p.s.cached === p.s.promptIds.length) done.push(p.s);
+      }
+      pending = pending.filter((s) => s.cached < s.promptIds.length);
+    }
+    const out = new Map<string, { ids: number[]; logprobs: number[] }>();
+    if (done.length === 0) return out;
+    // Read the sampled first tokens (and their logprobs) of the sequences whose prompts completed.
+    const slots = done.map((s) => s.slot);
+    const [tok, lp] = await this.#readWords([
+      { buf: this.#lastToken, slots },
+      { buf: this.#historyLogprobs, slots },
+    ]);
+    const lpf = new Float32Array(lp.buffer);
+    done.forEach((s, i) => {
+      s.generated = 1;
+      out.set(s.id, { ids: [tok[i]], logprobs: [lpf[i]] });
+    });
+    return out;
+  }
+
+  #encodePrefillBatch(enc: GPUCommandEncoder, parts: { s: EngineSequence; from: number; n: number }[]): void {
+    const dev = this.gpu.device;
+    const T = parts.reduce((a, p) => a + p.n, 0);
+    const tokens = new Uint32Array(T);
+    const seqOf = new Uint32Array(T);
+    const pos = new Uint32Array(T);
+    const lastRows: number[] = [];
+    const sampled: { s: EngineSequence; i: number }[] = [];
+    let t = 0;
+    let maxQuery = 0;
+    let maxCtx = 0;
+    for (const p of parts) {
+      for (let i = 0; i < p.n; i++) {
+        tokens[t] = p.s.promptIds[p.from + i];
+        seqOf[t] = p.s.slot;
+        pos[t] = p.from + i;
+        t++;
+      }
+      maxQuery = Math.max(maxQuery, p.n);
+      maxCtx = Math.max(maxCtx, p.from + p.n);
+      if (p.from + p.n === p.s.promptIds.length) {
+        sampled.push({ s: p.s, i: lastRows.length });
+        lastRows.push(t - 1);
+      }
+    }
+    // meta layout: [seqOf (T) | pos (T) | lastRows], each segment 256-byte aligned
+    dev.queue.writeBuffer(this.#prefillTokens, 0, tokens);
+    const meta = new Uint32Array(2 * seg(T) + Math.max(1, lastRows.length));
+    meta.set(seqOf, 0);
+    meta.set(pos, seg(T));
+    meta.set(lastRows, 2 * seg(T));
+    dev.queue.writeBuffer(this.#meta, 0, meta);
+    const metaView = (offsetWords: number, words: number): GPUBufferBinding => ({
+      buffer: this.#meta,
+      offset: offsetWords * 4,
+      size: Math.max(4, words * 4),
+    });
+    const pass = enc.beginComputePass({ label: "prefill" });
+    const nLogits = Math.max(1, lastRows.length);
+    encodeForward(this.k, pass, this.cfg, this.weights, this.#act, this.#kv, this.#rope, {
+      nTokens: T,
+      tokens: this.#prefillTokens,
+      tokensOffset: 0,
+      tokenSeq: metaView(0, T),
+      tokenPos: metaView(seg(T), T),
+      blockTable: this.#blockTable,
+      maxQueryTokens: maxQuery,
+      maxContext: maxCtx,
+      logitRows: { idx: metaView(2 * seg(T), nLogits), count: nLogits },
+      logits: this.#logits,
+      ropeMaxPos: this.#ropeMaxPos,
+    });
+    if (sampled.length) {
+      const params = packSamplingParams(sampled.map(({ s }) => ({
+        ...s.sampling,
+        counter: 0,
+        outIndex: s.slot,
+      })));
+      dev.queue.writeBuffer(this.#samplingParams, 0, params);
+      sample(this.k, pass, {
+        logits: this.#logits,
+        logitsStride: this.cfg.vocabSize,
+        params: this.#samplingParams,
+        rows: sampled.length,
+        vocab: this.cfg.vocabSize,
+        tokens: this.#lastToken,
+        // Prefill logprobs land in history row 0 at the sequence's batch index.
+        logprobs: this.#historyLogprobs,
+      });
+    }
+    pass.end();
+  }
+
+  /**
+   * Runs `steps` decode steps for the given sequences (each must have finished prefill) and reads
+   * every sampled id back at the end, in one map.
+   */
+  async decodeRound(ids: string[], steps: number): Promise<RoundResult> {
+    const seqs = ids.map((id) => this.#get(id));
+    const S = seqs.length;
+    if (S === 0 || steps <= 0) return { tokens: new Map(), steps: 0, gpuMs: 0 };
+    if (steps > this.maxRoundSteps) {
+      throw new EngineError(`Round of ${steps} steps exceeds ${this.maxRoundSteps}`);
+    }
+    const dev = this.gpu.device;
+    for (const s of seqs) {
+      if (s.cached < s.promptIds.length || s.generated === 0) {
+        throw new EngineError(`Sequence "${s.id}" has not finished prefill`);
+      }
+      const end = s.promptIds.length + s.generated - 1 + steps;
+      if (end > this.maxContext + this.maxRoundSteps) {
+        throw new EngineError(`Sequence "${s.id}" would pass the context limit`);
+      }
+    }
+    // meta layout: [slots (S) | pos for step 0 (S) | pos for step 1 (S) | ...], segments 256-byte aligned
+    const SA = seg(S);
+    const meta = new Uint32Array(SA * (steps + 1));
+    seqs.forEach((s, j) => (meta[j] = s.slot));
+    for (let st = 0; st < steps; st++) {
+      seqs.forEach((s, j) => {
+        // The input of step st is the token generated last: position prompt + generated - 1 + st.
+        meta[SA * (st + 1) + j] = s.promptIds.length + s.generated - 1 + st;
+      });
+    }
+    dev.queue.writeBuffer(this.#meta, 0, meta);
+    const stepBytes = this.#samplingBytesPerStep;
+    const params = new Uint8Array(steps * stepBytes);
+    for (let st = 0; st < steps; st++) {
+      const p = packSamplingParams(seqs.map((s, j) => ({
+        ...s.sampling,
+        counter: s.generated + st,
+        outIndex: (st + 1) * S + j,
+      })));
+      params.set(new Uint8Array(p), st * stepBytes);
+    }
+    dev.queue.writeBuffer(this.#samplingParams, 0, params);
+    const view = (buf: GPUBuffer, offsetWords: number, words: number) => ({
+      buffer: buf,
+      offset: offsetWords * 4,
+      size: Math.max(4, words * 4),
+    });
+
+    const enc = dev.createCommandEncoder({ label: "decode" });
+    const pass = enc.beginComputePass({ label: "decode" });
+    const slots = view(this.#meta, 0, S);
+    gatherU32(this.k, pass, { src: this.#lastToken, idx: slots, dst: this.#history, count: S });
+    let maxCtx = 0;
+    for (const s of seqs) maxCtx = Math.max(maxCtx, s.promptIds.length + s.generated - 1 + steps);
+    for (let st = 0; st < steps; st++) {
+      encodeForward(this.k, pass, this.cfg, this.weights, this.#act, this.#kv, this.#rope, {
+        nTokens: S,
+        tokens: this.#history,
+        tokensOffset: st * S,
+        tokenSeq: slots,
+        tokenPos: view(this.#meta, SA * (st + 1), S),
+        blockTable: this.#blockTable,
+        maxQueryTokens: 1,
+        maxContext: maxCtx,
+        logitRows: null,
+        logits: this.#logits,
+        ropeMaxPos: this.#ropeMaxPos,
+      });
+      sample(this.k, pass, {
+        logits: this.#logits,
+        logitsStride: this.cfg.vocabSize,
+        params: { buffer: this.#samplingParams, offset: st * stepBytes, size: stepBytes },
+        rows: S,
+        vocab: this.cfg.vocabSize,
+        tokens: this.#history,
+        logprobs: this.#historyLogprobs,
+      });
+    }
+    scatterU32(this.k, pass, {
+      src: this.#history,
+      srcOffset: steps * S,
+      idx: slots,
+      dst: this.#lastToken,
+      count: S,
+    });
+    pass.end();
+    const bytes = steps * S * 4;
+    const rb = this.#readbackBuffer(2 * bytes);
+    enc.copyBufferToBuffer(this.#history, S * 4, rb, 0, bytes);
+    enc.copyBufferToBuffer(this.#historyLogprobs, S * 4, rb, bytes, bytes);
+    this.k.flush();
+    const t0 = performance.now();
+    dev.queue.submit([enc.finish()]);
+    await rb.mapAsync(GPUMapMode.READ, 0, 2 * bytes);
+    const gpuMs = performance.now() - t0;
+    const data = rb.getMappedRange(0, 2 * bytes).slice(0);
+    rb.unmap();
+    this.#readback.push(rb);
+    const ids32 = new Uint32Array(data, 0, steps * S);
+    const lps = new Float32Array(data, bytes, steps * S);
+    const tokens = new Map<string, { ids: number[]; logprobs: number[] }>();
+    seqs.forEach((s, j) => {
+      const out = { ids: [] as number[], logprobs: [] as number[] };
+      for (let st = 0; st < steps; st++) {
+        out.ids.push(ids32[st * S + j]);
+        out.logprobs.push(lps[st * S + j]);
+      }
+      s.generated += steps;
+      tokens.set(s.id, out);
+    });
+    return { tokens, steps, gpuMs };
+  }
+
+  /** Logits of every position of `ids` (a fresh sequence), for perplexity and golden tests. */
+  async promptLogits(ids: number[], opts: { lastOnly?: boolean } = {}): Promise<Float32Array> {
+    const id = `__logits_${crypto.randomUUID()}`;
+    this.addSequence(id, ids, 0, GREEDY);
+    try {
+      const s = this.#get(id);
+      const V = this.cfg.vocabSize;
+      const rows = opts.lastOnly ? 1 : ids.length;
+      const out = new Float32Array(rows * V);
+      const dev = this.gpu.device;
+      const logitsAll = dev.createBuffer({
+        size: Math.min(this.maxBatchTokens, ids.length) * V * 4,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+      });
+      try {
+        while (s.cached < ids.length) {
+          const n = Math.min(this.maxBatchTokens, ids.length - s.cached);
+          const from = s.cached;
+          const need = opts.lastOnly ? (from + n === ids.length ? 1 : 0) : n;
+          const na = seg(n);
+          const meta = new Uint32Array(2 * na + Math.max(1, need));
+          meta.fill(s.slot, 0, n);
+          for (let i = 0; i < n; i++) meta[na + i] = from + i;
+          for (let i = 0; i < need; i++) meta[2 * na + i] = opts.lastOnly ? n - 1 : i;
+          dev.queue.writeBuffer(this.#prefillTokens, 0, Uint32Array.from(ids.slice(from, from + n)));
+          dev.queue.writeBuffer(this.#meta, 0, meta);
+          const view = (o: number, w: number) => ({
+            buffer: this.#meta,
+            offset: o * 4,
+            size: Math.max(4, w * 4),
+          });
+          const enc = dev.createCommandEncoder();
+          const pass = enc.beginComputePass();
+          encodeForward(this.k, pass, this.cfg, this.weights, this.#act, this.#kv, this.#rope, {
+            nTokens: n,
+            tokens: this.#prefillTokens,
+            tokensOffset: 0,
+            tokenSeq: view(0, n),
+            tokenPos: view(na, n),
+            blockTable: this.#blockTable,
+            maxQueryTokens: n,
+            maxContext: from + n,
+            logitRows: { idx: view(2 * na, Math.max(1, need)), count: Math.max(1, need) },
+            logits: logitsAll,
+            ropeMaxPos: this.#ropeMaxPos,
+          });
+          pass.end();
+          this.k.flush();
+          dev.queue.submit([enc.finish()]);
+          s.cached += n;
+          if (need > 0) {
+            const got = new Float32Array(await this.#read(logitsAll, need * V * 4));
+            out.set(got, opts.lastOnly ? 0 : from * V);
+          }
+        }
+      } finally {
+        logitsAll.destroy();
+      }
+      return out;
+    } finally {
+      this.removeSequence(id);
+    }
+  }
+
+  #get(id: string): EngineSequence {
+    const s = this.#seqs.get(id);
+    if (!s) throw new EngineError(`Unknown sequence "${id}"`);
+    return s;
+  }
+
+  #readbackBuffer(bytes: number): GPUBuffer {
+    const i = this.#readback.findIndex((b) => b.size >= bytes);
+    if (i >= 0) return this.#readback.splice(i, 1)[0];
+    return this.gpu.device.createBuffer({
+      size: Math.max(256, 2 ** Math.ceil(Math.log2(bytes))),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+  }
+
+  async #read(buf: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    const rb = this.#readbackBuffer(bytes);
+    const enc = this.gpu.device.createCommandEncoder();
+    enc.copyBufferToBuffer(buf, 0, rb, 0, bytes);
+    this.gpu.device.queue.submit([enc.finish()]);
+    await rb.mapAsync(GPUMapMode.READ, 0, bytes);
+    const out = rb.getMappedRange(0, bytes).slice(0);
+    rb.unmap();
+    this.#readback.push(rb);
+    return out;
+  }
+
+  /** Reads u32 words at the given indices of several buffers with one map. */
+  async #readWords(reqs: { buf: GPUBuffer; slots: number[] }[]): Promise<Uint32Array[]> {
+    const out: Uint32Array[] = [];
+    for (const r of reqs) {
+      const max = Math.max(...r.slots) + 1;
+      const words = new Uint32Array(await this.#read(r.buf, max * 4));
+      out.push(Uint32Array.from(r.slots, (i) => words[i]));
+    }
+    return out;
+  }
+
+  destroy(): void {
+    destroyWeights(this.weights);
+    for (const b of [...this.#kv.k, ...this.#kv.v]) b.destroy();
+    this.gpu.device.destroy();
+  }
+}
+
+/** u32 words rounded up to a whole number of 256-byte segments. */
+function seg(words: number): number {
+  return Math.ceil(words / 64) * 64;
+}
+
+const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
+
+function createRopeTable(dev: GPUDevice, c: ModelConfig, maxPos: number): GPUBuffer {
+  const table = buildRopeTable({
+    headDim: c.headDim,
+    theta: c.ropeTheta,
+    maxPos,
+    scaling: c.ropeScaling ?? undefined,
+  });
+  const buf = dev.createBuffer({
+    label: "rope",
+    size: table.byteLength,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+  });
+  dev.queue.writeBuffer(buf, 0, table as Float32Array<ArrayBuffer>);
+  return buf;
+}
