@@ -88,6 +88,9 @@ export interface FakeEngineOptions {
   gate?: Promise<void>;
   /** Fail with finishReason "error" after this many tokens. */
   failAfter?: number;
+  /** Tokens per KV block (default 4) and blocks in the cache (default 1024), for stats(). */
+  kvBlockSize?: number;
+  kvBlocks?: number;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -121,6 +124,10 @@ export class FakeEngine implements EngineHandle {
   readonly active = new Set<string>();
   currentState: EngineState;
   closed = false;
+  /** KV blocks each live sequence holds: its prompt and generated tokens, rounded up to whole blocks. */
+  readonly kvBlocksBySeq = new Map<string, number>();
+  /** Most KV blocks in use at once. */
+  kvBlocksPeak = 0;
   readonly #opts: FakeEngineOptions;
 
   constructor(opts: FakeEngineOptions = {}) {
@@ -140,16 +147,28 @@ export class FakeEngine implements EngineHandle {
     return this.currentState;
   }
 
+  get kvBlocksUsed(): number {
+    let used = 0;
+    for (const n of this.kvBlocksBySeq.values()) used += n;
+    return used;
+  }
+
   stats(): EngineStats {
+    const total = this.#opts.kvBlocks ?? 1024;
     return {
       running: this.active.size,
       waiting: 0,
-      kvUsage: Math.min(1, this.active.size / 8),
-      kvBlocksTotal: 8,
-      kvBlocksUsed: Math.min(8, this.active.size),
-      promptTokens: 0,
+      kvUsage: this.kvBlocksUsed / total,
+      kvBlocksTotal: total,
+      kvBlocksUsed: this.kvBlocksUsed,
+      promptTokens: this.requests.reduce((sum, r) => sum + r.promptIds.length, 0),
       generationTokens: 0,
     };
+  }
+
+  #holdKv(id: string, tokens: number): void {
+    this.kvBlocksBySeq.set(id, Math.ceil(tokens / (this.#opts.kvBlockSize ?? 4)));
+    this.kvBlocksPeak = Math.max(this.kvBlocksPeak, this.kvBlocksUsed);
   }
 
   async *generate(
@@ -161,6 +180,7 @@ export class FakeEngine implements EngineHandle {
     let finished = false;
     try {
       if (this.#opts.gate) await untilAborted(this.#opts.gate, signal);
+      if (!signal.aborted) this.#holdKv(req.id, req.promptIds.length);
       const script = this.#opts.script?.(req) ?? byteIds("Hello world");
       const perEvent = this.#opts.idsPerEvent ?? 1;
       let generated = 0;
@@ -192,6 +212,7 @@ export class FakeEngine implements EngineHandle {
           }
           ids.push(id);
           generated++;
+          this.#holdKv(req.id, req.promptIds.length + generated);
           if (generated >= req.maxTokens) finishReason = "length";
         }
         const event: TokenEvent = { ids };
@@ -206,6 +227,7 @@ export class FakeEngine implements EngineHandle {
     } finally {
       if (!finished || signal.aborted) this.aborted.push(req.id);
       this.active.delete(req.id);
+      this.kvBlocksBySeq.delete(req.id);
     }
   }
 

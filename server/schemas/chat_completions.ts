@@ -22,7 +22,7 @@ import type { ChatMessage } from "../text_codec.ts";
 const ROLES = ["system", "developer", "user", "assistant", "tool"] as const;
 
 /** Only text parts are accepted; image, audio and file parts name themselves in the 400. */
-const CONTENT_PART = z.object({ type: z.string(), text: z.unknown() }).superRefine((part, ctx) => {
+const CONTENT_PART = z.object({ type: z.string(), text: z.unknown().optional() }).superRefine((part, ctx) => {
   if (part.type !== "text") {
     ctx.addIssue({
       code: "custom",

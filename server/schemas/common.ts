@@ -9,10 +9,17 @@ const TWO_POW_63 = 2 ** 63;
 
 // OpenAI fields (shared ones, in the order of OpenAI's documentation).
 export const FREQUENCY_PENALTY = z.number().min(-2).max(2).nullish();
-export const LOGIT_BIAS = z.record(
-  z.string().regex(/^\d+$/, "expected token ids written as decimal strings"),
-  z.number().min(-100).max(100),
-).nullish();
+export const LOGIT_BIAS = z.record(z.string(), z.number().min(-100).max(100)).superRefine((bias, ctx) => {
+  for (const key of Object.keys(bias)) {
+    if (!/^\d+$/.test(key)) {
+      ctx.addIssue({
+        code: "custom",
+        path: [key],
+        message: `expected token ids written as decimal strings as keys, got "${key}"`,
+      });
+    }
+  }
+}).nullish();
 export const MAX_TOKENS = z.number().int().min(1).nullish();
 export const N = z.number().int().min(1).nullish();
 export const PRESENCE_PENALTY = z.number().min(-2).max(2).nullish();

@@ -24,7 +24,7 @@ export const PROMPT = z.union([
   z.array(z.string()).min(1, "expected at least one prompt"),
   TOKEN_IDS,
   z.array(TOKEN_IDS).min(1, "expected at least one prompt"),
-], { error: "expected a string, an array of strings, an array of token ids or an array of such arrays" });
+], { error: "expected a string, or a non-empty array of strings, of token ids or of token-id arrays" });
 
 export const CompletionRequest = z.object({
   model: z.string(),
