@@ -34,6 +34,8 @@ export interface AppDeps {
 
 export interface ServerApp {
   app: Hono<AppEnv>;
+  models: ModelNames;
+  log: LogFn;
   scheduler: Scheduler;
   metrics: Metrics;
   config: ServerConfig;
@@ -167,6 +169,8 @@ export function createApp(deps: AppDeps): ServerApp {
 
   return {
     app,
+    models: ctx.models,
+    log,
     scheduler,
     metrics,
     config,
@@ -177,25 +181,81 @@ export function createApp(deps: AppDeps): ServerApp {
 export interface ServerHandle {
   server: ServerApp;
   addr: Deno.NetAddr;
-  /** Drains the scheduler (503 for new requests meanwhile), then closes the listener. */
+  /** Base URL clients configure, ending in /v1 (e.g. http://127.0.0.1:8000/v1). */
+  url: string;
+  /** Resolves when the listener has closed. */
+  finished: Promise<void>;
+  /**
+   * Graceful stop: new requests get 503 while running ones have `graceMs` (default config.shutdownGraceMs)
+   * to finish, then the rest are cancelled (their KV blocks freed), the listener closes and the engine is
+   * closed. Safe to call more than once.
+   */
   shutdown(graceMs?: number): Promise<void>;
 }
 
-/** Serves createApp({...deps, config}) on config.host:config.port (port 0 picks a free one). */
+/**
+ * Serves createApp({...deps, config}) on config.host:config.port (port 0 picks a free one) and prints the
+ * base URL once listening. main.ts: parseConfig(Deno.args) → load the engine and codec → startServer →
+ * handleSignals.
+ */
 export function startServer(config: ServerConfig, deps: Omit<AppDeps, "config">): ServerHandle {
   const server = createApp({ ...deps, config });
   const log = deps.log ?? (config.logRequests ? stdoutLog : () => {});
   const http = Deno.serve({
     hostname: config.host,
     port: config.port,
-    onListen: (addr) => log({ level: "info", msg: "listening", host: addr.hostname, port: addr.port }),
+    onListen: () => {},
   }, server.app.fetch);
+  const host = http.addr.hostname.includes(":") ? `[${http.addr.hostname}]` : http.addr.hostname;
+  const url = `http://${host}:${http.addr.port}/v1`;
+  log({ level: "info", msg: "listening", url, model: server.models.canonical });
+  if (deps.log === undefined && !config.logRequests) {
+    console.log(`Trellis serving "${server.models.canonical}" at ${url}`);
+  }
+  let stopping: Promise<void> | null = null;
   return {
     server,
     addr: http.addr,
-    async shutdown(graceMs?: number) {
-      await server.shutdown(graceMs);
-      await http.shutdown();
+    url,
+    finished: http.finished,
+    shutdown(graceMs?: number) {
+      stopping ??= (async () => {
+        await server.shutdown(graceMs);
+        await http.shutdown();
+        await deps.engine.close();
+      })();
+      return stopping;
     },
   };
+}
+
+export interface SignalOptions {
+  /** Default SIGTERM and SIGINT. */
+  signals?: Deno.Signal[];
+  /** Default Deno.exit. */
+  exit?: (code: number) => void;
+  graceMs?: number;
+}
+
+/**
+ * On SIGTERM (or SIGINT): stop taking work, let running requests finish within the grace period, cancel
+ * the rest, close the engine, and exit 0 (1 if shutting down failed). Returns a function that removes the
+ * handlers.
+ */
+export function handleSignals(handle: ServerHandle, opts: SignalOptions = {}): () => void {
+  const signals = opts.signals ?? (Deno.build.os === "windows" ? ["SIGINT"] : ["SIGTERM", "SIGINT"]);
+  const exit = opts.exit ?? ((code: number) => Deno.exit(code));
+  const onSignal = () => {
+    handle.server.log({
+      level: "info",
+      msg: "shutting down",
+      grace_ms: opts.graceMs ?? handle.server.config.shutdownGraceMs,
+    });
+    handle.shutdown(opts.graceMs).then(() => exit(0), (err) => {
+      handle.server.log({ level: "error", msg: "shutdown failed", error: String(err) });
+      exit(1);
+    });
+  };
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  return () => signals.forEach((s) => Deno.removeSignalListener(s, onSignal));
 }

@@ -88,6 +88,16 @@ const SETTINGS: [flag: string, env: string, field: keyof ServerConfig, kind: Kin
 /** Every setting's environment variable name, for --help and the README. */
 export const ENV_NAMES: readonly string[] = SETTINGS.map((s) => s[1]);
 
+/** One line per setting: flag, environment variable, default. */
+export function configHelp(): string {
+  return SETTINGS.map(([flag, env, field, kind]) => {
+    const value = DEFAULT_CONFIG[field];
+    const shown = Array.isArray(value) ? (value.length ? value.join(",") : "none") : String(value);
+    const arg = kind === "bool" ? `--[no-]${flag}` : `--${flag} ${kind === "list" ? "A,B" : "VALUE"}`;
+    return `  ${arg.padEnd(34)} ${env.padEnd(28)} default ${shown}`;
+  }).join("\n");
+}
+
 function convert(name: string, kind: Kind, raw: string): unknown {
   switch (kind) {
     case "string":
