@@ -1,7 +1,13 @@
 // The TextCodec the server runs on: engine/tokenizer.ts, engine/detokenizer.ts and engine/chat_template.ts
 // (reached through engine/mod.ts) behind the small interface the routes use.
 
-import { IncrementalDetokenizer, renderChat, type TemplateMessage, Tokenizer } from "../engine/mod.ts";
+import {
+  chatFamily,
+  type ChatMessage as TemplateMessage,
+  IncrementalDetokenizer,
+  renderChat,
+  Tokenizer,
+} from "../engine/mod.ts";
 import type { ChatMessage, TextCodec } from "./text_codec.ts";
 
 /** Llama 3 marks turns with header tokens and <|eot_id|>; Llama 2 has neither. */
@@ -36,12 +42,13 @@ export class TokenizerCodec implements TextCodec {
     this.vocabSize = tokenizer.vocabSize;
     this.eosIds = [...tokenizer.eosIds];
     const endOfTurn = LLAMA3_END_OF_TURN.map((t) => tokenizer.tokenToId(t)).filter((id) => id !== undefined);
-    this.family = tokenizer.tokenToId("<|eot_id|>") !== undefined ? "llama3" : "llama2";
+    this.family = chatFamily(tokenizer);
     this.endOfTurnIds = endOfTurn;
     this.#byteLevel = tokenizer.decoderSteps.some((s) => s.type === "ByteLevel") ? byteLevelTable() : null;
   }
 
-  /** Loads tokenizer.json (and tokenizer_config.json, generation_config.json) from `dir`. */
+  /** Loads tokenizer.json (and tokenizer_config.json, generation_config.json) from `dir`; main.ts may
+   * instead wrap engine/mod.ts's loadTokenizer(modelDir, tokenizerDir) with `new TokenizerCodec(tok)`. */
   static async fromDir(dir: string): Promise<TokenizerCodec> {
     return new TokenizerCodec(await Tokenizer.fromDir(dir));
   }
