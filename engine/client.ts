@@ -1,0 +1,166 @@
+// EngineHandle over a Worker: the serving thread's view of the engine. Requests go out as messages,
+// token events come back in batches and are handed to per-request async iterators.
+import type { EngineOptions } from "./engine.ts";
+import type { FromWorker, ToWorker } from "./_protocol.ts";
+import type {
+  EngineHandle,
+  EngineState,
+  EngineStats,
+  GenerateRequest,
+  ModelInfo,
+  TokenEvent,
+} from "./types.ts";
+
+class EventQueue {
+  #items: TokenEvent[] = [];
+  #waiter: (() => void) | null = null;
+  done = false;
+
+  push(ev: TokenEvent): void {
+    this.#items.push(ev);
+    if (ev.finishReason) this.done = true;
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.();
+  }
+
+  async *drain(): AsyncGenerator<TokenEvent> {
+    while (true) {
+      while (this.#items.length) {
+        const ev = this.#items.shift()!;
+        yield ev;
+        if (ev.finishReason) return;
+      }
+      await new Promise<void>((r) => (this.#waiter = r));
+    }
+  }
+}
+
+const EMPTY_STATS: EngineStats = {
+  running: 0,
+  waiting: 0,
+  kvUsage: 0,
+  kvBlocksTotal: 0,
+  kvBlocksUsed: 0,
+  promptTokens: 0,
+  generationTokens: 0,
+};
+
+export class EngineClient implements EngineHandle {
+  #worker: Worker;
+  #state: EngineState = "loading";
+  #info: ModelInfo | null = null;
+  #stats: EngineStats = EMPTY_STATS;
+  #queues = new Map<string, EventQueue>();
+  #ready: Promise<void>;
+  #closed: Promise<void>;
+  #onClosed!: () => void;
+  lostReason: string | null = null;
+
+  constructor(opts: EngineOptions) {
+    this.#worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+    let ready!: () => void;
+    let failed!: (e: Error) => void;
+    this.#ready = new Promise((res, rej) => ((ready = res), (failed = rej)));
+    this.#closed = new Promise((res) => (this.#onClosed = res));
+    this.#worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      const m = e.data;
+      switch (m.type) {
+        case "ready":
+          this.#info = m.info;
+          this.#state = "ready";
+          ready();
+          break;
+        case "event":
+          this.#queues.get(m.id)?.push(m.ev);
+          if (m.ev.finishReason) this.#queues.delete(m.id);
+          break;
+        case "stats":
+          if (m.stats) this.#stats = m.stats;
+          break;
+        case "lost":
+        case "fatal":
+          this.#state = "lost";
+          this.lostReason = m.message;
+          failed(new Error(m.message));
+          for (const [id, q] of this.#queues) {
+            q.push({ ids: [], finishReason: "error", error: m.message });
+            this.#queues.delete(id);
+          }
+          break;
+        case "closed":
+          this.#worker.terminate();
+          this.#onClosed();
+          break;
+      }
+    };
+    this.#worker.onerror = (e) => {
+      e.preventDefault();
+      this.#state = "lost";
+      this.lostReason = e.message;
+      failed(new Error(e.message));
+    };
+    this.#send({ type: "load", opts });
+  }
+
+  /** Resolves once the model is on the GPU; rejects with the loader's message. */
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  get info(): ModelInfo {
+    if (!this.#info) throw new Error("Model is still loading");
+    return this.#info;
+  }
+
+  state(): EngineState {
+    return this.#state;
+  }
+
+  stats(): EngineStats {
+    return this.#stats;
+  }
+
+  #send(m: ToWorker): void {
+    this.#worker.postMessage(m);
+  }
+
+  generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
+    const q = new EventQueue();
+    if (this.#state !== "ready") {
+      q.push({ ids: [], finishReason: "error", error: this.lostReason ?? "Model is not ready" });
+      return q.drain();
+    }
+    this.#queues.set(req.id, q);
+    const onAbort = () => this.#send({ type: "cancel", id: req.id });
+    this.#send({ type: "generate", req });
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
+    const stopEarly = () => {
+      // A consumer that stops early (client gone) cancels the sequence.
+      if (!q.done) {
+        this.#send({ type: "cancel", id: req.id });
+        this.#queues.delete(req.id);
+      }
+    };
+    return (async function* () {
+      try {
+        yield* q.drain();
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+        stopEarly();
+      }
+    })();
+  }
+
+  async close(): Promise<void> {
+    if (this.#state === "lost") {
+      this.#worker.terminate();
+      return;
+    }
+    this.#send({ type: "close" });
+    const timeout = new Promise<void>((r) => setTimeout(r, 10_000));
+    await Promise.race([this.#closed, timeout]);
+    this.#worker.terminate();
+  }
+}

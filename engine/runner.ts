@@ -1,0 +1,208 @@
+// The generation loop: admits requests when a slot and KV blocks are free, spreads prompts over
+// prefill batches, runs decode rounds for everything that is generating, and turns sampled ids into
+// per-request TokenEvents (stop tokens, max tokens, cancellation). It runs where the Engine runs (a
+// Worker for the server, the main thread for the CLI).
+import type { Engine } from "./engine.ts";
+import type { EngineStats, GenerateRequest, TokenEvent } from "./types.ts";
+
+interface Active {
+  req: GenerateRequest;
+  emitted: number;
+  stop: Set<number>;
+  cancelled: boolean;
+  prefilling: boolean;
+}
+
+export type EventSink = (id: string, ev: TokenEvent) => void;
+
+export interface RunnerOptions {
+  /** Decode steps per round when nothing is waiting (more steps: fewer host syncs, coarser streaming). */
+  roundSteps?: number;
+  /** Decode steps per round while requests wait to be admitted or prompts are being prefilled. */
+  busyRoundSteps?: number;
+}
+
+export class Runner {
+  readonly engine: Engine;
+  #sink: EventSink;
+  #waiting: GenerateRequest[] = [];
+  #active = new Map<string, Active>();
+  #wake: (() => void) | null = null;
+  #closed = false;
+  #roundSteps: number;
+  #busySteps: number;
+  #promptTokens = 0;
+  #generationTokens = 0;
+  /** Set when the loop died on a GPU error: every later request fails with it. */
+  fatal: string | null = null;
+
+  constructor(engine: Engine, sink: EventSink, opts: RunnerOptions = {}) {
+    this.engine = engine;
+    this.#sink = sink;
+    this.#roundSteps = Math.min(opts.roundSteps ?? engine.maxRoundSteps, engine.maxRoundSteps);
+    this.#busySteps = Math.min(opts.busyRoundSteps ?? 4, this.#roundSteps);
+  }
+
+  submit(req: GenerateRequest): void {
+    if (this.fatal) {
+      this.#sink(req.id, { ids: [], finishReason: "error", error: this.fatal });
+      return;
+    }
+    const need = req.promptIds.length + req.maxTokens;
+    if (req.promptIds.length === 0 || need > this.engine.maxContext) {
+      this.#sink(req.id, {
+        ids: [],
+        finishReason: "error",
+        error: `Request needs ${need} tokens (prompt ${req.promptIds.length} + max ${req.maxTokens}); ` +
+          `the context is ${this.engine.maxContext}`,
+      });
+      return;
+    }
+    this.#waiting.push(req);
+    this.#wakeUp();
+  }
+
+  cancel(id: string): void {
+    const w = this.#waiting.findIndex((r) => r.id === id);
+    if (w >= 0) {
+      this.#waiting.splice(w, 1);
+      this.#sink(id, { ids: [], finishReason: "abort" });
+      return;
+    }
+    const a = this.#active.get(id);
+    if (a) a.cancelled = true;
+    this.#wakeUp();
+  }
+
+  stats(): EngineStats {
+    const kv = this.engine.kvBlocks;
+    return {
+      running: this.#active.size,
+      waiting: this.#waiting.length,
+      kvUsage: kv.usedBlocks / kv.numBlocks,
+      kvBlocksTotal: kv.numBlocks,
+      kvBlocksUsed: kv.usedBlocks,
+      promptTokens: this.#promptTokens,
+      generationTokens: this.#generationTokens,
+    };
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#wakeUp();
+  }
+
+  #wakeUp(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  /** Runs until close(); resolves when the loop has stopped. */
+  async run(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        this.#reap();
+        this.#admit();
+        if (this.#active.size === 0) {
+          await new Promise<void>((r) => (this.#wake = r));
+          continue;
+        }
+        await this.#iteration();
+      }
+    } catch (e) {
+      this.fatal = `Engine failed: ${e instanceof Error ? e.message : String(e)}`;
+      for (const id of [...this.#active.keys(), ...this.#waiting.map((r) => r.id)]) {
+        this.#sink(id, { ids: [], finishReason: "error", error: this.fatal });
+      }
+      this.#active.clear();
+      this.#waiting = [];
+      throw e;
+    } finally {
+      for (const id of this.#active.keys()) this.engine.removeSequence(id);
+    }
+  }
+
+  #reap(): void {
+    for (const [id, a] of this.#active) {
+      if (a.cancelled) this.#finish(id, a, [], [], "abort");
+    }
+  }
+
+  #admit(): void {
+    while (this.#waiting.length) {
+      const req = this.#waiting[0];
+      if (!this.engine.canAdmit(req.promptIds.length + req.maxTokens)) break;
+      this.#waiting.shift();
+      this.engine.addSequence(req.id, req.promptIds, req.maxTokens, req.sampling, (req.logprobs ?? -1) >= 0);
+      this.#promptTokens += req.promptIds.length;
+      this.#active.set(req.id, {
+        req,
+        emitted: 0,
+        stop: new Set(req.stopTokenIds),
+        cancelled: false,
+        prefilling: true,
+      });
+    }
+  }
+
+  async #iteration(): Promise<void> {
+    const prefilling = [...this.#active.values()].filter((a) => a.prefilling).map((a) => a.req.id);
+    if (prefilling.length) {
+      // One prefill batch per iteration, so a long prompt does not stall the streams beside it.
+      const first = await this.engine.prefill(prefilling, 1);
+      for (const [id, out] of first) {
+        const a = this.#active.get(id)!;
+        a.prefilling = false;
+        this.#deliver(id, a, out.ids, out.logprobs);
+      }
+    }
+    const decoding = [...this.#active.values()].filter((a) => !a.prefilling && !a.cancelled);
+    if (decoding.length === 0) return;
+    const busy = this.#waiting.length > 0 || decoding.length < this.#active.size;
+    let steps = busy ? this.#busySteps : this.#roundSteps;
+    // No round needs to run past the furthest remaining budget.
+    const remaining = Math.max(...decoding.map((a) => a.req.maxTokens - a.emitted));
+    steps = Math.max(1, Math.min(steps, remaining));
+    const round = await this.engine.decodeRound(decoding.map((a) => a.req.id), steps);
+    for (const [id, out] of round.tokens) {
+      const a = this.#active.get(id);
+      if (a) this.#deliver(id, a, out.ids, out.logprobs);
+    }
+  }
+
+  /** Applies stop rules to freshly sampled ids and emits what the client should see. */
+  #deliver(id: string, a: Active, ids: number[], logprobs: number[]): void {
+    if (a.cancelled) return this.#finish(id, a, [], [], "abort");
+    const minTokens = a.req.minTokens ?? 0;
+    const keep: number[] = [];
+    const keepLp: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const t = ids[i];
+      const n = a.emitted + keep.length;
+      if (!a.req.ignoreEos && n >= minTokens && a.stop.has(t)) {
+        return this.#finish(id, a, keep, keepLp, "stop");
+      }
+      keep.push(t);
+      keepLp.push(logprobs[i]);
+      if (n + 1 >= a.req.maxTokens) return this.#finish(id, a, keep, keepLp, "length");
+    }
+    a.emitted += keep.length;
+    this.#generationTokens += keep.length;
+    if (keep.length) this.#sink(id, this.#event(a, keep, keepLp));
+  }
+
+  #event(a: Active, ids: number[], lps: number[]): TokenEvent {
+    const ev: TokenEvent = { ids };
+    if ((a.req.logprobs ?? -1) >= 0) ev.logprobs = lps;
+    return ev;
+  }
+
+  #finish(id: string, a: Active, ids: number[], lps: number[], reason: TokenEvent["finishReason"]): void {
+    this.#active.delete(id);
+    this.engine.removeSequence(id);
+    a.emitted += ids.length;
+    this.#generationTokens += ids.length;
+    this.#sink(id, { ...this.#event(a, ids, lps), finishReason: reason });
+  }
+}

@@ -1,0 +1,172 @@
+// The generation loop and its Worker client on the embedded model: stop tokens, max tokens,
+// min tokens, cancellation, context limits, and the KV cache back to empty afterwards.
+import assert from "node:assert/strict";
+import { Engine } from "./engine.ts";
+import { Runner } from "./runner.ts";
+import { EngineClient } from "./client.ts";
+import { DEFAULT_MODEL_DIR } from "./defaults.ts";
+import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
+
+const HAVE_GPU = await (async () => {
+  try {
+    return !!(await navigator.gpu?.requestAdapter());
+  } catch {
+    return false;
+  }
+})();
+if (!HAVE_GPU) console.warn("runner_test: no WebGPU adapter; skipped");
+
+const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
+const P0: number[] = ref.prompts.p0_genesis.ids;
+const P1: number[] = ref.prompts.p1_chat.ids;
+const GREEDY_P0: number[] = ref.fp32_runtime.greedy_32.p0_genesis;
+const GREEDY_P1: number[] = ref.fp32_runtime.greedy_32.p1_chat;
+const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
+
+function request(id: string, promptIds: number[], extra: Partial<GenerateRequest> = {}): GenerateRequest {
+  return { id, promptIds, maxTokens: 16, sampling: GREEDY, stopTokenIds: [], ...extra };
+}
+
+/** Runs requests through a Runner and collects each one's events. */
+async function runAll(
+  engine: Engine,
+  reqs: GenerateRequest[],
+  onEvent?: (id: string, ev: TokenEvent, runner: Runner) => void,
+): Promise<Map<string, TokenEvent[]>> {
+  const events = new Map<string, TokenEvent[]>(reqs.map((r) => [r.id, []]));
+  let open = reqs.length;
+  let runner!: Runner;
+  const done = new Promise<void>((resolve) => {
+    runner = new Runner(engine, (id, ev) => {
+      events.get(id)!.push(ev);
+      onEvent?.(id, ev, runner);
+      if (ev.finishReason && --open === 0) resolve();
+    }, { roundSteps: 8 });
+  });
+  const loop = runner.run();
+  for (const r of reqs) runner.submit(r);
+  await done;
+  runner.close();
+  await loop;
+  return events;
+}
+
+const ids = (evs: TokenEvent[]) => evs.flatMap((e) => e.ids);
+const finish = (evs: TokenEvent[]) => evs.at(-1)?.finishReason;
+
+Deno.test({
+  name: "Runner: max tokens, stop tokens (not reported), min tokens, ignore_eos, context limit, KV freed",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const engine = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 4,
+      maxContext: 96,
+      progress: false,
+    });
+    try {
+      // The first token of GREEDY_P0 that does not occur before position 5 serves as a "stop token".
+      const stopAt = GREEDY_P0.findIndex((t, i) => i >= 5 && !GREEDY_P0.slice(0, i).includes(t));
+      const stopTok = GREEDY_P0[stopAt];
+      const ev = await runAll(engine, [
+        request("len", P0, { maxTokens: 11 }),
+        request("stop", P0, { maxTokens: 30, stopTokenIds: [stopTok] }),
+        request("min", P0, { maxTokens: 30, stopTokenIds: [stopTok], minTokens: stopAt + 1 }),
+        request("ign", P1, { maxTokens: 13, stopTokenIds: [GREEDY_P1[2]], ignoreEos: true }),
+        request("long", P0, { maxTokens: 200 }),
+        request("lp", P1, { maxTokens: 5, logprobs: 0 }),
+      ]);
+      assert.deepEqual(ids(ev.get("len")!), GREEDY_P0.slice(0, 11));
+      assert.equal(finish(ev.get("len")!), "length");
+      assert.deepEqual(ids(ev.get("stop")!), GREEDY_P0.slice(0, stopAt));
+      assert.equal(finish(ev.get("stop")!), "stop");
+      const min = ids(ev.get("min")!);
+      assert.deepEqual(
+        min.slice(0, stopAt + 1),
+        GREEDY_P0.slice(0, stopAt + 1),
+        "min_tokens lets the stop token through",
+      );
+      assert.deepEqual(ids(ev.get("ign")!), GREEDY_P1.slice(0, 13));
+      assert.equal(finish(ev.get("ign")!), "length");
+      assert.equal(finish(ev.get("long")!), "error");
+      assert.match(ev.get("long")!.at(-1)!.error!, /context is 96/);
+      const lp = ev.get("lp")!.flatMap((e) => e.logprobs ?? []);
+      assert.equal(lp.length, 5);
+      for (const v of lp) assert.ok(v <= 0 && v > -50, `logprob ${v}`);
+      assert.equal(ev.get("len")!.some((e) => e.logprobs), false, "no logprobs unless asked");
+      assert.equal(engine.kvBlocks.usedBlocks, 0);
+    } finally {
+      engine.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "Runner: more requests than slots queue up and all complete; cancel frees a running sequence",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const engine = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 2,
+      maxContext: 64,
+      progress: false,
+    });
+    try {
+      const reqs = [0, 1, 2, 3, 4].map((i) => request(`r${i}`, i % 2 ? P1 : P0, { maxTokens: 6 + i }));
+      reqs.push(request("cancel-me", P0, { maxTokens: 40 }));
+      let cancelled = false;
+      const ev = await runAll(engine, reqs, (id, e, runner) => {
+        if (id === "cancel-me" && e.ids.length && !cancelled) {
+          cancelled = true;
+          runner.cancel(id);
+        }
+      });
+      for (let i = 0; i < 5; i++) {
+        const want = (i % 2 ? GREEDY_P1 : GREEDY_P0).slice(0, 6 + i);
+        assert.deepEqual(ids(ev.get(`r${i}`)!), want, `r${i}`);
+      }
+      assert.equal(finish(ev.get("cancel-me")!), "abort");
+      assert.ok(ids(ev.get("cancel-me")!).length < 40);
+      assert.equal(engine.kvBlocks.usedBlocks, 0);
+    } finally {
+      engine.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "EngineClient runs the engine in a Worker: greedy tokens, abort, stats, close",
+  ignore: !HAVE_GPU,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const client = new EngineClient({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 2,
+      maxContext: 64,
+      progress: false,
+    });
+    try {
+      assert.equal(client.state(), "loading");
+      await client.ready();
+      assert.equal(client.state(), "ready");
+      assert.equal(client.info.maxContext, 64);
+      const got: number[] = [];
+      for await (const ev of client.generate(request("a", P0, { maxTokens: 10 }))) got.push(...ev.ids);
+      assert.deepEqual(got, GREEDY_P0.slice(0, 10));
+      const ac = new AbortController();
+      const evs: TokenEvent[] = [];
+      for await (const ev of client.generate(request("b", P0, { maxTokens: 40 }), ac.signal)) {
+        evs.push(ev);
+        if (ev.ids.length) ac.abort();
+      }
+      assert.equal(finish(evs), "abort", JSON.stringify(evs.at(-1)));
+      // Stats arrive every 250 ms; wait for one taken after the abort.
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal(client.stats().kvBlocksUsed, 0);
+      assert.equal(client.stats().running, 0);
+    } finally {
+      await client.close();
+    }
+  },
+});

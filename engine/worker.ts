@@ -1,0 +1,67 @@
+// The engine's Worker: loads the model, runs the Runner loop, and talks to the EngineClient on the
+// serving thread by messages. Everything that waits on the GPU (mapAsync blocks its thread) happens
+// here, so HTTP handling never stalls behind a decode round.
+/// <reference lib="deno.worker" />
+import { Engine, type EngineOptions } from "./engine.ts";
+import { Runner } from "./runner.ts";
+import type { ToWorker } from "./_protocol.ts";
+import { post } from "./_protocol.ts";
+
+let runner: Runner | null = null;
+
+async function load(opts: EngineOptions): Promise<void> {
+  try {
+    const engine = await Engine.load({ ...opts, progress: opts.progress ?? true });
+    runner = new Runner(engine, (id, ev) => post({ type: "event", id, ev }));
+    post({
+      type: "ready",
+      info: {
+        source: opts.modelDir,
+        vocabSize: engine.cfg.vocabSize,
+        maxContext: engine.maxContext,
+        bosId: engine.cfg.bosTokenId ?? null,
+        eosIds: engine.cfg.eosTokenIds,
+        quantization: engine.weights.quantization,
+      },
+    });
+    engine.gpu.lost.then((info) =>
+      post({ type: "lost", message: `GPU device lost: ${info.message || info.reason}` })
+    );
+    const stats = setInterval(() => runner && post({ type: "stats", stats: runner.stats() }), 250);
+    try {
+      await runner.run();
+    } finally {
+      clearInterval(stats);
+    }
+    engine.destroy();
+    post({ type: "closed" });
+  } catch (e) {
+    post({ type: "fatal", message: e instanceof Error ? e.message : String(e) });
+  }
+}
+
+self.onmessage = (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  switch (m.type) {
+    case "load":
+      load(m.opts);
+      break;
+    case "generate":
+      if (!runner) {
+        post({
+          type: "event",
+          id: m.req.id,
+          ev: { ids: [], finishReason: "error", error: "Model is not loaded" },
+        });
+      } else runner.submit(m.req);
+      post({ type: "stats", stats: runner?.stats() ?? null });
+      break;
+    case "cancel":
+      runner?.cancel(m.id);
+      break;
+    case "close":
+      if (runner) runner.close();
+      else post({ type: "closed" });
+      break;
+  }
+};
