@@ -4,10 +4,10 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
-import type { EngineHandle } from "../engine/mod.ts";
+import type { EngineHandle, ModelInfo } from "../engine/mod.ts";
 import { bearerAuth } from "./auth.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "./config.ts";
-import { type AppEnv, type LogFn, ModelNames, RequestLog, type ServerContext } from "./context.ts";
+import { type AppEnv, type LogFn, modelInfo, ModelNames, RequestLog, type ServerContext } from "./context.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
 import { chatCompletionsRoute } from "./routes/chat_completions.ts";
@@ -46,8 +46,7 @@ export interface ServerApp {
 const PUBLIC_HEADERS = ["x-request-id", "retry-after", "retry-after-ms", "x-should-retry"];
 
 /** FNV-1a, enough to tell model builds apart in `system_fingerprint`. */
-function fingerprintOf(engine: EngineHandle): string {
-  const info = engine.info;
+function fingerprintOf(info: ModelInfo): string {
   const text = `${info.source}|${info.quantization}|${info.vocabSize}|${info.maxContext}`;
   let h = 0x811c9dc5;
   for (const byte of new TextEncoder().encode(text)) h = Math.imul(h ^ byte, 0x01000193);
@@ -67,7 +66,7 @@ export function createApp(deps: AppDeps): ServerApp {
   const config: ServerConfig = { ...DEFAULT_CONFIG, ...deps.config };
   const names = config.servedModelNames.length > 0
     ? config.servedModelNames
-    : [defaultModelName(deps.engine.info.source)];
+    : [defaultModelName(config.modelDir ?? modelInfo(deps.engine)?.source ?? "model")];
   const log: LogFn = deps.log ?? (config.logRequests ? stdoutLog : () => {});
   const scheduler = deps.scheduler ?? new Scheduler({
     engine: deps.engine,
@@ -77,6 +76,7 @@ export function createApp(deps: AppDeps): ServerApp {
     retryAfterS: config.retryAfterS,
   });
   const metrics = deps.metrics ?? new Metrics(names[0]);
+  let fingerprint: string | undefined;
   const ctx: ServerContext = {
     engine: deps.engine,
     codec: deps.codec,
@@ -84,7 +84,11 @@ export function createApp(deps: AppDeps): ServerApp {
     scheduler,
     metrics,
     models: new ModelNames(names, config.acceptAnyModel),
-    fingerprint: fingerprintOf(deps.engine),
+    get fingerprint() {
+      // Computed once the model has loaded; requests only reach the routes that use it after that.
+      fingerprint ??= fingerprintOf(deps.engine.info);
+      return fingerprint;
+    },
     startedAtS: Math.floor(Date.now() / 1000),
     log,
   };

@@ -216,3 +216,32 @@ Deno.test("tokenize and detokenize: prompt, chat messages, token ids; bad input 
   assert.equal(bad.param, "tokens[1]");
   await errorOf(await t.post("/detokenize", { model: "nope", tokens: [1] }), 404);
 });
+
+Deno.test("loading: an engine whose info is unknown until loaded still gets /health, /v1/models and 503s", async () => {
+  const t = setup({ state: "loading", infoAfterLoad: true }, {
+    servedModelNames: [],
+    modelDir: "/models/My-Model/",
+  });
+  assert.equal((await errorOf(await t.get("/health"), 503)).code, "model_loading");
+  for (const body of [CHAT, { ...CHAT, stream: true }]) {
+    assert.equal(
+      (await errorOf(await t.post("/v1/chat/completions", { ...body, model: "My-Model" }), 503)).code,
+      "model_loading",
+    );
+  }
+  assert.equal(
+    (await errorOf(await t.post("/v1/completions", { model: "My-Model", prompt: "a" }), 503)).code,
+    "model_loading",
+  );
+  const list: Json = await (await t.get("/v1/models")).json();
+  assert.deepEqual(list.data.map((m: Json) => [m.id, m.max_model_len]), [["My-Model", undefined]]);
+  const tok: Json = await (await t.post("/tokenize", { prompt: "a" })).json();
+  assert.equal(tok.max_model_len, null);
+
+  t.engine.currentState = "ready";
+  const body: Json = await (await t.post("/v1/chat/completions", { ...CHAT, model: "My-Model" })).json();
+  assert.equal(body.choices[0].message.content, "Hello world");
+  assert.match(body.system_fingerprint, /^fp_/);
+  const ready: Json = await (await t.get("/v1/models")).json();
+  assert.equal(ready.data[0].max_model_len, 256);
+});

@@ -1,12 +1,22 @@
 // What every route can reach (engine, codec, scheduler, metrics, config, served names) and the
 // per-request values Hono carries between middleware and handlers (request id, request log).
 
-import type { EngineHandle } from "../engine/mod.ts";
+import type { EngineHandle, ModelInfo } from "../engine/mod.ts";
 import type { ServerConfig } from "./config.ts";
 import { ApiError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { TextCodec } from "./text_codec.ts";
+
+/** The engine's model info, or null while it is still loading (a Worker engine knows it only then). */
+export function modelInfo(engine: EngineHandle): ModelInfo | null {
+  if (engine.state() === "loading") return null;
+  try {
+    return engine.info;
+  } catch {
+    return null;
+  }
+}
 
 export type LogFn = (record: Record<string, unknown>) => void;
 

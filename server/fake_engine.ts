@@ -88,6 +88,8 @@ export interface FakeEngineOptions {
   gate?: Promise<void>;
   /** Fail with finishReason "error" after this many tokens. */
   failAfter?: number;
+  /** Like the Worker engine: reading `info` throws while the state is "loading". */
+  infoAfterLoad?: boolean;
   /** Tokens per KV block (default 4) and blocks in the cache (default 1024), for stats(). */
   kvBlockSize?: number;
   kvBlocks?: number;
@@ -115,7 +117,7 @@ function untilAborted(gate: Promise<void>, signal: AbortSignal): Promise<void> {
 }
 
 export class FakeEngine implements EngineHandle {
-  readonly info: ModelInfo;
+  readonly #info: ModelInfo;
   /** Every request generate() was called with, in order. */
   readonly requests: GenerateRequest[] = [];
   /** Ids of sequences whose AbortSignal fired before they finished. */
@@ -133,7 +135,7 @@ export class FakeEngine implements EngineHandle {
   constructor(opts: FakeEngineOptions = {}) {
     this.#opts = opts;
     this.currentState = opts.state ?? "ready";
-    this.info = {
+    this.#info = {
       source: "/models/fake-llama",
       vocabSize: byteCodec.vocabSize,
       maxContext: opts.maxContext ?? 256,
@@ -141,6 +143,13 @@ export class FakeEngine implements EngineHandle {
       eosIds: [FAKE_EOS],
       quantization: "fp16",
     };
+  }
+
+  get info(): ModelInfo {
+    if (this.#opts.infoAfterLoad && this.currentState === "loading") {
+      throw new Error("Model is still loading");
+    }
+    return this.#info;
   }
 
   state(): EngineState {

@@ -71,7 +71,7 @@ export class Scheduler {
    * the sequences that find no free running slot. Otherwise starts what fits and queues the rest.
    */
   submit(seqs: Sequence[], signal?: AbortSignal): Submission {
-    this.#checkAvailable();
+    this.checkAvailable();
     const capacity = this.#opts.maxRunning + this.#opts.maxWaiting;
     if (seqs.length > capacity) {
       // Retrying could never help, so this is a 400, not a 429.
@@ -139,7 +139,8 @@ export class Scheduler {
     await Promise.allSettled([...this.#runs]);
   }
 
-  #checkAvailable(): void {
+  /** Throws ApiError 503 while the model loads, after the GPU was lost, or while draining. */
+  checkAvailable(): void {
     const retryAfterS = this.#opts.retryAfterS;
     if (this.#draining) {
       throw new ApiError("unavailable", "Server is shutting down and takes no new requests", { retryAfterS });

@@ -23,6 +23,8 @@ export interface BuildOptions {
 
 /** One Sequence per choice; a prompt that leaves no room for a completion is a 400 before any GPU work. */
 export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] {
+  // 503 while loading, lost or draining, before anything reads the model's info.
+  ctx.scheduler.checkAvailable();
   const maxContext = ctx.engine.info.maxContext;
   const stopTokenIds = [
     ...new Set([

@@ -1,19 +1,16 @@
 // GET /v1/models and GET /v1/models/{id}: every served name and alias as an OpenAI model object (spec §2).
 
 import { Hono } from "hono";
-import type { AppEnv, ServerContext } from "../context.ts";
+import { type AppEnv, modelInfo, type ServerContext } from "../context.ts";
 import { ApiError } from "../errors.ts";
 
 function modelObject(ctx: ServerContext, id: string) {
-  return {
-    id,
-    object: "model",
-    created: ctx.startedAtS,
-    owned_by: "trellis",
-    root: ctx.engine.info.source,
-    max_model_len: ctx.engine.info.maxContext,
-    quantization: ctx.engine.info.quantization,
-  };
+  const info = modelInfo(ctx.engine);
+  const object = { id, object: "model", created: ctx.startedAtS, owned_by: "trellis" };
+  // While the model loads only the OpenAI fields are known.
+  return info === null
+    ? object
+    : { ...object, root: info.source, max_model_len: info.maxContext, quantization: info.quantization };
 }
 
 export function modelsRoute(ctx: ServerContext): Hono<AppEnv> {

@@ -1,7 +1,7 @@
 // POST /tokenize (vLLM's extension): a prompt or chat messages → token ids, count and context size.
 
 import { Hono } from "hono";
-import type { AppEnv, ServerContext } from "../context.ts";
+import { type AppEnv, modelInfo, type ServerContext } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import { TokenizeRequest } from "../schemas/tokenize.ts";
 import { toChatMessages } from "../schemas/chat_completions.ts";
@@ -28,7 +28,7 @@ export function tokenizeRoute(ctx: ServerContext): Hono<AppEnv> {
     } else {
       tokens = ctx.codec.encode(body.prompt!, { addSpecialTokens: body.add_special_tokens ?? true });
     }
-    return c.json({ count: tokens.length, max_model_len: ctx.engine.info.maxContext, tokens });
+    return c.json({ count: tokens.length, max_model_len: modelInfo(ctx.engine)?.maxContext ?? null, tokens });
   });
   return app;
 }
