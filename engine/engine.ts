@@ -210,7 +210,22 @@ export class Engine {
       : new LoadProgress(ckpt.totalBytes, "loading weights");
     const weights = await loadWeights(ckpt, dev, scratch, progress);
     progress?.done();
-    const kvTokens = opts.kvTokens ?? maxSeqs * maxContext;
+    // Default KV cache: room for every slot at full context, but at most 16 GiB and at most what one
+    // storage binding holds per layer (WebGPU cannot report free memory; --kv-cache-tokens overrides).
+    const layerBytesPerToken = cfg.nKvHeads * cfg.headDim * 2;
+    const kvTokens = opts.kvTokens ?? Math.min(
+      maxSeqs * maxContext,
+      Math.floor(dev.limits.maxStorageBufferBindingSize / layerBytesPerToken),
+      Math.floor(16 * 2 ** 30 / (2 * cfg.nLayers * layerBytesPerToken)),
+    );
+    if (kvTokens * layerBytesPerToken > dev.limits.maxStorageBufferBindingSize) {
+      throw new EngineError(
+        `A KV cache of ${kvTokens} tokens needs ${
+          kvTokens * layerBytesPerToken
+        } bytes per layer; the device binds at ` +
+          `most ${dev.limits.maxStorageBufferBindingSize} (lower --kv-cache-tokens)`,
+      );
+    }
     return new Engine({ gpu, ckpt, weights, maxContext, maxSeqs, maxBatchTokens, maxRoundSteps, kvTokens });
   }
 

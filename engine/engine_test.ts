@@ -12,7 +12,9 @@ import { openSafetensors } from "./safetensors.ts";
 import type { SamplingParams } from "./types.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
+const FIXTURES =
+  (Deno.env.get("TRELLIS_FIXTURES") ?? new URL("../../shared/fixtures", import.meta.url).pathname)
+    .replace(/\/?$/, "/");
 const HAVE_FIXTURES = (() => {
   try {
     return Deno.statSync(`${FIXTURES}references/references.json`).isFile;

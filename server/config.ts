@@ -26,6 +26,8 @@ export interface ServerConfig {
   maxRunning: number;
   /** KV cache capacity in tokens for the engine; null lets the engine size it. */
   kvCacheTokens: number | null;
+  /** Longest prompt + completion per sequence; null: the model's, at most 4096 (--max-context). */
+  maxContext: number | null;
   /** Largest `n` accepted. */
   maxN: number;
   /** Most stop strings accepted. */
@@ -53,6 +55,7 @@ export const DEFAULT_CONFIG: Readonly<ServerConfig> = {
   maxWaitingTokens: 1 << 20,
   maxRunning: 64,
   kvCacheTokens: null,
+  maxContext: null,
   maxN: 8,
   maxStop: 4,
   maxBodyBytes: 8 << 20,
@@ -77,6 +80,7 @@ const SETTINGS: [flag: string, env: string, field: keyof ServerConfig, kind: Kin
   ["max-waiting-tokens", "TRELLIS_MAX_WAITING_TOKENS", "maxWaitingTokens", "int"],
   ["max-running", "TRELLIS_MAX_RUNNING", "maxRunning", "int"],
   ["kv-cache-tokens", "TRELLIS_KV_CACHE_TOKENS", "kvCacheTokens", "int"],
+  ["max-context", "TRELLIS_MAX_CONTEXT", "maxContext", "int"],
   ["max-n", "TRELLIS_MAX_N", "maxN", "int"],
   ["max-stop", "TRELLIS_MAX_STOP", "maxStop", "int"],
   ["max-body-bytes", "TRELLIS_MAX_BODY_BYTES", "maxBodyBytes", "int"],

@@ -1,0 +1,49 @@
+// `deno task serve [--model DIR] [--tokenizer DIR] [--port N] ...`: loads a checkpoint into the engine
+// Worker and serves the OpenAI-compatible API. Without --model it serves the small model embedded in
+// the repository. Every flag has a TRELLIS_* environment variable (see --help).
+import { configHelp, parseConfig } from "./server/config.ts";
+import { handleSignals, startServer } from "./server/app.ts";
+import { TokenizerCodec } from "./server/tokenizer_codec.ts";
+import { DEFAULT_MODEL_DIR, EngineClient, loadTokenizer } from "./engine/mod.ts";
+
+async function main(args: string[]): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(`Usage: deno task serve [options]\n\n${configHelp()}`);
+    return 0;
+  }
+  const config = parseConfig(args);
+  const modelDir = config.modelDir ?? DEFAULT_MODEL_DIR;
+  // The tokenizer loads first: a wrong directory fails in a second, before any weight is read.
+  const codec = new TokenizerCodec(await loadTokenizer(modelDir, config.tokenizerDir ?? undefined));
+  const engine = new EngineClient({
+    modelDir,
+    maxSeqs: config.maxRunning,
+    maxContext: config.maxContext ?? undefined,
+    kvTokens: config.kvCacheTokens ?? undefined,
+    progress: true,
+  });
+  const handle = startServer({ ...config, modelDir }, { engine, codec });
+  handleSignals(handle);
+  try {
+    await engine.ready();
+  } catch (e) {
+    console.error(`error: cannot load the model from "${modelDir}": ${e instanceof Error ? e.message : e}`);
+    await handle.shutdown(0).catch(() => {});
+    return 1;
+  }
+  console.error(
+    `Trellis ready: ${engine.info.source} (${engine.info.quantization}, context ${engine.info.maxContext}) at ${handle.url}`,
+  );
+  await handle.finished;
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    const code = await main(Deno.args);
+    if (code !== 0) Deno.exit(code);
+  } catch (e) {
+    console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+    Deno.exit(1);
+  }
+}
