@@ -39,6 +39,8 @@ export interface EngineOptions {
   maxBatchTokens?: number;
   /** KV cache size in tokens over all sequences (default: maxSeqs * maxContext, capped by memory). */
   kvTokens?: number;
+  /** Reuse the KV blocks of prompt prefixes seen before (default true). */
+  prefixCache?: boolean;
   /** Decode steps per round at most (tokens generated between two host readbacks). */
   maxRoundSteps?: number;
   gpu?: Gpu;
@@ -52,6 +54,8 @@ export interface EngineSequence {
   promptIds: number[];
   /** Tokens whose K/V are in the cache. */
   cached: number;
+  /** Prompt tokens whose K/V came from the prefix cache. */
+  cachedPrompt: number;
   /** Generated token count (including ones already reported). */
   generated: number;
   sampling: SamplingParams;
@@ -76,6 +80,7 @@ export class Engine {
   readonly maxSeqs: number;
   readonly maxBatchTokens: number;
   readonly maxRoundSteps: number;
+  readonly prefixCache: boolean;
   readonly kvBlocks: KvBlockAllocator;
   readonly ckpt: Checkpoint;
   #act: Activations;
@@ -105,6 +110,7 @@ export class Engine {
     maxBatchTokens: number;
     maxRoundSteps: number;
     kvTokens: number;
+    prefixCache: boolean;
   }) {
     this.gpu = init.gpu;
     this.k = init.gpu.kernels;
@@ -115,6 +121,7 @@ export class Engine {
     this.maxSeqs = init.maxSeqs;
     this.maxBatchTokens = init.maxBatchTokens;
     this.maxRoundSteps = init.maxRoundSteps;
+    this.prefixCache = init.prefixCache;
     const c = this.cfg;
     const dev = this.gpu.device;
     const buf = (label: string, bytes: number, extra = 0) =>
@@ -226,7 +233,17 @@ export class Engine {
           `most ${dev.limits.maxStorageBufferBindingSize} (lower --kv-cache-tokens)`,
       );
     }
-    return new Engine({ gpu, ckpt, weights, maxContext, maxSeqs, maxBatchTokens, maxRoundSteps, kvTokens });
+    return new Engine({
+      gpu,
+      ckpt,
+      weights,
+      maxContext,
+      maxSeqs,
+      maxBatchTokens,
+      maxRoundSteps,
+      kvTokens,
+      prefixCache: opts.prefixCache ?? true,
+    });
   }
 
   get sequences(): ReadonlyMap<string, EngineSequence> {
@@ -245,6 +262,7 @@ export class Engine {
     maxNew: number,
     sampling: SamplingParams,
     logprobs = false,
+    usePrefixCache = this.prefixCache,
   ): void {
     if (this.#seqs.has(id)) throw new EngineError(`Sequence "${id}" already exists`);
     if (promptIds.length === 0) throw new EngineError(`Sequence "${id}" has an empty prompt`);
@@ -256,9 +274,26 @@ export class Engine {
     }
     const slot = this.#free.pop();
     if (slot === undefined) throw new EngineError(`No free sequence slot for "${id}" (max ${this.maxSeqs})`);
-    this.kvBlocks.ensureCapacity(id, total + this.maxRoundSteps);
+    let cached = 0;
+    try {
+      if (usePrefixCache) cached = this.kvBlocks.matchPrefix(id, promptIds);
+      this.kvBlocks.ensureCapacity(id, total + this.maxRoundSteps);
+    } catch (e) {
+      this.kvBlocks.free(id);
+      this.#free.push(slot);
+      throw e;
+    }
     this.#writeBlockTable(id, slot);
-    this.#seqs.set(id, { id, slot, promptIds, cached: 0, generated: 0, sampling, logprobs });
+    this.#seqs.set(id, {
+      id,
+      slot,
+      promptIds,
+      cached,
+      cachedPrompt: cached,
+      generated: 0,
+      sampling,
+      logprobs,
+    });
   }
 
   /** Frees a sequence's slot and KV blocks. */
@@ -306,6 +341,8 @@ export class Engine {
       this.gpu.device.queue.submit([enc.finish()]);
       for (const p of parts) {
         p.s.cached += p.n;
+        // Later submits see these blocks written: queue order is execution order.
+        if (this.prefixCache) this.kvBlocks.registerPrefix(p.s.id, p.s.promptIds, p.s.cached);
         if (p.s.cached === p.s.promptIds.length) done.push(p.s);
       }
       pending = pending.filter((s) => s.cached < s.promptIds.length);
@@ -516,7 +553,7 @@ export class Engine {
   /** Logits of every position of `ids` (a fresh sequence), for perplexity and golden tests. */
   async promptLogits(ids: number[], opts: { lastOnly?: boolean } = {}): Promise<Float32Array> {
     const id = `__logits_${crypto.randomUUID()}`;
-    this.addSequence(id, ids, 0, GREEDY);
+    this.addSequence(id, ids, 0, GREEDY, false, false);
     try {
       const s = this.#get(id);
       const V = this.cfg.vocabSize;

@@ -11,6 +11,8 @@ interface Active {
   stop: Set<number>;
   cancelled: boolean;
   prefilling: boolean;
+  /** Set after prefill; reported with the first event, then cleared. */
+  cachedPromptTokens?: number;
 }
 
 export type EventSink = (id: string, ev: TokenEvent) => void;
@@ -129,11 +131,29 @@ export class Runner {
     }
   }
 
+  /** Whether `req` should wait for a sequence still prefilling the same first block (n > 1, shared
+   * system prompts): once that prefill is done, `req` reuses its blocks instead of recomputing them. */
+  #sharesPendingPrefix(req: GenerateRequest): boolean {
+    const bs = this.engine.kvBlocks.blockSize;
+    if (!this.engine.prefixCache || req.promptIds.length <= bs) return false;
+    for (const a of this.#active.values()) {
+      if (!a.prefilling || a.req.promptIds.length <= bs) continue;
+      let same = true;
+      for (let i = 0; i < bs && same; i++) same = a.req.promptIds[i] === req.promptIds[i];
+      if (same) return true;
+    }
+    return false;
+  }
+
   #admit(): void {
-    while (this.#waiting.length) {
-      const req = this.#waiting[0];
+    for (let i = 0; i < this.#waiting.length;) {
+      const req = this.#waiting[i];
+      if (this.#sharesPendingPrefix(req)) {
+        i++;
+        continue;
+      }
       if (!this.engine.canAdmit(req.promptIds.length + req.maxTokens)) break;
-      this.#waiting.shift();
+      this.#waiting.splice(i, 1);
       this.engine.addSequence(req.id, req.promptIds, req.maxTokens, req.sampling, (req.logprobs ?? -1) >= 0);
       this.#promptTokens += req.promptIds.length;
       this.#active.set(req.id, {
@@ -154,6 +174,7 @@ export class Runner {
       for (const [id, out] of first) {
         const a = this.#active.get(id)!;
         a.prefilling = false;
+        a.cachedPromptTokens = this.engine.sequences.get(id)?.cachedPrompt ?? 0;
         this.#deliver(id, a, out.ids, out.logprobs);
       }
     }
@@ -195,6 +216,10 @@ export class Runner {
   #event(a: Active, ids: number[], lps: number[]): TokenEvent {
     const ev: TokenEvent = { ids };
     if ((a.req.logprobs ?? -1) >= 0) ev.logprobs = lps;
+    if (a.cachedPromptTokens !== undefined) {
+      ev.cachedPromptTokens = a.cachedPromptTokens;
+      a.cachedPromptTokens = undefined;
+    }
     return ev;
   }
 

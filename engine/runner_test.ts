@@ -170,3 +170,63 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "Runner: prefix caching reuses prompt blocks (sequential and n > 1) and gives the same tokens",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const engine = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 4,
+      maxContext: 96,
+      progress: false,
+    });
+    try {
+      const q = [...P1, ...P0.slice(1)]; // 38 tokens: two full blocks of 16
+      const first = await runAll(engine, [request("q0", q, { maxTokens: 12 })]);
+      assert.equal(first.get("q0")![0].cachedPromptTokens, 0);
+      const again = await runAll(engine, [
+        request("q1", q, { maxTokens: 12 }),
+        request("q2", q, { maxTokens: 12 }),
+        request("q3", q, { maxTokens: 12 }),
+      ]);
+      for (const id of ["q1", "q2", "q3"]) {
+        assert.deepEqual(ids(again.get(id)!), ids(first.get("q0")!), id);
+        assert.equal(again.get(id)![0].cachedPromptTokens, 32, `${id} reused both full blocks`);
+      }
+      // Two new identical prompts at once (n = 2): the second waits for the first's prefill and reuses it.
+      const u = [...P0, ...P1.slice(1)];
+      const pair = await runAll(engine, [
+        request("u0", u, { maxTokens: 6 }),
+        request("u1", u, { maxTokens: 6 }),
+      ]);
+      assert.deepEqual(
+        [pair.get("u0")![0].cachedPromptTokens, pair.get("u1")![0].cachedPromptTokens],
+        [0, 32],
+      );
+      assert.deepEqual(ids(pair.get("u1")!), ids(pair.get("u0")!));
+      // A prompt that shares only the first block reuses one block, and still decodes like a cold run.
+      const r = [...P1.slice(0, 16), ...P0];
+      const warm = await runAll(engine, [request("r", r, { maxTokens: 10 })]);
+      assert.equal(warm.get("r")![0].cachedPromptTokens, 16);
+      const cold = await Engine.load({
+        modelDir: DEFAULT_MODEL_DIR,
+        maxSeqs: 1,
+        maxContext: 96,
+        progress: false,
+        prefixCache: false,
+      });
+      try {
+        const ref = await runAll(cold, [request("r", r, { maxTokens: 10 })]);
+        assert.deepEqual(ids(warm.get("r")!), ids(ref.get("r")!));
+        assert.equal(ref.get("r")![0].cachedPromptTokens, 0);
+      } finally {
+        cold.destroy();
+      }
+      assert.equal(engine.kvBlocks.usedBlocks, 0);
+      assert.ok(engine.kvBlocks.cachedBlocks >= 2);
+    } finally {
+      engine.destroy();
+    }
+  },
+});
