@@ -233,7 +233,8 @@ export class Engine {
           `most ${dev.limits.maxStorageBufferBindingSize} (lower --kv-cache-tokens)`,
       );
     }
-    return new Engine({
+    dev.pushErrorScope("out-of-memory");
+    const engine = new Engine({
       gpu,
       ckpt,
       weights,
@@ -244,6 +245,15 @@ export class Engine {
       kvTokens,
       prefixCache: opts.prefixCache ?? true,
     });
+    const oom = await dev.popErrorScope();
+    if (oom) {
+      engine.destroy();
+      throw new EngineError(
+        `The GPU ran out of memory allocating the KV cache (${kvTokens} tokens) and activation buffers after ` +
+          `the weights: lower --kv-cache-tokens, --max-running or --max-context (${oom.message})`,
+      );
+    }
+    return engine;
   }
 
   get sequences(): ReadonlyMap<string, EngineSequence> {

@@ -46,6 +46,7 @@ class Uploader {
   #device: GPUDevice;
   #progress?: LoadProgress;
   #sinceDrain = 0;
+  #oom: Promise<{ label: string; loaded: number; message: string } | null>[] = [];
   bytes = 0;
 
   constructor(device: GPUDevice, progress?: LoadProgress) {
@@ -61,11 +62,31 @@ class Uploader {
       );
     }
     this.bytes += size;
-    return this.#device.createBuffer({
+    // Running out of GPU memory does not throw: it is reported through an error scope, checked at
+    // every drain so a model too large for the device fails with its name instead of garbage output.
+    this.#device.pushErrorScope("out-of-memory");
+    const buf = this.#device.createBuffer({
       label,
       size: Math.max(16, Math.ceil(size / 16) * 16),
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
     });
+    const loaded = this.bytes;
+    this.#oom.push(
+      this.#device.popErrorScope().then((e) => e ? { label, loaded, message: e.message } : null),
+    );
+    return buf;
+  }
+
+  async #checkMemory(): Promise<void> {
+    const results = await Promise.all(this.#oom.splice(0));
+    const bad = results.find((r) => r !== null);
+    if (bad) {
+      throw new WeightsError(
+        `The GPU ran out of memory allocating tensor "${bad.label}" after ${
+          (bad.loaded / 2 ** 30).toFixed(2)
+        } GiB of weights: the model does not fit in this device's memory (${bad.message})`,
+      );
+    }
   }
 
   async write(buf: GPUBuffer, offset: number, data: ArrayBufferView, fileBytes: number): Promise<void> {
@@ -83,12 +104,14 @@ class Uploader {
       this.#sinceDrain = 0;
       this.#device.queue.submit([]);
       await this.#device.queue.onSubmittedWorkDone();
+      await this.#checkMemory();
     }
   }
 
   async finish(): Promise<void> {
     this.#device.queue.submit([]);
     await this.#device.queue.onSubmittedWorkDone();
+    await this.#checkMemory();
   }
 }
 
