@@ -21,28 +21,19 @@ LABEL org.opencontainers.image.title="Trellis" \
 RUN apt-get update \
   && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     libvulkan1 mesa-vulkan-drivers vulkan-tools \
-  && rm -rf /var/lib/apt/lists/*
+  && rm -rf /var/lib/apt/lists/* \
+  && install -d -m 755 /models
 
+# The user has no home directory and the root filesystem may be read-only: shader caches go to /tmp.
 ENV NVIDIA_VISIBLE_DEVICES=all \
   NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics \
   XDG_RUNTIME_DIR=/tmp \
+  MESA_SHADER_CACHE_DIR=/tmp/mesa-shader-cache \
+  __GL_SHADER_DISK_CACHE_PATH=/tmp/nv-shader-cache \
   TRELLIS_HOST=0.0.0.0 \
   TRELLIS_PORT=8000
 
 WORKDIR /app
-RUN install -d -m 755 /models
-
-# Dependencies in their own layer: it is rebuilt only when deno.json or deno.lock change. The npm packages land
-# in DENO_DIR (/deno-dir/, owned by the unprivileged user that runs the server).
-COPY deno.json deno.lock ./
-USER 1993:1993
-RUN deno install --frozen
-
-# The application, owned by root and read-only to the server's user. --entrypoint checks that everything main.ts
-# imports resolves from the cache filled above.
-COPY . .
-RUN deno install --frozen --entrypoint main.ts
-
 EXPOSE 8000
 
 # /health answers 200 once the model is loaded. Loading a large checkpoint takes minutes, hence the start period.
@@ -53,6 +44,18 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=10m --retries=3 \
 # exits; give `docker stop` a longer timeout than that grace (docker stop -t 40). Arguments after the image name
 # are server flags: docker run trellis --max-running 16. Every flag also has a TRELLIS_* environment variable.
 # This is `deno task serve` (deno run -A main.ts), with --cached-only so that the server never reaches the network.
+# (Declared before the sources so that a source change rebuilds only the layers below.)
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/tini", "--", "deno", "run", "-A", "--cached-only", "main.ts"]
 CMD []
+
+# Dependencies in their own layer: it is rebuilt only when deno.json or deno.lock change. The npm packages land
+# in DENO_DIR (/deno-dir/, owned by the unprivileged user that runs the server).
+USER 1993:1993
+COPY deno.json deno.lock ./
+RUN deno install --frozen
+
+# The application, owned by root and read-only to the server's user. --entrypoint checks that everything main.ts
+# imports resolves from the cache filled above.
+COPY . .
+RUN deno install --frozen --entrypoint main.ts

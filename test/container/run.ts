@@ -35,6 +35,8 @@ interface Scenario {
   name: string;
   volumes: string[];
   env: Record<string, string>;
+  /** The checkpoint directory /v1/models must report as `root` (proves TRELLIS_MODEL chose the mount). */
+  expectRoot?: string;
 }
 
 interface ScenarioResult {
@@ -252,6 +254,10 @@ async function runScenario(
     });
     const models = await client.models.list();
     const model = models.data[0]?.id ?? fail(`[${scenario.name}] /v1/models lists no model`);
+    const root = (models.data[0] as { root?: string }).root;
+    if (scenario.expectRoot !== undefined && root !== scenario.expectRoot) {
+      fail(`[${scenario.name}] /v1/models reports root ${root}, expected ${scenario.expectRoot}`);
+    }
     const t0 = performance.now();
     const completion = await client.chat.completions.create({
       model,
@@ -383,7 +389,9 @@ async function main() {
   if (problems.length) fail(`image config: ${problems.join("; ")}`);
   const sizeLine = (await capture([...BUILDAH, "images", "--format", "{{.Size}}", IMAGE])).trim();
 
-  const scenarios: Scenario[] = [{ name: "embedded", volumes: [], env: {} }];
+  const scenarios: Scenario[] = [
+    { name: "embedded", volumes: [], env: {}, expectRoot: `${config.WorkingDir}/models/llama2-qtip-2bit` },
+  ];
   const fixtures = Deno.env.get("TRELLIS_FIXTURES") ?? join(ROOT, "../shared/fixtures");
   const fixtureModel = join(fixtures, "llama2-style-qtip-2bit-hyb");
   if (!values["no-mounted"]) {
@@ -394,6 +402,7 @@ async function main() {
         name: "mounted",
         volumes: [`${fixtures}:/models/fixtures:ro`],
         env: { TRELLIS_MODEL: `/models/fixtures/${basename(fixtureModel)}` },
+        expectRoot: `/models/fixtures/${basename(fixtureModel)}`,
       });
     } catch {
       log(`no fixture checkpoint at ${fixtureModel}: skipping the mounted-model scenario`);
