@@ -1,0 +1,255 @@
+// `deno task bench kernels`: the fused QTIP dequantize-matvec (kernels/qtip) per code and bitrate at the
+// Llama linear shapes, against the streaming-read bandwidth the same run measures with a plain WGSL read
+// kernel (bench/stream_read.wgsl), plus the fp16 matvec at the same shapes for scale.
+//
+// Method: the GPU is warmed with ~0.5 s of streaming reads first (an idle H100 drops its SM clock,
+// shared/device/README.md); each shape gets enough weight copies that the rotation (>= 256 MiB) cannot sit in
+// L2, and each timed run is one compute pass of many dispatches cycling through them (bench/_timing.ts).
+// Effective GB/s counts the trellis bytes only (m n K / 8), the bytes the kernel cannot avoid reading.
+import streamSource from "./stream_read.wgsl" with { type: "text" };
+import {
+  GPU_LAYOUT_HEADER,
+  GPU_LAYOUT_MAGIC,
+  GPU_LAYOUT_MMA,
+  gpuLayoutWords,
+  type Kernels,
+  matmulF16,
+  ParamWriter,
+  type QtipCode,
+  qtipMatmul,
+} from "../kernels/mod.ts";
+import { GpuTimer, type TimerMethod } from "./_timing.ts";
+
+export type KernelCode = "HYB" | "1MAD" | "3INST" | "F16";
+
+/** (out features m, in features n) of the Llama 2 / 3.1 linears (issue 4's list plus 13B and 405B down). */
+export const LLAMA_SHAPES: [number, number][] = [
+  [4096, 4096],
+  [11008, 4096],
+  [4096, 11008],
+  [14336, 4096],
+  [4096, 14336],
+  [5120, 5120],
+  [13824, 5120],
+  [5120, 13824],
+  [8192, 8192],
+  [28672, 8192],
+  [8192, 28672],
+  [53248, 16384],
+  [16384, 53248],
+];
+/** Small shapes for lavapipe (--quick): a power of two, a non-square pair with the 28-factor size. */
+export const QUICK_SHAPES: [number, number][] = [[512, 512], [896, 256], [256, 896], [1024, 1024]];
+
+export interface KernelsBenchOptions {
+  codes: KernelCode[];
+  bits: (2 | 3 | 4)[];
+  shapes: [number, number][];
+  /** Decode batch (rows of x). */
+  tokens: number;
+  /** Bytes the weight copies of one shape rotate through (defeats L2). */
+  rotateBytes: number;
+  /** Bytes the streaming-read kernel reads per dispatch. */
+  streamBytes: number;
+  /** Target milliseconds of GPU work per timed run. */
+  targetMs: number;
+  warmupMs: number;
+  timer?: TimerMethod;
+  log?: (line: string) => void;
+}
+
+export interface KernelRow {
+  code: KernelCode;
+  bits: number;
+  m: number;
+  n: number;
+  tokens: number;
+  us: number;
+  /** Weight bytes the kernel must read (trellis, or the fp16 matrix). */
+  weightBytes: number;
+  gbps: number;
+  /** gbps / the streaming-read GB/s of this run. */
+  fractionOfStream: number;
+  copies: number;
+  reps: number;
+}
+
+export interface KernelsBenchResult {
+  timer: TimerMethod;
+  streamReadGBps: number;
+  streamBytes: number;
+  rows: KernelRow[];
+}
+
+const CODE_MAP: Record<Exclude<KernelCode, "F16">, QtipCode> = {
+  HYB: "hyb",
+  "1MAD": "1mad",
+  "3INST": "3inst",
+};
+const FILL_CHUNK = 16 << 20;
+
+function storage(dev: GPUDevice, label: string, bytes: number): GPUBuffer {
+  return dev.createBuffer({
+    label,
+    size: Math.ceil(bytes / 16) * 16,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+  });
+}
+
+/** Random words (xorshift32, ANDed with `mask`) into `buf` from word `fromWord`, uploaded in 16 MiB pieces. */
+function fillRandom(
+  dev: GPUDevice,
+  buf: GPUBuffer,
+  o: { fromWord?: number; words: number; seed: number; mask?: number },
+): void {
+  const { fromWord = 0, words, seed, mask = 0xffffffff } = o;
+  let s = (seed * 2654435761 + 1) >>> 0 || 1;
+  const chunk = new Uint32Array(Math.min(words, FILL_CHUNK / 4));
+  for (let w = 0; w < words; w += chunk.length) {
+    const n = Math.min(chunk.length, words - w);
+    for (let i = 0; i < n; i++) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      chunk[i] = (s & mask) >>> 0;
+    }
+    dev.queue.writeBuffer(buf, (fromWord + w) * 4, chunk, 0, n);
+  }
+}
+
+/** Copies `src` into `dst` with copyBufferToBuffer (setup only; speed does not matter here). */
+function copyAll(dev: GPUDevice, src: GPUBuffer, dst: GPUBuffer): void {
+  const enc = dev.createCommandEncoder();
+  enc.copyBufferToBuffer(src, 0, dst, 0, src.size);
+  dev.queue.submit([enc.finish()]);
+}
+
+async function idle(dev: GPUDevice): Promise<void> {
+  dev.queue.submit([]);
+  await dev.queue.onSubmittedWorkDone();
+}
+
+export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promise<KernelsBenchResult> {
+  const dev = k.device;
+  const log = o.log ?? (() => {});
+  const timer = new GpuTimer(k, o.timer);
+  const maxBinding = dev.limits.maxStorageBufferBindingSize;
+  const streamBytes = Math.min(o.streamBytes, Math.floor(maxBinding / 16) * 16);
+
+  // Streaming read: one big buffer, each dispatch reads all of it.
+  const src = storage(dev, "stream-src", streamBytes);
+  fillRandom(dev, src, { words: streamBytes / 4, seed: 7 });
+  const sink = storage(dev, "stream-sink", 4 * 65536);
+  const streamPipe = k.pipeline("bench-stream-read", streamSource, { WG: 256 }, "main");
+  const count = streamBytes / 16;
+  const groups = Math.min(dev.limits.maxComputeWorkgroupsPerDimension, Math.ceil(count / (256 * 8)));
+  const streamEncode = (pass: GPUComputePassEncoder) =>
+    k.dispatch(pass, streamPipe, [src, sink, k.params(new ParamWriter().u32(count).u32(0x9e3779b9))], groups);
+  await idle(dev);
+
+  // Warm-up: keep the GPU busy for warmupMs so clocks are up before anything is timed.
+  const reps = await timer.repsFor(streamEncode, o.targetMs, 1000);
+  const warmEnd = performance.now() + o.warmupMs;
+  while (performance.now() < warmEnd) await timer.perDispatch(streamEncode, reps, 1);
+  const streamMs = await timer.perDispatch(streamEncode, reps);
+  const streamReadGBps = streamBytes / (streamMs * 1e-3) / 1e9;
+  log(
+    `stream read: ${(streamBytes / 2 ** 20).toFixed(0)} MiB in ${(streamMs * 1e3).toFixed(1)} us = ` +
+      `${streamReadGBps.toFixed(1)} GB/s (${timer.method} timer)`,
+  );
+  src.destroy();
+
+  const rows: KernelRow[] = [];
+  const M = o.tokens;
+  for (const [m, n] of o.shapes) {
+    const x = storage(dev, "x", M * n * 4);
+    const xVals = new Float32Array(M * n).map((_, i) => Math.sin(i));
+    dev.queue.writeBuffer(x, 0, xVals);
+    const out = storage(dev, "out", M * m * 4);
+    const lut = storage(dev, "lut", 512 * 2 * 4);
+    dev.queue.writeBuffer(lut, 0, new Float32Array(1024).map((_, i) => Math.cos(i)));
+    for (const code of o.codes) {
+      for (const bits of code === "F16" ? [16] : o.bits) {
+        const words = code === "F16" ? (m * n) / 2 : gpuLayoutWords(m, n, bits);
+        const bytes = words * 4;
+        if (bytes > maxBinding) {
+          log(`skip ${code} ${bits}-bit ${m}x${n}: ${bytes} bytes exceed the binding limit ${maxBinding}`);
+          continue;
+        }
+        const copies = Math.max(2, Math.min(64, Math.ceil(o.rotateBytes / bytes)));
+        const bufs: GPUBuffer[] = [];
+        try {
+          bufs.push(storage(dev, `w0`, bytes));
+          if (code === "F16") {
+            // Clearing exponent bit 14 of both halves keeps every value finite and below 2.
+            fillRandom(dev, bufs[0], { words, seed: m ^ n, mask: 0xbfffbfff });
+          } else {
+            fillRandom(dev, bufs[0], {
+              fromWord: GPU_LAYOUT_HEADER,
+              words: words - GPU_LAYOUT_HEADER,
+              seed: m ^ n ^ bits,
+            });
+            const flags = code === "HYB" ? GPU_LAYOUT_MMA : 0;
+            dev.queue.writeBuffer(
+              bufs[0],
+              0,
+              new Uint32Array([GPU_LAYOUT_MAGIC, flags, bits, code === "HYB" ? 2 : 1]),
+            );
+          }
+          for (let c = 1; c < copies; c++) {
+            bufs.push(storage(dev, `w${c}`, bytes));
+            copyAll(dev, bufs[0], bufs[c]);
+          }
+          await idle(dev);
+          const encode = (pass: GPUComputePassEncoder, r: number) => {
+            const w = bufs[r % copies];
+            if (code === "F16") {
+              matmulF16(k, pass, { x, w, out, M, N: m, K: n });
+            } else {
+              qtipMatmul(k, pass, {
+                x,
+                trellis: w,
+                lut,
+                out,
+                M,
+                m,
+                n,
+                code: CODE_MAP[code],
+                K: bits as 2 | 3 | 4,
+              });
+            }
+          };
+          await timer.perDispatch(encode, copies, 1); // compile + first touch
+          const r = Math.max(copies, await timer.repsFor(encode, o.targetMs));
+          const ms = await timer.perDispatch(encode, r);
+          const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
+          const gbps = weightBytes / (ms * 1e-3) / 1e9;
+          const row: KernelRow = {
+            code,
+            bits,
+            m,
+            n,
+            tokens: M,
+            us: ms * 1e3,
+            weightBytes,
+            gbps,
+            fractionOfStream: gbps / streamReadGBps,
+            copies,
+            reps: r,
+          };
+          rows.push(row);
+          log(
+            `${code} ${bits}-bit ${m}x${n}: ${row.us.toFixed(1)} us, ${gbps.toFixed(1)} GB/s ` +
+              `(${(100 * row.fractionOfStream).toFixed(0)}% of stream read)`,
+          );
+        } finally {
+          for (const b of bufs) b.destroy();
+        }
+      }
+    }
+    for (const b of [x, out, lut]) b.destroy();
+  }
+  sink.destroy();
+  timer.destroy();
+  return { timer: timer.method, streamReadGBps, streamBytes, rows };
+}
