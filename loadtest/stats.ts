@@ -155,7 +155,9 @@ export function formatSummary(s: Summary, title = "Serving Benchmark Result"): s
   line("Successful requests:", String(s.completed));
   line("Failed requests:", String(s.failed));
   line("  of which refused with 429:", String(s.refused429));
-  for (const [reason, n] of Object.entries(s.failures).sort()) line(`  ${reason}:`, String(n));
+  for (const [reason, n] of Object.entries(s.failures).sort()) {
+    if (reason !== "http_429") line(`  ${reason}:`, String(n));
+  }
   line("Benchmark duration (s):", fmt(s.durationS));
   line("Total input tokens:", String(s.totalInputTokens));
   line("Total generated tokens:", String(s.totalOutputTokens));
