@@ -96,12 +96,15 @@ function storage(dev: GPUDevice, label: string, bytes: number): GPUBuffer {
   });
 }
 
-/** Random words (xorshift32, ANDed with `mask`) into `buf` from word `fromWord`, uploaded in 16 MiB pieces. */
-function fillRandom(
+/**
+ * Random words (xorshift32, ANDed with `mask`) into `buf` from word `fromWord`, uploaded in 16 MiB pieces,
+ * waiting for the queue every 256 MiB so staging memory stays bounded for the 1-2 GB weights.
+ */
+async function fillRandom(
   dev: GPUDevice,
   buf: GPUBuffer,
   o: { fromWord?: number; words: number; seed: number; mask?: number },
-): void {
+): Promise<void> {
   const { fromWord = 0, words, seed, mask = 0xffffffff } = o;
   let s = (seed * 2654435761 + 1) >>> 0 || 1;
   const chunk = new Uint32Array(Math.min(words, FILL_CHUNK / 4));
@@ -114,6 +117,7 @@ function fillRandom(
       chunk[i] = (s & mask) >>> 0;
     }
     dev.queue.writeBuffer(buf, (fromWord + w) * 4, chunk, 0, n);
+    if ((w + n) % (64 * chunk.length) === 0) await idle(dev);
   }
 }
 
@@ -138,7 +142,7 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
 
   // Streaming read: one big buffer, each dispatch reads all of it.
   const src = storage(dev, "stream-src", streamBytes);
-  fillRandom(dev, src, { words: streamBytes / 4, seed: 7 });
+  await fillRandom(dev, src, { words: streamBytes / 4, seed: 7 });
   const sink = storage(dev, "stream-sink", 4 * 65536);
   const streamPipe = k.pipeline("bench-stream-read", streamSource, { WG: 256 }, "main");
   const count = streamBytes / 16;
@@ -182,9 +186,9 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
           bufs.push(storage(dev, `w0`, bytes));
           if (code === "F16") {
             // Clearing exponent bit 14 of both halves keeps every value finite and below 2.
-            fillRandom(dev, bufs[0], { words, seed: m ^ n, mask: 0xbfffbfff });
+            await fillRandom(dev, bufs[0], { words, seed: m ^ n, mask: 0xbfffbfff });
           } else {
-            fillRandom(dev, bufs[0], {
+            await fillRandom(dev, bufs[0], {
               fromWord: GPU_LAYOUT_HEADER,
               words: words - GPU_LAYOUT_HEADER,
               seed: m ^ n ^ bits,

@@ -348,6 +348,19 @@ const NORMAL_TABLE = (() => {
   return t;
 })();
 
+const f16Tables = new Map<string, Uint16Array>();
+
+/** NORMAL_TABLE scaled to mean + std * z, as fp16 bit patterns (cached per distribution). */
+function normalF16Table(mean: number, std: number): Uint16Array {
+  const key = `${mean}:${std}`;
+  let t = f16Tables.get(key);
+  if (!t) {
+    t = new Uint16Array(Float16Array.from(NORMAL_TABLE, (z) => mean + std * z).buffer);
+    f16Tables.set(key, t);
+  }
+  return t;
+}
+
 /** Fills `out` (the tensor's bytes [offset, offset + out.length)) for one chunk. Offsets are element-aligned. */
 function fillChunk(t: TensorPlan, next: () => number, out: Uint8Array): void {
   const f = t.fill;
@@ -360,8 +373,18 @@ function fillChunk(t: TensorPlan, next: () => number, out: Uint8Array): void {
     new DataView(out.buffer, out.byteOffset, 8).setBigInt64(0, BigInt(f.value), true);
     return;
   }
-  // One table of pre-converted values per tensor would be faster still; fp16 tensors are small next to trellises.
   const n = out.byteLength / DTYPE_BYTES[t.dtype];
+  if (f.kind === "normal" && t.dtype === "F16") {
+    // Embeddings and lm_head are GBs: look up pre-converted fp16 bit patterns, two per random word.
+    const table = normalF16Table(f.mean, f.std);
+    const u16 = new Uint16Array(out.buffer, out.byteOffset, n);
+    for (let i = 0; i < n; i += 2) {
+      const r = next();
+      u16[i] = table[r & 4095];
+      if (i + 1 < n) u16[i + 1] = table[(r >>> 12) & 4095];
+    }
+    return;
+  }
   const vals = t.dtype === "F32"
     ? new Float32Array(out.buffer, out.byteOffset, n)
     : new Float16Array(out.buffer, out.byteOffset, n);
