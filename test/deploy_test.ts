@@ -304,3 +304,19 @@ Deno.test("deploy: docs/DEPLOY.md names every server environment variable", () =
   const missing = ENV_NAMES.filter((n) => !doc.includes(n));
   assert.deepEqual(missing, [], "document these in docs/DEPLOY.md");
 });
+
+Deno.test("deploy: deno.lock matches deno.json's imports (the image's `deno install --frozen` layer)", () => {
+  const config = JSON.parse(Deno.readTextFileSync(join(ROOT, "deno.json")));
+  const lock = JSON.parse(Deno.readTextFileSync(join(ROOT, "deno.lock")));
+  const wanted = Object.values(config.imports as Record<string, string>)
+    .filter((s) => /^(npm|jsr):/.test(s))
+    .sort();
+  assert.deepEqual(
+    [...(lock.workspace?.dependencies ?? [])].sort(),
+    wanted,
+    "deno.lock is stale: run deno install to update it, or the Docker build fails at deno install --frozen",
+  );
+  for (const spec of wanted) {
+    assert.ok(spec in (lock.specifiers ?? {}), `deno.lock has no resolution for ${spec}: run deno install`);
+  }
+});
