@@ -37,13 +37,13 @@ function panel(x0: number, title: string, xs: number[], concurrencies: number[],
   const w = PANEL_W - MARGIN.left - MARGIN.right;
   const h = PANEL_H - MARGIN.top - MARGIN.bottom;
   const finite = (v: number[]) => v.filter((n) => Number.isFinite(n));
-  const xStep = niceStep(Math.max(0, ...finite(xs)));
-  const yStep = niceStep(Math.max(0, ...series.flatMap((s) => finite(s.values))));
-  const xMax = Math.max(xStep, Math.ceil(Math.max(0, ...finite(xs)) / xStep) * xStep);
-  const yMax = Math.max(
-    yStep,
-    Math.ceil(Math.max(0, ...series.flatMap((s) => finite(s.values))) / yStep) * yStep,
-  );
+  // 5% headroom so the largest point and its label stay inside the frame.
+  const xTop = 1.05 * Math.max(0, ...finite(xs));
+  const yTop = 1.05 * Math.max(0, ...series.flatMap((s) => finite(s.values)));
+  const xStep = niceStep(xTop);
+  const yStep = niceStep(yTop);
+  const xMax = Math.max(xStep, Math.ceil(xTop / xStep) * xStep);
+  const yMax = Math.max(yStep, Math.ceil(yTop / yStep) * yStep);
   const px = (v: number) => x0 + MARGIN.left + (v / xMax) * w;
   const py = (v: number) => MARGIN.top + h - (v / yMax) * h;
   const out: string[] = [];
