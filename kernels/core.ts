@@ -23,51 +23,53 @@ export interface KernelFeatures {
 
 const PARAM_ALIGN = 256;
 const ARENA_BYTES = 1 << 16;
+/** Distinct Params blocks kept before the cache starts over (x 256 bytes of uniform memory). */
+const MAX_PARAM_SLOTS = 16384;
+/** Bind groups kept before the cache starts over. */
+const MAX_BIND_GROUPS = 32768;
 
-/** Stages small uniform blocks for a batch of dispatches and uploads them in one write per chunk. */
-class ParamArena {
+/**
+ * Params blocks, deduplicated by content: a block with the same bytes as an earlier one gets the same
+ * uniform slot, so the same dispatch recorded again (the next decode step, the next round) binds the
+ * same resources and reuses its bind group. Slots are written once and never change, because commands
+ * recorded earlier may still read them; when the cache is full, new buffers start a new generation
+ * and every cached bind group is dropped with the old ones.
+ */
+class ParamCache {
   #device: GPUDevice;
-  #chunks: { buffer: GPUBuffer; staging: Uint8Array<ArrayBuffer>; used: number }[] = [];
-  #current = 0;
+  #slots = new Map<string, GPUBufferBinding>();
+  #buffer: GPUBuffer | null = null;
+  #used = ARENA_BYTES;
+  /** Bumped when the cache starts over; bind-group caches keyed on it drop their entries. */
+  generation = 0;
 
   constructor(device: GPUDevice) {
     this.#device = device;
   }
 
-  alloc(bytes: Uint8Array): GPUBufferBinding {
+  get(bytes: Uint8Array<ArrayBuffer>): GPUBufferBinding {
     const size = Math.ceil(bytes.byteLength / 16) * 16;
-    if (size > ARENA_BYTES) throw new KernelError(`Params block too large: ${size} bytes`);
-    let chunk = this.#chunks[this.#current];
-    if (!chunk || chunk.used + size > ARENA_BYTES) {
-      if (chunk) this.#current++;
-      chunk = this.#chunks[this.#current];
-      if (!chunk) {
-        chunk = {
-          buffer: this.#device.createBuffer({
-            label: `params-${this.#current}`,
-            size: ARENA_BYTES,
-            usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-          }),
-          staging: new Uint8Array(ARENA_BYTES),
-          used: 0,
-        };
-        this.#chunks.push(chunk);
-      }
+    if (size > PARAM_ALIGN) throw new KernelError(`Params block too large: ${size} bytes`);
+    const key = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).join(",");
+    const hit = this.#slots.get(key);
+    if (hit) return hit;
+    if (this.#slots.size >= MAX_PARAM_SLOTS) {
+      this.#slots.clear();
+      this.generation++;
     }
-    const offset = chunk.used;
-    chunk.staging.set(bytes, offset);
-    chunk.used = Math.ceil((offset + size) / PARAM_ALIGN) * PARAM_ALIGN;
-    return { buffer: chunk.buffer, offset, size };
-  }
-
-  /** Writes every staged block to the GPU. Call before submitting the commands that use them. */
-  flush(): void {
-    for (let i = 0; i <= this.#current && i < this.#chunks.length; i++) {
-      const c = this.#chunks[i];
-      if (c.used > 0) this.#device.queue.writeBuffer(c.buffer, 0, c.staging, 0, c.used);
-      c.used = 0;
+    if (this.#used + PARAM_ALIGN > ARENA_BYTES) {
+      this.#buffer = this.#device.createBuffer({
+        label: `params-${this.generation}`,
+        size: ARENA_BYTES,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      });
+      this.#used = 0;
     }
-    this.#current = 0;
+    const slot = { buffer: this.#buffer!, offset: this.#used, size };
+    this.#device.queue.writeBuffer(slot.buffer, slot.offset, bytes, 0, size);
+    this.#used += PARAM_ALIGN;
+    this.#slots.set(key, slot);
+    return slot;
   }
 }
 
@@ -114,7 +116,11 @@ export class Kernels {
   readonly features: KernelFeatures;
   #pipelines = new Map<string, GPUComputePipeline>();
   #modules = new Map<string, GPUShaderModule>();
-  #arena: ParamArena;
+  #params: ParamCache;
+  #bindGroups = new Map<string, GPUBindGroup>();
+  #bindGeneration = 0;
+  #ids = new WeakMap<object, number>();
+  #nextId = 1;
 
   constructor(device: GPUDevice, features?: Partial<KernelFeatures>) {
     this.device = device;
@@ -122,7 +128,7 @@ export class Kernels {
       subgroups: features?.subgroups ?? device.features.has("subgroups"),
       timestampQuery: features?.timestampQuery ?? device.features.has("timestamp-query"),
     };
-    this.#arena = new ParamArena(device);
+    this.#params = new ParamCache(device);
   }
 
   /** A compute pipeline for `source`'s `entryPoint` with the given override constants, cached. */
@@ -156,26 +162,51 @@ export class Kernels {
     return info.messages;
   }
 
-  /** Stages a Params block; it reaches the GPU at the next `flush()`. */
+  /** A uniform slot holding this Params block (shared with every earlier block of the same bytes). */
   params(w: ParamWriter): GPUBufferBinding {
-    return this.#arena.alloc(w.bytes());
+    return this.#params.get(w.bytes());
   }
 
-  /** Uploads staged Params blocks. Call before submitting command buffers that used `params()`. */
-  flush(): void {
-    this.#arena.flush();
+  /** Kept for callers that flush before submitting: Params slots are written when first made. */
+  flush(): void {}
+
+  #id(o: object): number {
+    let id = this.#ids.get(o);
+    if (id === undefined) {
+      id = this.#nextId++;
+      this.#ids.set(o, id);
+    }
+    return id;
   }
 
-  /** Bind group 0 of `pipeline`, binding i = args[i]. */
+  /** Bind group 0 of `pipeline`, binding i = args[i]; the same pipeline and ranges reuse one group. */
   bind(pipeline: GPUComputePipeline, args: BufferArg[]): GPUBindGroup {
-    return this.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries: args.map((a, i) => ({
-        binding: i,
-        resource: a instanceof GPUBuffer ? { buffer: a } : a,
-      })),
-    });
+    if (this.#bindGeneration !== this.#params.generation || this.#bindGroups.size >= MAX_BIND_GROUPS) {
+      this.#bindGroups.clear();
+      this.#bindGeneration = this.#params.generation;
+    }
+    let key = String(this.#id(pipeline));
+    for (const a of args) {
+      key += a instanceof GPUBuffer
+        ? `|${this.#id(a)}`
+        : `|${this.#id(a.buffer)}:${a.offset ?? 0}:${a.size ?? "all"}`;
+    }
+    let group = this.#bindGroups.get(key);
+    if (!group) {
+      group = this.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: args.map((a, i) => ({
+          binding: i,
+          resource: a instanceof GPUBuffer ? { buffer: a } : a,
+        })),
+      });
+      this.#bindGroups.set(key, group);
+    }
+    return group;
   }
+
+  /** Dispatches recorded since creation (benchmarks report dispatches per decode step). */
+  dispatches = 0;
 
   /** Records one dispatch of `pipeline` with `args` bound in order. */
   dispatch(
@@ -191,6 +222,7 @@ export class Kernels {
       throw new KernelError(`Dispatch of "${pipeline.label}" too large: [${x}, ${y}, ${z}] exceeds ${max}`);
     }
     if (x === 0 || y === 0 || z === 0) return;
+    this.dispatches++;
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, this.bind(pipeline, args));
     pass.dispatchWorkgroups(x, y, z);
