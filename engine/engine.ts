@@ -20,6 +20,7 @@ import type { SamplingParams } from "./types.ts";
 import {
   attentionScratchBytes,
   buildRopeTable,
+  DECODE_MAX_QUERY_TOKENS,
   gatherU32,
   type Kernels,
   packSamplingParams,
@@ -162,7 +163,9 @@ export class Engine {
       attnScratch: buf(
         "attnScratch",
         attentionScratchBytes({
-          T,
+          // Only the split-K decode kernel uses scratch, and only for batches where no sequence has more
+          // than DECODE_MAX_QUERY_TOKENS tokens: at most that many per slot.
+          T: Math.min(T, DECODE_MAX_QUERY_TOKENS * Math.max(this.maxSeqs, 1)),
           nHeads: c.nHeads,
           headDim: c.headDim,
           maxContext: this.maxContext + this.maxRoundSteps,
