@@ -1,10 +1,11 @@
 // The server on the real engine (EngineClient, a Worker) with the embedded 2-bit model, driven over
 // loopback by the official openai client: greedy text matching the model's reference tokens, completions
-// with logprobs, seeded reproducibility with n = 2, a stop string, and an aborted stream freeing its KV
-// blocks. Skipped without a WebGPU adapter.
+// with logprobs, seeded reproducibility with n = 2, a stop string, LangChain's ChatOpenAI (invoke and
+// stream), SDK exception classes for 404 and 400, and an aborted stream freeing its KV blocks. Skipped without a WebGPU adapter.
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
+import { ChatOpenAI } from "@langchain/openai";
 import { DEFAULT_MODEL_DIR, EngineClient, loadTokenizer } from "../engine/mod.ts";
 import { type ServerHandle, startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
@@ -99,6 +100,43 @@ Deno.test({
       }
       assert.ok(chunks >= 3);
       assert.ok(usage && usage.completion_tokens >= 1 && usage.completion_tokens <= 8);
+
+      // LangChain's ChatOpenAI on the real model: invoke equals the openai client's greedy chat, and a
+      // stream carries the same text and usage.
+      const chatRef = await client.chat.completions.create({
+        model: "embedded",
+        messages: [{ role: "user", content: ref.prompts.p1_chat.text }],
+        max_tokens: 8,
+        temperature: 0,
+      });
+      const lc = new ChatOpenAI({
+        model: "embedded",
+        apiKey: "unused",
+        temperature: 0,
+        maxTokens: 8,
+        configuration: { baseURL: handle.url },
+      });
+      const lcReply = await lc.invoke(ref.prompts.p1_chat.text);
+      assert.equal(lcReply.content, chatRef.choices[0].message.content);
+      assert.equal(lcReply.usage_metadata?.output_tokens, chatRef.usage?.completion_tokens);
+      let lcText = "";
+      let lcTokens: number | undefined;
+      for await (const chunk of await lc.stream(ref.prompts.p1_chat.text)) {
+        lcText += chunk.content;
+        if (chunk.usage_metadata) lcTokens = chunk.usage_metadata.output_tokens;
+      }
+      assert.equal(lcText, chatRef.choices[0].message.content);
+      assert.equal(lcTokens, chatRef.usage?.completion_tokens);
+
+      // Errors reach the SDK as its own exception classes.
+      await assert.rejects(
+        client.chat.completions.create({ model: "nope", messages: [{ role: "user", content: "x" }] }),
+        OpenAI.NotFoundError,
+      );
+      await assert.rejects(
+        client.completions.create({ model: "embedded", prompt: "x", max_tokens: 5, frequency_penalty: 1 }),
+        (e) => e instanceof OpenAI.BadRequestError && /frequency_penalty/.test(e.message),
+      );
 
       // Abort mid-stream: the engine frees the sequence's KV blocks.
       const controller = new AbortController();
