@@ -206,7 +206,7 @@ export class Engine {
     const maxContext = Math.min(opts.maxContext ?? 4096, cfg.maxPositionEmbeddings);
     const maxSeqs = opts.maxSeqs ?? 64;
     const maxBatchTokens = opts.maxBatchTokens ?? 512;
-    const maxRoundSteps = opts.maxRoundSteps ?? 16;
+    const maxRoundSteps = opts.maxRoundSteps ?? 32;
     const hidden = Math.max(cfg.hiddenDim, cfg.dim, cfg.nHeads * cfg.headDim);
     const dev = gpu.device;
     const scratchBytes = maxBatchTokens * hidden * 4;

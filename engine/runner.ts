@@ -18,10 +18,34 @@ interface Active {
 export type EventSink = (id: string, ev: TokenEvent) => void;
 
 export interface RunnerOptions {
-  /** Decode steps per round when nothing is waiting (more steps: fewer host syncs, coarser streaming). */
+  /** Decode steps per round at most when nothing is waiting (more: fewer host syncs, coarser streaming). */
   roundSteps?: number;
-  /** Decode steps per round while requests wait to be admitted or prompts are being prefilled. */
+  /** Decode steps per round at most while requests wait to be admitted or prompts are being prefilled. */
   busyRoundSteps?: number;
+  /** Aim for decode rounds of about this many milliseconds (default 50). */
+  targetRoundMs?: number;
+}
+
+/**
+ * Steps for the next decode round. Each round ends in one readback, which costs Deno at least ~10 ms
+ * whatever the work, so a fast GPU wants many steps per round; but tokens reach clients, stops are
+ * noticed and cancellations land only at round ends, so a slow one (lavapipe) wants few. The round is
+ * sized to take about `targetMs` at the measured time per step, within [1, cap], where the cap is
+ * lower while other requests wait, and never past the largest remaining token budget.
+ */
+export function planRoundSteps(o: {
+  maxSteps: number;
+  busySteps: number;
+  busy: boolean;
+  msPerStep: number | null;
+  targetMs: number;
+  remaining: number;
+}): number {
+  const cap = o.busy ? Math.min(o.busySteps, o.maxSteps) : o.maxSteps;
+  const fit = o.msPerStep === null || !(o.msPerStep > 0)
+    ? Math.min(o.busySteps, cap)
+    : Math.floor(o.targetMs / o.msPerStep);
+  return Math.max(1, Math.min(cap, fit, o.remaining));
 }
 
 export class Runner {
@@ -33,6 +57,9 @@ export class Runner {
   #closed = false;
   #roundSteps: number;
   #busySteps: number;
+  #targetRoundMs: number;
+  /** Smoothed wall time of one decode step (null until the first round). */
+  #msPerStep: number | null = null;
   #promptTokens = 0;
   #generationTokens = 0;
   /** Set when the loop died on a GPU error: every later request fails with it. */
@@ -43,6 +70,7 @@ export class Runner {
     this.#sink = sink;
     this.#roundSteps = Math.min(opts.roundSteps ?? engine.maxRoundSteps, engine.maxRoundSteps);
     this.#busySteps = Math.min(opts.busyRoundSteps ?? 4, this.#roundSteps);
+    this.#targetRoundMs = opts.targetRoundMs ?? 50;
   }
 
   submit(req: GenerateRequest): void {
@@ -181,11 +209,17 @@ export class Runner {
     const decoding = [...this.#active.values()].filter((a) => !a.prefilling && !a.cancelled);
     if (decoding.length === 0) return;
     const busy = this.#waiting.length > 0 || decoding.length < this.#active.size;
-    let steps = busy ? this.#busySteps : this.#roundSteps;
-    // No round needs to run past the furthest remaining budget.
-    const remaining = Math.max(...decoding.map((a) => a.req.maxTokens - a.emitted));
-    steps = Math.max(1, Math.min(steps, remaining));
+    const steps = planRoundSteps({
+      maxSteps: this.#roundSteps,
+      busySteps: this.#busySteps,
+      busy,
+      msPerStep: this.#msPerStep,
+      targetMs: this.#targetRoundMs,
+      remaining: Math.max(...decoding.map((a) => a.req.maxTokens - a.emitted)),
+    });
     const round = await this.engine.decodeRound(decoding.map((a) => a.req.id), steps);
+    const perStep = round.gpuMs / Math.max(1, round.steps);
+    this.#msPerStep = this.#msPerStep === null ? perStep : 0.7 * this.#msPerStep + 0.3 * perStep;
     for (const [id, out] of round.tokens) {
       const a = this.#active.get(id);
       if (a) this.#deliver(id, a, out.ids, out.logprobs);
