@@ -16,14 +16,23 @@ import { type Activations, encodeForward, type KvCacheBuffers } from "./forward.
 import { KvBlockAllocator } from "./kv_cache.ts";
 import { EngineError } from "./errors.ts";
 import { LoadProgress } from "./progress.ts";
-import type { SamplingParams } from "./types.ts";
+import { MAX_LOGIT_BIAS, type SamplingParams } from "./types.ts";
 import {
   attentionScratchBytes,
   buildRopeTable,
   DECODE_MAX_QUERY_TOKENS,
   gatherU32,
   type Kernels,
+  LOGIT_BIAS_BYTES,
+  packLogitBias,
+  packPenaltyRows,
   packSamplingParams,
+  penaltiesApply,
+  penaltiesCount,
+  penaltiesMarkPrompt,
+  PENALTY_NO_INPUT,
+  PENALTY_ROW_BYTES,
+  type PenaltyRow,
   sample,
   scatterU32,
 } from "../kernels/mod.ts";
@@ -61,6 +70,8 @@ export interface EngineSequence {
   generated: number;
   sampling: SamplingParams;
   logprobs: boolean;
+  /** Sampling uses penalties or logit_bias: the step records the logits-processing dispatches. */
+  penalized: boolean;
 }
 
 export interface RoundResult {
@@ -97,6 +108,9 @@ export class Engine {
   #prefillTokens: GPUBuffer; // u32 (maxBatchTokens)
   #logits: GPUBuffer; // f32 (maxSeqs, vocab)
   #samplingParams: GPUBuffer;
+  #counts: GPUBuffer; // u32 (maxSeqs, vocab): generated-token counts, bit 31 = in the prompt
+  #penaltyRows: GPUBuffer; // PenaltyRow ((maxRoundSteps + 1) * maxSeqs)
+  #logitBias: GPUBuffer; // (id, value) pairs, MAX_LOGIT_BIAS per slot
   #samplingBytesPerStep: number;
   #readback: GPUBuffer[] = [];
   #free: number[];
@@ -194,6 +208,9 @@ export class Engine {
       ).byteLength / 4,
     ) * 4;
     this.#samplingParams = buf("samplingParams", (this.maxRoundSteps + 1) * this.#samplingBytesPerStep);
+    this.#counts = buf("penaltyCounts", this.maxSeqs * c.vocabSize * 4);
+    this.#penaltyRows = buf("penaltyRows", (this.maxRoundSteps + 1) * this.maxSeqs * PENALTY_ROW_BYTES);
+    this.#logitBias = buf("logitBias", this.maxSeqs * MAX_LOGIT_BIAS * LOGIT_BIAS_BYTES);
     this.#free = Array.from({ length: this.maxSeqs }, (_, i) => this.maxSeqs - 1 - i);
     void HISTORY_COLS_ALIGN;
   }
@@ -297,6 +314,8 @@ export class Engine {
       throw e;
     }
     this.#writeBlockTable(id, slot);
+    const penalized = isPenalized(sampling);
+    if (penalized) this.#preparePenalties(slot, sampling);
     this.#seqs.set(id, {
       id,
       slot,
@@ -306,7 +325,34 @@ export class Engine {
       generated: 0,
       sampling,
       logprobs,
+      penalized,
     });
+  }
+
+  /** Clears the slot's token counts and uploads its logit_bias. */
+  #preparePenalties(slot: number, sampling: SamplingParams): void {
+    const bias = sampling.logitBias ?? [];
+    const V = this.cfg.vocabSize;
+    const dev = this.gpu.device;
+    if (bias.length) {
+      const packed = packLogitBias(bias.map(([id, value]) => ({ id, value })));
+      dev.queue.writeBuffer(this.#logitBias, slot * MAX_LOGIT_BIAS * LOGIT_BIAS_BYTES, packed);
+    }
+    const enc = dev.createCommandEncoder({ label: "penalties-reset" });
+    enc.clearBuffer(this.#counts, slot * V * 4, V * 4);
+    dev.queue.submit([enc.finish()]);
+  }
+
+  #penaltyRow(s: EngineSequence, inputIndex: number): PenaltyRow {
+    return {
+      presence: s.sampling.presencePenalty ?? 0,
+      frequency: s.sampling.frequencyPenalty ?? 0,
+      repetition: s.sampling.repetitionPenalty ?? 1,
+      biasCount: s.sampling.logitBias?.length ?? 0,
+      biasOffset: s.slot * MAX_LOGIT_BIAS,
+      slot: s.slot,
+      inputIndex,
+    };
   }
 
   /** Frees a sequence's slot and KV blocks. */
@@ -384,10 +430,14 @@ export class Engine {
     const pos = new Uint32Array(T);
     const lastRows: number[] = [];
     const sampled: { s: EngineSequence; i: number }[] = [];
+    const marks: { slot: number; from: number; n: number }[] = [];
     let t = 0;
     let maxQuery = 0;
     let maxCtx = 0;
     for (const p of parts) {
+      if (p.s.penalized && (p.s.sampling.repetitionPenalty ?? 1) !== 1) {
+        marks.push({ slot: p.s.slot, from: t, n: p.n });
+      }
       for (let i = 0; i < p.n; i++) {
         tokens[t] = p.s.promptIds[p.from + i];
         seqOf[t] = p.s.slot;
@@ -428,6 +478,31 @@ export class Engine {
       logits: this.#logits,
       ropeMaxPos: this.#ropeMaxPos,
     });
+    for (const m of marks) {
+      penaltiesMarkPrompt(this.k, pass, {
+        counts: this.#counts,
+        tokens: this.#prefillTokens,
+        tokensOffset: m.from,
+        n: m.n,
+        slot: m.slot,
+        vocab: this.cfg.vocabSize,
+      });
+    }
+    if (sampled.some(({ s }) => s.penalized)) {
+      dev.queue.writeBuffer(
+        this.#penaltyRows,
+        0,
+        packPenaltyRows(sampled.map(({ s }) => this.#penaltyRow(s, PENALTY_NO_INPUT))),
+      );
+      penaltiesApply(this.k, pass, {
+        logits: this.#logits,
+        rows: this.#penaltyRows,
+        nRows: sampled.length,
+        counts: this.#counts,
+        bias: this.#logitBias,
+        vocab: this.cfg.vocabSize,
+      });
+    }
     if (sampled.length) {
       const params = packSamplingParams(sampled.map(({ s }) => ({
         ...s.sampling,
@@ -492,6 +567,14 @@ export class Engine {
       params.set(new Uint8Array(p), st * stepBytes);
     }
     dev.queue.writeBuffer(this.#samplingParams, 0, params);
+    const penalized = seqs.some((s) => s.penalized);
+    if (penalized) {
+      // Step st feeds history row st, the token sampled last: counting it as it goes in counts every
+      // generated token exactly once.
+      const rows: PenaltyRow[] = [];
+      for (let st = 0; st < steps; st++) seqs.forEach((s, j) => rows.push(this.#penaltyRow(s, st * S + j)));
+      dev.queue.writeBuffer(this.#penaltyRows, 0, packPenaltyRows(rows));
+    }
     const view = (buf: GPUBuffer, offsetWords: number, words: number) => ({
       buffer: buf,
       offset: offsetWords * 4,
@@ -518,6 +601,26 @@ export class Engine {
         logits: this.#logits,
         ropeMaxPos: this.#ropeMaxPos,
       });
+      if (penalized) {
+        const v = this.cfg.vocabSize;
+        penaltiesCount(this.k, pass, {
+          counts: this.#counts,
+          rows: this.#penaltyRows,
+          rowsOffset: st * S,
+          inputTokens: this.#history,
+          nRows: S,
+          vocab: v,
+        });
+        penaltiesApply(this.k, pass, {
+          logits: this.#logits,
+          rows: this.#penaltyRows,
+          rowsOffset: st * S,
+          nRows: S,
+          counts: this.#counts,
+          bias: this.#logitBias,
+          vocab: v,
+        });
+      }
       sample(this.k, pass, {
         logits: this.#logits,
         logitsStride: this.cfg.vocabSize,
@@ -675,6 +778,11 @@ export class Engine {
 /** u32 words rounded up to a whole number of 256-byte segments. */
 function seg(words: number): number {
   return Math.ceil(words / 64) * 64;
+}
+
+function isPenalized(s: SamplingParams): boolean {
+  return !!(s.presencePenalty || s.frequencyPenalty || (s.repetitionPenalty ?? 1) !== 1 ||
+    s.logitBias?.length);
 }
 
 const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };

@@ -10,6 +10,7 @@ export type {
   SamplingParams,
   TokenEvent,
 } from "./types.ts";
+export { MAX_LOGIT_BIAS } from "./types.ts";
 export { EngineClient } from "./client.ts";
 export type { EngineOptions } from "./engine.ts";
 export { EngineError } from "./errors.ts";

@@ -2,10 +2,11 @@
 // min tokens, cancellation, context limits, and the KV cache back to empty afterwards.
 import assert from "node:assert/strict";
 import { Engine } from "./engine.ts";
-import { Runner } from "./runner.ts";
+import { Runner, type RunnerOptions } from "./runner.ts";
 import { EngineClient } from "./client.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
 import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
+import { penaltiesApplyRef, penaltiesMarkPromptRef } from "../kernels/penalties/penalties_ref.ts";
 
 const HAVE_GPU = await (async () => {
   try {
@@ -32,6 +33,7 @@ async function runAll(
   engine: Engine,
   reqs: GenerateRequest[],
   onEvent?: (id: string, ev: TokenEvent, runner: Runner) => void,
+  runnerOpts: RunnerOptions = { roundSteps: 8 },
 ): Promise<Map<string, TokenEvent[]>> {
   const events = new Map<string, TokenEvent[]>(reqs.map((r) => [r.id, []]));
   let open = reqs.length;
@@ -41,7 +43,7 @@ async function runAll(
       events.get(id)!.push(ev);
       onEvent?.(id, ev, runner);
       if (ev.finishReason && --open === 0) resolve();
-    }, { roundSteps: 8 });
+    }, runnerOpts);
   });
   const loop = runner.run();
   for (const r of reqs) runner.submit(r);
@@ -225,6 +227,76 @@ Deno.test({
       }
       assert.equal(engine.kvBlocks.usedBlocks, 0);
       assert.ok(engine.kvBlocks.cachedBlocks >= 2);
+    } finally {
+      engine.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "Runner: penalties and logit_bias on the GPU match the host reference applied to the engine's logits",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const engine = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 2,
+      maxContext: 96,
+      progress: false,
+    });
+    try {
+      const V = engine.cfg.vocabSize;
+      const bias: [number, number][] = [[GREEDY_P0[0], -100], [GREEDY_P0[2], 3], [GREEDY_P0[2], 1.5]];
+      const sampling: SamplingParams = {
+        ...GREEDY,
+        presencePenalty: 0.4,
+        frequencyPenalty: 0.6,
+        repetitionPenalty: 1.3,
+        logitBias: bias,
+      };
+      const n = 10;
+      // A plain greedy sequence runs beside the penalized one: its tokens must stay the reference's.
+      const ev = await runAll(engine, [
+        request("pen", P0, { maxTokens: n, sampling }),
+        request("plain", P0, { maxTokens: n }),
+      ]);
+      assert.deepEqual(ids(ev.get("plain")!), GREEDY_P0.slice(0, n));
+      const got = ids(ev.get("pen")!);
+      assert.equal(got.length, n);
+      assert.notEqual(got[0], GREEDY_P0[0], "a -100 bias removes the greedy first token");
+      // Rounds of 8 steps (counts updated inside a round) give the same tokens as rounds of 1.
+      const long = await runAll(engine, [request("pen8", P0, { maxTokens: n, sampling })], undefined, {
+        roundSteps: 8,
+        busyRoundSteps: 8,
+        targetRoundMs: 1e9,
+      });
+      assert.deepEqual(ids(long.get("pen8")!), got);
+      // Host reference: the engine's own logits of prompt + tokens so far, then the reference penalties.
+      const counts = penaltiesMarkPromptRef(new Uint32Array(V), P0, 0, V);
+      for (let i = 0; i < n; i++) {
+        const logits = await engine.promptLogits([...P0, ...got.slice(0, i)], { lastOnly: true });
+        const row = {
+          presence: 0.4,
+          frequency: 0.6,
+          repetition: 1.3,
+          biasCount: bias.length,
+          biasOffset: 0,
+          slot: 0,
+          inputIndex: 0,
+        };
+        const out = penaltiesApplyRef({
+          logits,
+          rows: [row],
+          counts,
+          bias: bias.map(([id, value]) => ({ id, value })),
+          vocab: V,
+        });
+        let best = 0;
+        for (let v = 1; v < V; v++) if (out[v] > out[best]) best = v;
+        const sorted = Float32Array.from(out).sort((a, b) => b - a);
+        if (sorted[0] - sorted[1] > 1e-2) assert.equal(got[i], best, `step ${i}`);
+        counts[got[i]]++;
+      }
+      assert.equal(engine.kvBlocks.usedBlocks, 0);
     } finally {
       engine.destroy();
     }

@@ -13,7 +13,18 @@ export interface SamplingParams {
   minP: number;
   /** u32; the same seed, prompt and settings reproduce a completion. */
   seed: number;
+  /** OpenAI presence penalty (generated tokens): subtracted once from a token that was generated. */
+  presencePenalty?: number;
+  /** OpenAI frequency penalty: subtracted per time a token was generated. */
+  frequencyPenalty?: number;
+  /** vLLM/HF repetition penalty over prompt and generated tokens (1 disables). */
+  repetitionPenalty?: number;
+  /** Added to the logits of these token ids before sampling: [id, bias] pairs. */
+  logitBias?: [number, number][];
 }
+
+/** Most logit_bias entries one request may carry. */
+export const MAX_LOGIT_BIAS = 1024;
 
 export interface GenerateRequest {
   /** Unique per request (and per choice when n > 1). */

@@ -17,3 +17,4 @@ export * from "./rmsnorm/rmsnorm.ts";
 export * from "./rope/rope.ts";
 export * from "./sampling/sampling.ts";
 export * from "./silu_mul/silu_mul.ts";
+export * from "./penalties/penalties.ts";

@@ -134,8 +134,8 @@ Deno.test({
         OpenAI.NotFoundError,
       );
       await assert.rejects(
-        client.completions.create({ model: "embedded", prompt: "x", max_tokens: 5, frequency_penalty: 1 }),
-        (e) => e instanceof OpenAI.BadRequestError && /frequency_penalty/.test(e.message),
+        client.completions.create({ model: "embedded", prompt: "x", max_tokens: 5, logprobs: 2 }),
+        (e) => e instanceof OpenAI.BadRequestError && /logprobs/.test(e.message),
       );
 
       // Abort mid-stream: the engine frees the sequence's KV blocks.

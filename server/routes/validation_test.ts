@@ -129,40 +129,16 @@ const CASES: Case[] = [
     message: /not supported/,
   },
   {
-    name: "presence_penalty",
-    body: { ...CHAT, presence_penalty: 0.5 },
-    param: "presence_penalty",
-    message: /not supported.*0 or null/,
-  },
-  {
     name: "presence_penalty out of range",
     body: { ...CHAT, presence_penalty: 3 },
     param: "presence_penalty",
     message: /<=2/,
   },
   {
-    name: "frequency_penalty",
-    body: { ...CHAT, frequency_penalty: -1 },
-    param: "frequency_penalty",
-    message: /not supported/,
-  },
-  {
-    name: "repetition_penalty",
-    body: { ...CHAT, repetition_penalty: 1.1 },
-    param: "repetition_penalty",
-    message: /not supported.*1 or null/,
-  },
-  {
     name: "repetition_penalty of 0",
     body: { ...CHAT, repetition_penalty: 0 },
     param: "repetition_penalty",
     message: />0/,
-  },
-  {
-    name: "logit_bias",
-    body: { ...CHAT, logit_bias: { "65": 10 } },
-    param: "logit_bias",
-    message: /not supported/,
   },
   {
     name: "logit_bias with a non-numeric key",
@@ -373,4 +349,27 @@ Deno.test("validation: null for optional fields means the default", async () => 
   });
   assert.equal(res.status, 200, await res.clone().text());
   assert.equal(t.engine.requests[0].sampling.temperature, 1);
+});
+
+Deno.test("validation: penalties and logit_bias reach the engine's sampling params", async () => {
+  const t = setup();
+  const res = await t.post("/v1/chat/completions", {
+    ...CHAT,
+    presence_penalty: 0.5,
+    frequency_penalty: -1,
+    repetition_penalty: 1.1,
+    logit_bias: { "65": 10, "66": -100 },
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  const s = t.engine.requests[0].sampling;
+  assert.equal(s.presencePenalty, 0.5);
+  assert.equal(s.frequencyPenalty, -1);
+  assert.equal(s.repetitionPenalty, 1.1);
+  assert.deepEqual(s.logitBias, [[65, 10], [66, -100]]);
+  const plain = await t.post("/v1/completions", { ...CMPL, presence_penalty: 0, repetition_penalty: 1 });
+  assert.equal(plain.status, 200);
+  const p = t.engine.requests[1].sampling;
+  assert.equal(p.presencePenalty ?? 0, 0);
+  assert.equal(p.repetitionPenalty ?? 1, 1);
+  assert.equal(p.logitBias, undefined);
 });

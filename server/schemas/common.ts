@@ -2,7 +2,7 @@
 // vLLM extensions) and their resolution into one typed GenerationOptions. Zod only; no Hono.
 
 import { z } from "zod";
-import type { SamplingParams } from "../../engine/mod.ts";
+import { MAX_LOGIT_BIAS, type SamplingParams } from "../../engine/mod.ts";
 import { ApiError } from "../errors.ts";
 
 const TWO_POW_63 = 2 ** 63;
@@ -134,18 +134,24 @@ export function resolveCommon(
   const n = body.n ?? 1;
   if (n > limits.maxN) throw invalid("n", `expected at most ${limits.maxN}, got ${n}`);
 
-  if (body.frequency_penalty) throw notSupported("frequency_penalty", "0 or null", body.frequency_penalty);
-  if (body.presence_penalty) throw notSupported("presence_penalty", "0 or null", body.presence_penalty);
-  if (body.repetition_penalty != null && body.repetition_penalty !== 1) {
-    throw notSupported("repetition_penalty", "1 or null", body.repetition_penalty);
-  }
   const bias = body.logit_bias ?? {};
-  for (const key of Object.keys(bias)) {
+  const logitBias: [number, number][] = [];
+  for (const [key, value] of Object.entries(bias)) {
     if (Number(key) >= limits.vocabSize) {
       throw invalid(`logit_bias.${key}`, `token id ${key} is outside the vocabulary of ${limits.vocabSize}`);
     }
+    logitBias.push([Number(key), value]);
   }
-  if (Object.keys(bias).length > 0) throw notSupported("logit_bias", "an empty object or null", bias);
+  if (logitBias.length > MAX_LOGIT_BIAS) {
+    throw invalid("logit_bias", `expected at most ${MAX_LOGIT_BIAS} entries, got ${logitBias.length}`);
+  }
+  const penalties: Partial<SamplingParams> = {};
+  if (body.presence_penalty) penalties.presencePenalty = body.presence_penalty;
+  if (body.frequency_penalty) penalties.frequencyPenalty = body.frequency_penalty;
+  if (body.repetition_penalty != null && body.repetition_penalty !== 1) {
+    penalties.repetitionPenalty = body.repetition_penalty;
+  }
+  if (logitBias.length) penalties.logitBias = logitBias;
 
   const rawStop = body.stop ?? [];
   const stop = (typeof rawStop === "string" ? [rawStop] : rawStop).filter((s) => s !== "");
@@ -183,6 +189,7 @@ export function resolveCommon(
       topK: topK === -1 ? 0 : topK,
       minP: body.min_p ?? 0,
       seed: body.seed == null ? randomU32() : seedToU32(body.seed),
+      ...penalties,
     },
   };
 }
