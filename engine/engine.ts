@@ -35,6 +35,8 @@ import {
   type PenaltyRow,
   sample,
   scatterU32,
+  TOP_LOGPROBS_MAX,
+  topLogprobs,
 } from "../kernels/mod.ts";
 
 export { EngineError };
@@ -70,13 +72,23 @@ export interface EngineSequence {
   generated: number;
   sampling: SamplingParams;
   logprobs: boolean;
+  /** Top alternatives to report per token (0: none). */
+  topLogprobs: number;
   /** Sampling uses penalties or logit_bias: the step records the logits-processing dispatches. */
   penalized: boolean;
 }
 
+/** Tokens of one sequence from a prefill or a round: ids, their logprobs, and the top alternatives per
+ * token ([id, logprob] best first) when the sequence asked for them. */
+export interface TokenBatch {
+  ids: number[];
+  logprobs: number[];
+  top?: [number, number][][];
+}
+
 export interface RoundResult {
   /** Per sequence id, the ids produced this round in order, and their logprobs when asked. */
-  tokens: Map<string, { ids: number[]; logprobs: number[] }>;
+  tokens: Map<string, TokenBatch>;
   steps: number;
   gpuMs: number;
 }
@@ -111,6 +123,9 @@ export class Engine {
   #counts: GPUBuffer; // u32 (maxSeqs, vocab): generated-token counts, bit 31 = in the prompt
   #penaltyRows: GPUBuffer; // PenaltyRow ((maxRoundSteps + 1) * maxSeqs)
   #logitBias: GPUBuffer; // (id, value) pairs, MAX_LOGIT_BIAS per slot
+  /** Top-logprob pairs: per decode step (maxRoundSteps of maxSeqs rows of K pairs), then a region per slot
+   * for the first token sampled at prefill. */
+  #topOut: GPUBuffer;
   #samplingBytesPerStep: number;
   #readback: GPUBuffer[] = [];
   #free: number[];
@@ -211,6 +226,7 @@ export class Engine {
     this.#counts = buf("penaltyCounts", this.maxSeqs * c.vocabSize * 4);
     this.#penaltyRows = buf("penaltyRows", (this.maxRoundSteps + 1) * this.maxSeqs * PENALTY_ROW_BYTES);
     this.#logitBias = buf("logitBias", this.maxSeqs * MAX_LOGIT_BIAS * LOGIT_BIAS_BYTES);
+    this.#topOut = buf("topLogprobs", (this.maxRoundSteps + 1) * this.maxSeqs * TOP_LOGPROBS_MAX * 2 * 4);
     this.#free = Array.from({ length: this.maxSeqs }, (_, i) => this.maxSeqs - 1 - i);
     void HISTORY_COLS_ALIGN;
   }
@@ -293,7 +309,11 @@ export class Engine {
     sampling: SamplingParams,
     logprobs = false,
     usePrefixCache = this.prefixCache,
+    topLogprobs = 0,
   ): void {
+    if (!(Number.isInteger(topLogprobs) && topLogprobs >= 0 && topLogprobs <= TOP_LOGPROBS_MAX)) {
+      throw new EngineError(`top logprobs must be an integer in 0..${TOP_LOGPROBS_MAX}, got ${topLogprobs}`);
+    }
     if (this.#seqs.has(id)) throw new EngineError(`Sequence "${id}" already exists`);
     if (promptIds.length === 0) throw new EngineError(`Sequence "${id}" has an empty prompt`);
     const total = promptIds.length + maxNew;
@@ -325,6 +345,7 @@ export class Engine {
       generated: 0,
       sampling,
       logprobs,
+      topLogprobs,
       penalized,
     });
   }
@@ -341,6 +362,11 @@ export class Engine {
     const enc = dev.createCommandEncoder({ label: "penalties-reset" });
     enc.clearBuffer(this.#counts, slot * V * 4, V * 4);
     dev.queue.submit([enc.finish()]);
+  }
+
+  /** u32 index in #topOut where the per-slot prefill region starts. */
+  #prefillTopBase(): number {
+    return this.maxRoundSteps * this.maxSeqs * TOP_LOGPROBS_MAX * 2;
   }
 
   #penaltyRow(s: EngineSequence, inputIndex: number): PenaltyRow {
@@ -380,7 +406,7 @@ export class Engine {
   async prefill(
     ids: string[],
     maxBatches = Infinity,
-  ): Promise<Map<string, { ids: number[]; logprobs: number[] }>> {
+  ): Promise<Map<string, TokenBatch>> {
     const done: EngineSequence[] = [];
     let pending = ids.map((id) => this.#get(id)).filter((s) => s.cached < s.promptIds.length);
     for (let batch = 0; pending.length && batch < maxBatches; batch++) {
@@ -406,7 +432,7 @@ export class Engine {
       }
       pending = pending.filter((s) => s.cached < s.promptIds.length);
     }
-    const out = new Map<string, { ids: number[]; logprobs: number[] }>();
+    const out = new Map<string, TokenBatch>();
     if (done.length === 0) return out;
     // Read the sampled first tokens (and their logprobs) of the sequences whose prompts completed.
     const slots = done.map((s) => s.slot);
@@ -415,9 +441,20 @@ export class Engine {
       { buf: this.#historyLogprobs, slots },
     ]);
     const lpf = new Float32Array(lp.buffer);
+    const withTop = done.filter((s) => s.topLogprobs > 0);
+    let top: Uint32Array | null = null;
+    if (withTop.length) {
+      const base = this.#prefillTopBase();
+      const end = base + (Math.max(...withTop.map((s) => s.slot)) + 1) * TOP_LOGPROBS_MAX * 2;
+      top = new Uint32Array(await this.#read(this.#topOut, end * 4));
+    }
     done.forEach((s, i) => {
       s.generated = 1;
-      out.set(s.id, { ids: [tok[i]], logprobs: [lpf[i]] });
+      const batch: TokenBatch = { ids: [tok[i]], logprobs: [lpf[i]] };
+      if (top && s.topLogprobs > 0) {
+        batch.top = [readPairs(top, this.#prefillTopBase() + s.slot * TOP_LOGPROBS_MAX * 2, s.topLogprobs)];
+      }
+      out.set(s.id, batch);
     });
     return out;
   }
@@ -503,6 +540,18 @@ export class Engine {
         vocab: this.cfg.vocabSize,
       });
     }
+    sampled.forEach(({ s }, i) => {
+      if (s.topLogprobs === 0) return;
+      topLogprobs(this.k, pass, {
+        logits: this.#logits,
+        logitsOffset: i * this.cfg.vocabSize,
+        rows: 1,
+        vocab: this.cfg.vocabSize,
+        k: s.topLogprobs,
+        out: this.#topOut,
+        outOffset: this.#prefillTopBase() + s.slot * TOP_LOGPROBS_MAX * 2,
+      });
+    });
     if (sampled.length) {
       const params = packSamplingParams(sampled.map(({ s }) => ({
         ...s.sampling,
@@ -568,6 +617,7 @@ export class Engine {
     }
     dev.queue.writeBuffer(this.#samplingParams, 0, params);
     const penalized = seqs.some((s) => s.penalized);
+    const K = Math.max(0, ...seqs.map((s) => s.topLogprobs));
     if (penalized) {
       // Step st feeds history row st, the token sampled last: counting it as it goes in counts every
       // generated token exactly once.
@@ -621,6 +671,16 @@ export class Engine {
           vocab: v,
         });
       }
+      if (K > 0) {
+        topLogprobs(this.k, pass, {
+          logits: this.#logits,
+          rows: S,
+          vocab: this.cfg.vocabSize,
+          k: K,
+          out: this.#topOut,
+          outOffset: st * S * K * 2,
+        });
+      }
       sample(this.k, pass, {
         logits: this.#logits,
         logitsStride: this.cfg.vocabSize,
@@ -640,25 +700,31 @@ export class Engine {
     });
     pass.end();
     const bytes = steps * S * 4;
-    const rb = this.#readbackBuffer(2 * bytes);
+    const topBytes = steps * S * K * 2 * 4;
+    const total = 2 * bytes + topBytes;
+    const rb = this.#readbackBuffer(total);
     enc.copyBufferToBuffer(this.#history, S * 4, rb, 0, bytes);
     enc.copyBufferToBuffer(this.#historyLogprobs, S * 4, rb, bytes, bytes);
+    if (topBytes) enc.copyBufferToBuffer(this.#topOut, 0, rb, 2 * bytes, topBytes);
     this.k.flush();
     const t0 = performance.now();
     dev.queue.submit([enc.finish()]);
-    await rb.mapAsync(GPUMapMode.READ, 0, 2 * bytes);
+    await rb.mapAsync(GPUMapMode.READ, 0, total);
     const gpuMs = performance.now() - t0;
-    const data = rb.getMappedRange(0, 2 * bytes).slice(0);
+    const data = rb.getMappedRange(0, total).slice(0);
     rb.unmap();
     this.#readback.push(rb);
     const ids32 = new Uint32Array(data, 0, steps * S);
     const lps = new Float32Array(data, bytes, steps * S);
-    const tokens = new Map<string, { ids: number[]; logprobs: number[] }>();
+    const tokens = new Map<string, TokenBatch>();
+    const top = topBytes ? new Uint32Array(data, 2 * bytes, steps * S * K * 2) : null;
     seqs.forEach((s, j) => {
-      const out = { ids: [] as number[], logprobs: [] as number[] };
+      const out: TokenBatch = { ids: [], logprobs: [] };
+      if (top && s.topLogprobs > 0) out.top = [];
       for (let st = 0; st < steps; st++) {
         out.ids.push(ids32[st * S + j]);
         out.logprobs.push(lps[st * S + j]);
+        if (out.top) out.top.push(readPairs(top!, (st * S + j) * K * 2, s.topLogprobs));
       }
       s.generated += steps;
       tokens.set(s.id, out);
@@ -778,6 +844,17 @@ export class Engine {
 /** u32 words rounded up to a whole number of 256-byte segments. */
 function seg(words: number): number {
   return Math.ceil(words / 64) * 64;
+}
+
+/** `n` (id, logprob) pairs stored as u32 words from `at`, dropping padding past the vocabulary. */
+function readPairs(words: Uint32Array, at: number, n: number): [number, number][] {
+  const f = new Float32Array(words.buffer, words.byteOffset, words.length);
+  const out: [number, number][] = [];
+  for (let i = 0; i < n; i++) {
+    const id = words[at + 2 * i];
+    if (id !== 0xffffffff) out.push([id, f[at + 2 * i + 1]]);
+  }
+  return out;
 }
 
 function isPenalized(s: SamplingParams): boolean {

@@ -182,7 +182,15 @@ export class Runner {
       }
       if (!this.engine.canAdmit(req.promptIds.length + req.maxTokens)) break;
       this.#waiting.splice(i, 1);
-      this.engine.addSequence(req.id, req.promptIds, req.maxTokens, req.sampling, (req.logprobs ?? -1) >= 0);
+      this.engine.addSequence(
+        req.id,
+        req.promptIds,
+        req.maxTokens,
+        req.sampling,
+        (req.logprobs ?? -1) >= 0,
+        this.engine.prefixCache,
+        Math.max(0, req.logprobs ?? 0),
+      );
       this.#promptTokens += req.promptIds.length;
       this.#active.set(req.id, {
         req,
@@ -203,7 +211,7 @@ export class Runner {
         const a = this.#active.get(id)!;
         a.prefilling = false;
         a.cachedPromptTokens = this.engine.sequences.get(id)?.cachedPrompt ?? 0;
-        this.#deliver(id, a, out.ids, out.logprobs);
+        this.#deliver(id, a, out.ids, out.logprobs, out.top);
       }
     }
     const decoding = [...this.#active.values()].filter((a) => !a.prefilling && !a.cancelled);
@@ -222,12 +230,12 @@ export class Runner {
     this.#msPerStep = this.#msPerStep === null ? perStep : 0.7 * this.#msPerStep + 0.3 * perStep;
     for (const [id, out] of round.tokens) {
       const a = this.#active.get(id);
-      if (a) this.#deliver(id, a, out.ids, out.logprobs);
+      if (a) this.#deliver(id, a, out.ids, out.logprobs, out.top);
     }
   }
 
   /** Applies stop rules to freshly sampled ids and emits what the client should see. */
-  #deliver(id: string, a: Active, ids: number[], logprobs: number[]): void {
+  #deliver(id: string, a: Active, ids: number[], logprobs: number[], top?: [number, number][][]): void {
     if (a.cancelled) return this.#finish(id, a, [], [], "abort");
     const minTokens = a.req.minTokens ?? 0;
     const keep: number[] = [];
@@ -236,20 +244,23 @@ export class Runner {
       const t = ids[i];
       const n = a.emitted + keep.length;
       if (!a.req.ignoreEos && n >= minTokens && a.stop.has(t)) {
-        return this.#finish(id, a, keep, keepLp, "stop");
+        return this.#finish(id, a, keep, keepLp, "stop", top?.slice(0, keep.length));
       }
       keep.push(t);
       keepLp.push(logprobs[i]);
-      if (n + 1 >= a.req.maxTokens) return this.#finish(id, a, keep, keepLp, "length");
+      if (n + 1 >= a.req.maxTokens) {
+        return this.#finish(id, a, keep, keepLp, "length", top?.slice(0, keep.length));
+      }
     }
     a.emitted += keep.length;
     this.#generationTokens += keep.length;
-    if (keep.length) this.#sink(id, this.#event(a, keep, keepLp));
+    if (keep.length) this.#sink(id, this.#event(a, keep, keepLp, top?.slice(0, keep.length)));
   }
 
-  #event(a: Active, ids: number[], lps: number[]): TokenEvent {
+  #event(a: Active, ids: number[], lps: number[], top?: [number, number][][]): TokenEvent {
     const ev: TokenEvent = { ids };
     if ((a.req.logprobs ?? -1) >= 0) ev.logprobs = lps;
+    if ((a.req.logprobs ?? 0) > 0 && top) ev.topLogprobs = top;
     if (a.cachedPromptTokens !== undefined) {
       ev.cachedPromptTokens = a.cachedPromptTokens;
       a.cachedPromptTokens = undefined;
@@ -257,11 +268,18 @@ export class Runner {
     return ev;
   }
 
-  #finish(id: string, a: Active, ids: number[], lps: number[], reason: TokenEvent["finishReason"]): void {
+  #finish(
+    id: string,
+    a: Active,
+    ids: number[],
+    lps: number[],
+    reason: TokenEvent["finishReason"],
+    top?: [number, number][][],
+  ): void {
     this.#active.delete(id);
     this.engine.removeSequence(id);
     a.emitted += ids.length;
     this.#generationTokens += ids.length;
-    this.#sink(id, { ...this.#event(a, ids, lps), finishReason: reason });
+    this.#sink(id, { ...this.#event(a, ids, lps, top), finishReason: reason });
   }
 }

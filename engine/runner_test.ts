@@ -302,3 +302,53 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "Runner: top logprobs (prefill and decode) agree with the sampled token and the engine's own logits",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const engine = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 2,
+      maxContext: 96,
+      progress: false,
+    });
+    try {
+      const V = engine.cfg.vocabSize;
+      const n = 6;
+      const ev = await runAll(
+        engine,
+        [
+          request("top", P1, { maxTokens: n, logprobs: 5 }),
+          request("chosen-only", P0, { maxTokens: n, logprobs: 0 }),
+        ],
+        undefined,
+        { roundSteps: 4, busyRoundSteps: 4, targetRoundMs: 1e9 },
+      );
+      assert.equal(ev.get("chosen-only")!.some((e) => e.topLogprobs), false);
+      const got = ids(ev.get("top")!);
+      assert.deepEqual(got, GREEDY_P1.slice(0, n));
+      const lps = ev.get("top")!.flatMap((e) => e.logprobs ?? []);
+      const tops = ev.get("top")!.flatMap((e) => e.topLogprobs ?? []);
+      assert.equal(tops.length, n);
+      for (let i = 0; i < n; i++) {
+        assert.equal(tops[i].length, 5);
+        assert.equal(tops[i][0][0], got[i], `step ${i}: greedy picks the most likely token`);
+        assert.equal(tops[i][0][1], lps[i], `step ${i}: the same logprob as the sampler reported`);
+        for (let r = 1; r < 5; r++) assert.ok(tops[i][r][1] <= tops[i][r - 1][1]);
+        // Host log-softmax of the engine's logits for the same prefix.
+        const logits = await engine.promptLogits([...P1, ...got.slice(0, i)], { lastOnly: true });
+        let max = -Infinity;
+        for (let v = 0; v < V; v++) max = Math.max(max, logits[v]);
+        let sum = 0;
+        for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - max);
+        for (const [id, lp] of tops[i]) {
+          const want = logits[id] - max - Math.log(sum);
+          assert.ok(Math.abs(lp - want) < 5e-3, `step ${i} id ${id}: ${lp} vs ${want}`);
+        }
+      }
+    } finally {
+      engine.destroy();
+    }
+  },
+});

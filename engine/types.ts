@@ -51,6 +51,8 @@ export interface TokenEvent {
   ids: number[];
   /** Log-probability of each id in `ids`, when requested. */
   logprobs?: number[];
+  /** Per id in `ids`, the most likely tokens as [id, logprob] pairs, best first (when requested). */
+  topLogprobs?: [number, number][][];
   /** Set on the sequence's last event. */
   finishReason?: FinishReason;
   /** Prompt tokens that were served from the prefix cache (first event only). */

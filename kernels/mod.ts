@@ -18,3 +18,4 @@ export * from "./rope/rope.ts";
 export * from "./sampling/sampling.ts";
 export * from "./silu_mul/silu_mul.ts";
 export * from "./penalties/penalties.ts";
+export * from "./top_logprobs/top_logprobs.ts";

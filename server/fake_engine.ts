@@ -226,6 +226,12 @@ export class FakeEngine implements EngineHandle {
         }
         const event: TokenEvent = { ids };
         if (req.logprobs !== undefined) event.logprobs = ids.map((id) => -id / 100);
+        if ((req.logprobs ?? 0) > 0) {
+          // Alternatives: the chosen id, then the ids after it, each a little less likely.
+          event.topLogprobs = ids.map((id) =>
+            Array.from({ length: req.logprobs! }, (_, i) => [id + i, -id / 100 - i] as [number, number])
+          );
+        }
         if (finishReason !== undefined) {
           event.finishReason = finishReason;
           finished = true;

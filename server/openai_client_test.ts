@@ -105,7 +105,7 @@ Deno.test("openai client: wrong key, unknown model and bad fields raise the righ
       (err) => err instanceof OpenAI.NotFoundError && err.code === "model_not_found",
     );
     await assert.rejects(
-      client.chat.completions.create({ model: "fake", messages: MESSAGES, logprobs: true, top_logprobs: 2 }),
+      client.chat.completions.create({ model: "fake", messages: MESSAGES, logprobs: true, top_logprobs: 21 }),
       (err) => err instanceof OpenAI.BadRequestError && err.param === "top_logprobs",
     );
     await assert.rejects(

@@ -101,6 +101,23 @@ Deno.test({
       assert.ok(chunks >= 3);
       assert.ok(usage && usage.completion_tokens >= 1 && usage.completion_tokens <= 8);
 
+      // top_logprobs through the Worker: each position lists 3 alternatives, the greedy token first.
+      const tops = await client.chat.completions.create({
+        model: "embedded",
+        messages: [{ role: "user", content: ref.prompts.p1_chat.text }],
+        max_tokens: 4,
+        temperature: 0,
+        logprobs: true,
+        top_logprobs: 3,
+      });
+      const content = tops.choices[0].logprobs!.content!;
+      assert.ok(content.length >= 1);
+      for (const entry of content) {
+        assert.equal(entry.top_logprobs.length, 3);
+        assert.equal(entry.top_logprobs[0].token, entry.token);
+        assert.equal(entry.top_logprobs[0].logprob, entry.logprob);
+      }
+
       // LangChain's ChatOpenAI on the real model: invoke equals the openai client's greedy chat, and a
       // stream carries the same text and usage.
       const chatRef = await client.chat.completions.create({
@@ -134,8 +151,8 @@ Deno.test({
         OpenAI.NotFoundError,
       );
       await assert.rejects(
-        client.completions.create({ model: "embedded", prompt: "x", max_tokens: 5, logprobs: 2 }),
-        (e) => e instanceof OpenAI.BadRequestError && /logprobs/.test(e.message),
+        client.completions.create({ model: "embedded", prompt: "x", max_tokens: 5, suffix: "y" }),
+        (e) => e instanceof OpenAI.BadRequestError && /suffix/.test(e.message),
       );
 
       // Abort mid-stream: the engine frees the sequence's KV blocks.

@@ -19,6 +19,8 @@ export interface TokenLogprob {
   logprob: number;
   /** Character offset of the token's text in the choice's output text. */
   offset: number;
+  /** The most likely tokens at this position, [id, logprob] best first (when asked for). */
+  top?: [number, number][];
 }
 
 /** What a sequence hands to its route: released text, and on the last output a finish reason. */
@@ -43,6 +45,8 @@ export interface SequenceOptions {
   ignoreEos: boolean;
   minTokens: number;
   logprobs: boolean;
+  /** Alternatives per token (0..20); only with logprobs. */
+  topLogprobs?: number;
   stop: string[];
   includeStopStr: boolean;
   skipSpecialTokens: boolean;
@@ -90,7 +94,7 @@ export class Sequence {
       stopTokenIds: opts.stopTokenIds,
       ignoreEos: opts.ignoreEos,
       minTokens: opts.minTokens,
-      ...(opts.logprobs ? { logprobs: 0 } : {}),
+      ...(opts.logprobs ? { logprobs: opts.topLogprobs ?? 0 } : {}),
     };
     this.#arrivalMs = opts.arrivalMs;
     this.#wantLogprobs = opts.logprobs;
@@ -171,7 +175,10 @@ export class Sequence {
       this.completionTokens++;
       this.#metrics?.addGenerationTokens(1);
       if (this.#wantLogprobs) {
-        this.#unplaced.push({ id, logprob: ev.logprobs?.[k] ?? NaN, offset: -1, end: -1 });
+        const entry: PendingLogprob = { id, logprob: ev.logprobs?.[k] ?? NaN, offset: -1, end: -1 };
+        const top = ev.topLogprobs?.[k];
+        if (top) entry.top = top;
+        this.#unplaced.push(entry);
       }
       const result = this.#stop.push(this.#decoded(this.#detok.push(id)));
       if (result.stopped) this.#finish("stop", result.text, false);
@@ -226,14 +233,20 @@ export class Sequence {
     this.#emit({
       index: this.index,
       text,
-      logprobs: logprobs.map(({ id, logprob, offset }) => ({ id, logprob, offset })),
+      logprobs: logprobs.map(({ id, logprob, offset, top }) => ({
+        id,
+        logprob,
+        offset,
+        ...(top ? { top } : {}),
+      })),
     });
   }
 
   #finish(reason: FinishReason, text: string, cancelled: boolean): void {
     this.#emittedLen += text.length;
     // Tokens of a matched stop string or of bytes never completed still get their logprobs, at the end.
-    const rest = [...this.#pending, ...this.#unplaced].map(({ id, logprob, offset }) => ({
+    const rest = [...this.#pending, ...this.#unplaced].map(({ id, logprob, offset, top }) => ({
+      ...(top ? { top } : {}),
       id,
       logprob,
       offset: offset === -1 ? this.#emittedLen : Math.min(offset, this.#emittedLen),

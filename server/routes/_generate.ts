@@ -60,6 +60,7 @@ export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] 
           ignoreEos: b.opts.ignoreEos,
           minTokens: b.opts.minTokens,
           logprobs: b.opts.logprobs,
+          topLogprobs: b.opts.topLogprobs,
           stop: b.opts.stop,
           includeStopStr: b.opts.includeStopStr,
           skipSpecialTokens: b.opts.skipSpecialTokens,

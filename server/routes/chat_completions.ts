@@ -21,7 +21,6 @@ import { parseJsonBody } from "./_request.ts";
 
 /** Fields we parse but cannot honour yet: a 400 that says so instead of silently ignoring them. */
 function checkSupported(body: ChatCompletionRequest): void {
-  if (body.top_logprobs) throw notSupported("top_logprobs", "0 or null", body.top_logprobs);
   if (body.tools && body.tools.length > 0) throw notSupported("tools", "an empty list or null", "[...]");
   if (body.functions && body.functions.length > 0) {
     throw notSupported("functions", "an empty list or null", "[...]");
@@ -46,7 +45,11 @@ function logprobsOf(ctx: ServerContext, items: readonly TokenLogprob[]) {
       token: ctx.codec.tokenText(lp.id),
       logprob: lp.logprob,
       bytes: ctx.codec.tokenBytes(lp.id),
-      top_logprobs: [],
+      top_logprobs: (lp.top ?? []).map(([id, logprob]) => ({
+        token: ctx.codec.tokenText(id),
+        logprob,
+        bytes: ctx.codec.tokenBytes(id),
+      })),
     })),
     refusal: null,
   };
@@ -62,7 +65,11 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
     checkSupported(body);
     const opts = resolveCommon(
       body,
-      { maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null, logprobs: body.logprobs ?? false },
+      {
+        maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
+        logprobs: body.logprobs ?? false,
+        topLogprobs: body.top_logprobs ?? 0,
+      },
       { maxN: ctx.config.maxN, maxStop: ctx.config.maxStop, vocabSize: ctx.codec.vocabSize },
     );
 

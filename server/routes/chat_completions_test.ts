@@ -172,6 +172,20 @@ Deno.test("chat: logprobs report each token with its bytes and empty top_logprob
   });
 });
 
+Deno.test("chat: top_logprobs lists the engine's alternatives with their text and bytes", async () => {
+  const t = setup({ script: () => byteIds("ab") });
+  const body: Json =
+    await (await t.post("/v1/chat/completions", { ...CHAT, logprobs: true, top_logprobs: 2 })).json();
+  assert.equal(t.engine.requests[0].logprobs, 2);
+  const content = body.choices[0].logprobs.content;
+  assert.equal(content.length, 2);
+  assert.deepEqual(content[0].top_logprobs, [
+    { token: "a", logprob: -0.97, bytes: [0x61] },
+    { token: "b", logprob: -1.97, bytes: [0x62] },
+  ]);
+  assert.deepEqual(content[1].top_logprobs.map((e: Json) => e.token), ["b", "c"]);
+});
+
 Deno.test("chat: streaming framing: role with the first token, deltas, finish chunk, [DONE]", async () => {
   const t = setup({ script: () => byteIds("abc") });
   const res = await t.post("/v1/chat/completions", { ...CHAT, stream: true });

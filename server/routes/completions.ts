@@ -21,9 +21,6 @@ import { parseJsonBody } from "./_request.ts";
 
 function checkSupported(body: CompletionRequest, n: number): void {
   if (body.suffix) throw notSupported("suffix", "an empty string or null", body.suffix);
-  if (body.logprobs) {
-    throw notSupported("logprobs", "0 or null (alternatives are not reported yet)", body.logprobs);
-  }
   if (body.echo && body.logprobs != null) {
     throw notSupported("echo", "false when logprobs are requested (no prompt logprobs yet)", body.echo);
   }
@@ -77,7 +74,15 @@ function legacyLogprobs(ctx: ServerContext, items: readonly TokenLogprob[], offs
   return {
     tokens,
     token_logprobs: items.map((lp) => lp.logprob),
-    top_logprobs: items.map((lp, i) => ({ [tokens[i]]: lp.logprob })),
+    // The chosen token, then its alternatives (as vLLM does); a token already listed keeps the first value.
+    top_logprobs: items.map((lp, i) => {
+      const entries: Record<string, number> = { [tokens[i]]: lp.logprob };
+      for (const [id, logprob] of lp.top ?? []) {
+        const text = ctx.codec.tokenText(id);
+        if (!(text in entries)) entries[text] = logprob;
+      }
+      return entries;
+    }),
     text_offset: items.map((lp) => offsetBase + lp.offset),
   };
 }
@@ -91,7 +96,7 @@ export function completionsRoute(ctx: ServerContext): Hono<AppEnv> {
     const model = ctx.models.resolve(body.model);
     const opts = resolveCommon(
       body,
-      { maxTokens: body.max_tokens, logprobs: body.logprobs != null },
+      { maxTokens: body.max_tokens, logprobs: body.logprobs != null, topLogprobs: body.logprobs ?? 0 },
       { maxN: ctx.config.maxN, maxStop: ctx.config.maxStop, vocabSize: ctx.codec.vocabSize },
     );
     checkSupported(body, opts.n);

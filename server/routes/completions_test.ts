@@ -72,6 +72,13 @@ Deno.test("completions: logprobs 0 gives the legacy parallel arrays with text of
   });
 });
 
+Deno.test("completions: logprobs N lists the chosen token and its alternatives per position", async () => {
+  const t = setup({ script: () => byteIds("ab") });
+  const body: Json = await (await t.post("/v1/completions", { ...CMPL, logprobs: 2 })).json();
+  assert.equal(t.engine.requests[0].logprobs, 2);
+  assert.deepEqual(body.choices[0].logprobs.top_logprobs, [{ a: -0.97, b: -1.97 }, { b: -0.98, c: -1.98 }]);
+});
+
 Deno.test("completions: stop strings cut the text", async () => {
   const t = setup();
   const body: Json = await (await t.post("/v1/completions", { ...CMPL, stop: ["wor"] })).json();

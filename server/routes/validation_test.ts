@@ -123,12 +123,6 @@ const CASES: Case[] = [
     message: /<=20/,
   },
   {
-    name: "top_logprobs > 0 (alternatives are not reported)",
-    body: { ...CHAT, logprobs: true, top_logprobs: 3 },
-    param: "top_logprobs",
-    message: /not supported/,
-  },
-  {
     name: "presence_penalty out of range",
     body: { ...CHAT, presence_penalty: 3 },
     param: "presence_penalty",
@@ -251,13 +245,6 @@ const CASES: Case[] = [
     body: { ...CMPL, logprobs: 6 },
     param: "logprobs",
     message: /<=5/,
-  },
-  {
-    name: "completions: logprobs alternatives",
-    path: "/v1/completions",
-    body: { ...CMPL, logprobs: 2 },
-    param: "logprobs",
-    message: /not supported/,
   },
   {
     name: "completions: suffix",

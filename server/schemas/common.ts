@@ -87,6 +87,8 @@ export interface GenerationOptions {
   minTokens: number;
   skipSpecialTokens: boolean;
   logprobs: boolean;
+  /** Alternatives reported per token with its logprob (0..20). */
+  topLogprobs: number;
   /** seed is choice 0's; choice i uses seed + i (spec §8). */
   sampling: SamplingParams;
 }
@@ -128,7 +130,7 @@ function randomU32(): number {
 /** Resolves the shared fields against server limits; throws ApiError 400 on anything we cannot serve. */
 export function resolveCommon(
   body: CommonFields,
-  extra: { maxTokens: number | null; logprobs: boolean },
+  extra: { maxTokens: number | null; logprobs: boolean; topLogprobs?: number },
   limits: Limits,
 ): GenerationOptions {
   const n = body.n ?? 1;
@@ -183,6 +185,7 @@ export function resolveCommon(
     minTokens: body.min_tokens ?? 0,
     skipSpecialTokens: body.skip_special_tokens ?? true,
     logprobs: extra.logprobs,
+    topLogprobs: extra.logprobs ? extra.topLogprobs ?? 0 : 0,
     sampling: {
       temperature: body.temperature ?? 1,
       topP: body.top_p ?? 1,
