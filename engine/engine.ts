@@ -70,6 +70,8 @@ export interface EngineSequence {
   cachedPrompt: number;
   /** Generated token count (including ones already reported). */
   generated: number;
+  /** Tokens generated before a preemption (0 for a fresh sequence): added to the sampling counter. */
+  counterBase: number;
   sampling: SamplingParams;
   logprobs: boolean;
   /** Top alternatives to report per token (0: none). */
@@ -296,12 +298,41 @@ export class Engine {
     return this.#seqs;
   }
 
-  /** Whether a new sequence of `tokens` total (prompt + max new) can get a slot and KV blocks now. */
-  canAdmit(tokens: number): boolean {
-    return this.#free.length > 0 && this.kvBlocks.canAllocate(tokens + this.maxRoundSteps);
+  /**
+   * Whether a new sequence with `promptTokens` prompt tokens can start now: a free slot, and KV blocks for
+   * its prompt and a first round, plus a block of headroom per running sequence so that admitting it does
+   * not force a preemption at once. Blocks for later tokens are taken as the sequence grows (`grow`).
+   */
+  canAdmit(promptTokens: number): boolean {
+    const need = this.kvBlocks.blocksFor(promptTokens + this.maxRoundSteps + 1) + this.#seqs.size;
+    return this.#free.length > 0 && need <= this.kvBlocks.freeBlocks;
   }
 
-  /** Registers a sequence and reserves KV blocks for its prompt plus `maxNew` tokens. */
+  /**
+   * Takes the KV blocks that `steps` more decode steps of each sequence need. Returns the ids that could
+   * not grow because the cache is full (the caller preempts someone and tries again); the others grew.
+   */
+  grow(ids: readonly string[], steps: number): string[] {
+    const failed: string[] = [];
+    for (const id of ids) {
+      const s = this.#get(id);
+      const before = this.kvBlocks.table(id).length;
+      const need = s.promptIds.length + s.generated + steps;
+      if (this.kvBlocks.blocksFor(need) - before > this.kvBlocks.freeBlocks) {
+        failed.push(id);
+        continue;
+      }
+      this.kvBlocks.ensureCapacity(id, need);
+      if (this.kvBlocks.table(id).length !== before) this.#writeBlockTable(id, s.slot);
+    }
+    return failed;
+  }
+
+  /**
+   * Registers a sequence and takes KV blocks for its prompt and a first round (`grow` takes the rest).
+   * `resume` restarts a preempted sequence whose prompt now ends with the `generated` tokens it had
+   * produced: its sampling counter and penalty counts continue from there, so a seed still reproduces.
+   */
   addSequence(
     id: string,
     promptIds: number[],
@@ -310,6 +341,7 @@ export class Engine {
     logprobs = false,
     usePrefixCache = this.prefixCache,
     topLogprobs = 0,
+    resume?: { generated: readonly number[] },
   ): void {
     if (!(Number.isInteger(topLogprobs) && topLogprobs >= 0 && topLogprobs <= TOP_LOGPROBS_MAX)) {
       throw new EngineError(`top logprobs must be an integer in 0..${TOP_LOGPROBS_MAX}, got ${topLogprobs}`);
@@ -327,7 +359,7 @@ export class Engine {
     let cached = 0;
     try {
       if (usePrefixCache) cached = this.kvBlocks.matchPrefix(id, promptIds);
-      this.kvBlocks.ensureCapacity(id, total + this.maxRoundSteps);
+      this.kvBlocks.ensureCapacity(id, promptIds.length + this.maxRoundSteps + 1);
     } catch (e) {
       this.kvBlocks.free(id);
       this.#free.push(slot);
@@ -335,7 +367,7 @@ export class Engine {
     }
     this.#writeBlockTable(id, slot);
     const penalized = isPenalized(sampling);
-    if (penalized) this.#preparePenalties(slot, sampling);
+    if (penalized) this.#preparePenalties(slot, sampling, resume?.generated ?? []);
     this.#seqs.set(id, {
       id,
       slot,
@@ -343,6 +375,7 @@ export class Engine {
       cached,
       cachedPrompt: cached,
       generated: 0,
+      counterBase: resume?.generated.length ?? 0,
       sampling,
       logprobs,
       topLogprobs,
@@ -351,13 +384,20 @@ export class Engine {
   }
 
   /** Clears the slot's token counts and uploads its logit_bias. */
-  #preparePenalties(slot: number, sampling: SamplingParams): void {
+  #preparePenalties(slot: number, sampling: SamplingParams, generated: readonly number[]): void {
     const bias = sampling.logitBias ?? [];
     const V = this.cfg.vocabSize;
     const dev = this.gpu.device;
     if (bias.length) {
       const packed = packLogitBias(bias.map(([id, value]) => ({ id, value })));
       dev.queue.writeBuffer(this.#logitBias, slot * MAX_LOGIT_BIAS * LOGIT_BIAS_BYTES, packed);
+    }
+    if (generated.length) {
+      // A resumed sequence: the counts of what it generated before it was preempted.
+      const row = new Uint32Array(V);
+      for (const t of generated) if (t < V) row[t]++;
+      dev.queue.writeBuffer(this.#counts, slot * V * 4, row);
+      return;
     }
     const enc = dev.createCommandEncoder({ label: "penalties-reset" });
     enc.clearBuffer(this.#counts, slot * V * 4, V * 4);
@@ -555,7 +595,7 @@ export class Engine {
     if (sampled.length) {
       const params = packSamplingParams(sampled.map(({ s }) => ({
         ...s.sampling,
-        counter: 0,
+        counter: s.counterBase,
         outIndex: s.slot,
       })));
       dev.queue.writeBuffer(this.#samplingParams, 0, params);
@@ -594,6 +634,15 @@ export class Engine {
         throw new EngineError(`Sequence "${s.id}" would pass the context limit`);
       }
     }
+    // The Runner grows (and preempts) before calling; direct callers get the blocks taken here.
+    const full = this.grow(ids, steps);
+    if (full.length) {
+      throw new EngineError(
+        `KV cache is full: no blocks left for ${steps} more steps of ${
+          full.map((id) => `"${id}"`).join(", ")
+        }`,
+      );
+    }
     // meta layout: [slots (S) | pos for step 0 (S) | pos for step 1 (S) | ...], segments 256-byte aligned
     const SA = seg(S);
     const meta = new Uint32Array(SA * (steps + 1));
@@ -610,7 +659,7 @@ export class Engine {
     for (let st = 0; st < steps; st++) {
       const p = packSamplingParams(seqs.map((s, j) => ({
         ...s.sampling,
-        counter: s.generated + st,
+        counter: s.counterBase + s.generated + st,
         outIndex: (st + 1) * S + j,
       })));
       params.set(new Uint8Array(p), st * stepBytes);

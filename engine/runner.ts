@@ -11,6 +11,8 @@ interface Active {
   stop: Set<number>;
   cancelled: boolean;
   prefilling: boolean;
+  /** Every id reported so far (a preempted sequence resumes with them appended to its prompt). */
+  tokens: number[];
   /** Set after prefill; reported with the first event, then cleared. */
   cachedPromptTokens?: number;
 }
@@ -52,6 +54,10 @@ export class Runner {
   readonly engine: Engine;
   #sink: EventSink;
   #waiting: GenerateRequest[] = [];
+  /** Sequences preempted when the KV cache ran out, oldest first; they go back in before new requests. */
+  #preempted: Active[] = [];
+  /** Preemptions since start (each recomputes the sequence's KV, mostly from the prefix cache). */
+  preemptions = 0;
   #active = new Map<string, Active>();
   #wake: (() => void) | null = null;
   #closed = false;
@@ -93,6 +99,12 @@ export class Runner {
   }
 
   cancel(id: string): void {
+    const p = this.#preempted.findIndex((a) => a.req.id === id);
+    if (p >= 0) {
+      this.#preempted.splice(p, 1);
+      this.#sink(id, { ids: [], finishReason: "abort" });
+      return;
+    }
     const w = this.#waiting.findIndex((r) => r.id === id);
     if (w >= 0) {
       this.#waiting.splice(w, 1);
@@ -108,7 +120,7 @@ export class Runner {
     const kv = this.engine.kvBlocks;
     return {
       running: this.#active.size,
-      waiting: this.#waiting.length,
+      waiting: this.#waiting.length + this.#preempted.length,
       kvUsage: kv.usedBlocks / kv.numBlocks,
       kvBlocksTotal: kv.numBlocks,
       kvBlocksUsed: kv.usedBlocks,
@@ -174,13 +186,30 @@ export class Runner {
   }
 
   #admit(): void {
+    while (this.#preempted.length) {
+      const a = this.#preempted[0];
+      if (!this.engine.canAdmit(a.req.promptIds.length + a.tokens.length)) return;
+      this.#preempted.shift();
+      this.engine.addSequence(
+        a.req.id,
+        [...a.req.promptIds, ...a.tokens],
+        a.req.maxTokens - a.tokens.length,
+        a.req.sampling,
+        (a.req.logprobs ?? -1) >= 0,
+        this.engine.prefixCache,
+        Math.max(0, a.req.logprobs ?? 0),
+        { generated: a.tokens },
+      );
+      a.prefilling = true;
+      this.#active.set(a.req.id, a);
+    }
     for (let i = 0; i < this.#waiting.length;) {
       const req = this.#waiting[i];
       if (this.#sharesPendingPrefix(req)) {
         i++;
         continue;
       }
-      if (!this.engine.canAdmit(req.promptIds.length + req.maxTokens)) break;
+      if (!this.engine.canAdmit(req.promptIds.length)) break;
       this.#waiting.splice(i, 1);
       this.engine.addSequence(
         req.id,
@@ -198,6 +227,7 @@ export class Runner {
         stop: new Set(req.stopTokenIds),
         cancelled: false,
         prefilling: true,
+        tokens: [],
       });
     }
   }
@@ -210,7 +240,7 @@ export class Runner {
       for (const [id, out] of first) {
         const a = this.#active.get(id)!;
         a.prefilling = false;
-        a.cachedPromptTokens = this.engine.sequences.get(id)?.cachedPrompt ?? 0;
+        if (a.emitted === 0) a.cachedPromptTokens = this.engine.sequences.get(id)?.cachedPrompt ?? 0;
         this.#deliver(id, a, out.ids, out.logprobs, out.top);
       }
     }
@@ -225,13 +255,35 @@ export class Runner {
       targetMs: this.#targetRoundMs,
       remaining: Math.max(...decoding.map((a) => a.req.maxTokens - a.emitted)),
     });
-    const round = await this.engine.decodeRound(decoding.map((a) => a.req.id), steps);
+    // Take the KV blocks this round needs. When the cache is full, preempt the most recently admitted
+    // sequence (vLLM's recompute policy: it resumes later, its prompt blocks mostly from the prefix
+    // cache) until the rest fit.
+    let ids = decoding.map((a) => a.req.id);
+    let failed = this.engine.grow(ids, steps);
+    while (failed.length) {
+      const victim = [...this.#active.values()].at(-1)!;
+      this.#preempt(victim);
+      ids = ids.filter((id) => id !== victim.req.id);
+      failed = failed.filter((id) => id !== victim.req.id);
+      if (failed.length) failed = this.engine.grow(failed, steps);
+    }
+    if (ids.length === 0) return;
+    const round = await this.engine.decodeRound(ids, steps);
     const perStep = round.gpuMs / Math.max(1, round.steps);
     this.#msPerStep = this.#msPerStep === null ? perStep : 0.7 * this.#msPerStep + 0.3 * perStep;
     for (const [id, out] of round.tokens) {
       const a = this.#active.get(id);
       if (a) this.#deliver(id, a, out.ids, out.logprobs, out.top);
     }
+  }
+
+  #preempt(a: Active): void {
+    if (a.cancelled) return this.#finish(a.req.id, a, [], [], "abort");
+    this.#active.delete(a.req.id);
+    this.engine.removeSequence(a.req.id);
+    a.prefilling = true;
+    this.#preempted.push(a);
+    this.preemptions++;
   }
 
   /** Applies stop rules to freshly sampled ids and emits what the client should see. */
@@ -253,6 +305,7 @@ export class Runner {
       }
     }
     a.emitted += keep.length;
+    a.tokens.push(...keep);
     this.#generationTokens += keep.length;
     if (keep.length) this.#sink(id, this.#event(a, keep, keepLp, top?.slice(0, keep.length)));
   }

@@ -352,3 +352,46 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "Runner: a full KV cache preempts and resumes sequences; greedy and seeded outputs are unchanged",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const opts = {
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 4,
+      maxContext: 64,
+      maxRoundSteps: 4,
+      progress: false,
+    };
+    const seeded: SamplingParams = { temperature: 0.8, topP: 0.95, topK: 0, minP: 0, seed: 11 };
+    const reqs = () => [
+      request("a", P0, { maxTokens: 40 }),
+      request("b", P1, { maxTokens: 40, sampling: seeded }),
+      request("c", P0, { maxTokens: 40, sampling: { ...seeded, seed: 12 }, logprobs: 0 }),
+      request("d", P1, { maxTokens: 40 }),
+    ];
+    // Roomy: every sequence fits at once. Tight: 10 blocks of 16 tokens for four sequences of up to 60.
+    const roomy = await Engine.load({ ...opts, kvTokens: 4096 });
+    let want: Map<string, TokenEvent[]>;
+    try {
+      want = await runAll(roomy, reqs());
+    } finally {
+      roomy.destroy();
+    }
+    const tight = await Engine.load({ ...opts, kvTokens: 160, prefixCache: true });
+    try {
+      let runner: Runner | null = null;
+      const got = await runAll(tight, reqs(), (_id, _ev, r) => (runner = r));
+      assert.ok(runner!.preemptions > 0, "the tight cache forced at least one preemption");
+      for (const id of ["a", "b", "c", "d"]) {
+        assert.deepEqual(ids(got.get(id)!), ids(want.get(id)!), id);
+        assert.equal(got.get(id)!.at(-1)!.finishReason, "length");
+      }
+      assert.deepEqual(ids(got.get("a")!).slice(0, 32), GREEDY_P0);
+      assert.equal(tight.kvBlocks.usedBlocks, 0);
+    } finally {
+      tight.destroy();
+    }
+  },
+});
