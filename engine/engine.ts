@@ -51,6 +51,9 @@ export interface EngineOptions {
   maxBatchTokens?: number;
   /** KV cache size in tokens over all sequences (default: maxSeqs * maxContext, capped by memory). */
   kvTokens?: number;
+  /** Largest buffer for one part of the embedding / lm_head (default: the device's binding limit; tests
+   * lower it to exercise split tables). */
+  maxPartBytes?: number;
   /** Reuse the KV blocks of prompt prefixes seen before (default true). */
   prefixCache?: boolean;
   /** Decode steps per round at most (tokens generated between two host readbacks). */
@@ -253,7 +256,7 @@ export class Engine {
     const progress = opts.progress === false
       ? undefined
       : new LoadProgress(ckpt.totalBytes, "loading weights");
-    const weights = await loadWeights(ckpt, dev, scratch, progress);
+    const weights = await loadWeights(ckpt, dev, scratch, progress, { maxPartBytes: opts.maxPartBytes });
     progress?.done();
     // Default KV cache: room for every slot at full context, but at most 16 GiB and at most what one
     // storage binding holds per layer (WebGPU cannot report free memory; --kv-cache-tokens overrides).

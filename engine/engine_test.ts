@@ -100,6 +100,31 @@ Deno.test({
 });
 
 Deno.test({
+  name: "an embedding and lm_head split over several buffers give the same greedy tokens",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
+    // 100 KB parts: the embedded model's 4032 x 256 fp16 table (2 MB) becomes 21 parts with a short last one.
+    const eng = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 2,
+      maxContext: 64,
+      progress: false,
+      maxPartBytes: 100_000,
+    });
+    try {
+      assert.ok(eng.weights.embed.length > 2, `${eng.weights.embed.length} parts`);
+      const rows = eng.weights.embed.reduce((a, p) => a + p.rows, 0);
+      assert.equal(rows, eng.cfg.vocabSize);
+      const got = await greedy(eng, { p0: ref.prompts.p0_genesis.ids }, 16, [8]);
+      assert.deepEqual(got.p0, ref.fp32_runtime.greedy_32.p0_genesis.slice(0, 16));
+    } finally {
+      eng.destroy();
+    }
+  },
+});
+
+Deno.test({
   name: "seeded sampling reproduces a completion, whatever the batch beside it",
   ignore: !HAVE_GPU,
   async fn() {

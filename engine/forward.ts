@@ -73,15 +73,20 @@ export function encodeForward(
 ): void {
   const T = b.nTokens;
   const { dim, nHeads, nKvHeads, headDim, hiddenDim } = cfg;
-  embedding(k, pass, {
-    tokens: b.tokens,
-    tokensOffset: b.tokensOffset,
-    table: w.embed,
-    out: act.x,
-    T,
-    dim,
-    vocab: cfg.vocabSize,
-  });
+  w.embed.forEach((part, i) =>
+    embedding(k, pass, {
+      tokens: b.tokens,
+      tokensOffset: b.tokensOffset,
+      table: part.buffer,
+      out: act.x,
+      T,
+      dim,
+      vocab: part.rows,
+      idBase: part.rowStart,
+      // The first part zeroes rows it does not hold (ids past the vocabulary stay zero); later ones keep them.
+      keepOutside: i > 0,
+    })
+  );
   for (let l = 0; l < cfg.nLayers; l++) {
     const L = w.layers[l];
     // Attention block: x += Wo attention(rope(Wq xb), rope(Wk xb), Wv xb), xb = rmsnorm(x).

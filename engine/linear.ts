@@ -35,7 +35,15 @@ export interface Linear {
   destroy(): void;
 }
 
-/** Dense fp16 weight, Hugging Face layout (outDim, inDim). */
+/** Rows [rowStart, rowStart + rows) of a 2-D f16 tensor in one GPU buffer. A tensor larger than one
+ * storage binding (Llama 3.1 405B's 4.2 GB embedding) is held as several parts. */
+export interface RowPart {
+  buffer: GPUBuffer;
+  rowStart: number;
+  rows: number;
+}
+
+/** Dense fp16 weight, Hugging Face layout (outDim, inDim), in one or more row parts. */
 export class F16Linear implements Linear {
   readonly weightBytes: number;
 
@@ -43,25 +51,29 @@ export class F16Linear implements Linear {
     readonly name: string,
     readonly inDim: number,
     readonly outDim: number,
-    readonly weight: GPUBuffer, // f16 (outDim, inDim)
+    readonly parts: readonly RowPart[], // f16 rows of (outDim, inDim)
   ) {
     this.weightBytes = inDim * outDim * 2;
   }
 
   encode(k: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void {
-    matmulF16(k, pass, {
-      x: o.x,
-      w: this.weight,
-      out: o.out,
-      M: o.rows,
-      N: this.outDim,
-      K: this.inDim,
-      accumulate: o.accumulate ?? false,
-    });
+    for (const part of this.parts) {
+      matmulF16(k, pass, {
+        x: o.x,
+        w: part.buffer,
+        out: o.out,
+        M: o.rows,
+        N: part.rows,
+        K: this.inDim,
+        accumulate: o.accumulate ?? false,
+        outOffset: part.rowStart,
+        outStride: this.outDim,
+      });
+    }
   }
 
   destroy(): void {
-    this.weight.destroy();
+    for (const part of this.parts) part.buffer.destroy();
   }
 }
 

@@ -4,7 +4,7 @@
 import type { Checkpoint } from "./checkpoint.ts";
 import { convertToF16 } from "./safetensors.ts";
 import { isQuantizedLinear, type LinearName, type ModelConfig, qtipLinearK } from "./model_config.ts";
-import { F16Linear, type Linear, type LinearScratch, QtipLinear } from "./linear.ts";
+import { F16Linear, type Linear, type LinearScratch, QtipLinear, type RowPart } from "./linear.ts";
 import type { LoadProgress } from "./progress.ts";
 import { type QtipCode, toGpuLayout } from "../kernels/mod.ts";
 
@@ -25,7 +25,7 @@ export interface LayerWeights {
 }
 
 export interface ModelWeights {
-  embed: GPUBuffer; // f16 (vocabSize, dim)
+  embed: RowPart[]; // f16 (vocabSize, dim), in parts when larger than one storage binding
   layers: LayerWeights[];
   finalNorm: GPUBuffer; // f16 (dim)
   lmHead: Linear; // (vocabSize, dim); shares `embed` when tied
@@ -44,6 +44,9 @@ const F16_DTYPES = ["F16", "BF16", "F32"];
 
 class Uploader {
   #device: GPUDevice;
+  get device(): GPUDevice {
+    return this.#device;
+  }
   #progress?: LoadProgress;
   #sinceDrain = 0;
   #oom: Promise<{ label: string; loaded: number; message: string } | null>[] = [];
@@ -130,6 +133,53 @@ async function loadF16(ckpt: Checkpoint, up: Uploader, name: string, shape: numb
   return buf;
 }
 
+/**
+ * Streams a (rows, cols) half-precision tensor into row parts of at most `maxPartBytes` each (default:
+ * the device's storage binding and buffer limits), so a table larger than one binding still loads.
+ */
+async function loadF16Rows(
+  ckpt: Checkpoint,
+  up: Uploader,
+  name: string,
+  rows: number,
+  cols: number,
+  maxPartBytes?: number,
+): Promise<RowPart[]> {
+  const info = ckpt.expectTensor(name, F16_DTYPES, [rows, cols]);
+  const limits = up.device.limits;
+  const cap = Math.min(maxPartBytes ?? Infinity, limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  // An even row count keeps every part's byte offsets 4-aligned for writeBuffer.
+  const perPart = Math.max(2, Math.floor(cap / (cols * 2) / 2) * 2);
+  if (perPart >= rows) {
+    return [{ buffer: await loadF16(ckpt, up, name, [rows, cols]), rowStart: 0, rows }];
+  }
+  if (cols * 2 * 2 > cap) {
+    throw new WeightsError(
+      `Cannot load tensor "${name}": two rows of ${cols} fp16 values exceed ${cap} bytes`,
+    );
+  }
+  const parts: RowPart[] = [];
+  for (let r = 0; r < rows; r += perPart) {
+    const n = Math.min(perPart, rows - r);
+    parts.push({ buffer: up.createBuffer(`${name}[${r}:${r + n}]`, n * cols * 2), rowStart: r, rows: n });
+  }
+  const elemSize = info.byteLength / (rows * cols);
+  const chunk = Math.floor(CHUNK_BYTES / elemSize / 2) * 2 * elemSize;
+  for await (const c of ckpt.readChunks(name, chunk)) {
+    const f16 = info.dtype === "F16" ? c.bytes : convertToF16(info.dtype, c.bytes);
+    const e0 = c.offset / elemSize;
+    const e1 = e0 + f16.byteLength / 2;
+    for (const p of parts) {
+      const p0 = p.rowStart * cols, p1 = (p.rowStart + p.rows) * cols;
+      const a = Math.max(e0, p0), b = Math.min(e1, p1);
+      if (a >= b) continue;
+      const bytes = f16.subarray((a - e0) * 2, (b - e0) * 2);
+      await up.write(p.buffer, (a - p0) * 2, bytes, (bytes.byteLength / 2) * elemSize);
+    }
+  }
+  return parts;
+}
+
 async function readScalarInt(ckpt: Checkpoint, name: string): Promise<number> {
   const info = ckpt.expectTensor(name, ["I64", "I32"], []);
   const bytes = await ckpt.readTensor(name);
@@ -151,7 +201,7 @@ async function loadLinear(
   const name = where.name;
   if (!q || !isQuantizedLinear(ckpt.config, where.layer, where.linear)) {
     const w = await loadF16(ckpt, up, `${name}.weight`, [outDim, inDim]);
-    return new F16Linear(name, inDim, outDim, w);
+    return new F16Linear(name, inDim, outDim, [{ buffer: w, rowStart: 0, rows: outDim }]);
   }
   const code = CODES[q.decodeMode];
   const bits = qtipLinearK(q, where.linear) as 2 | 3 | 4;
@@ -218,12 +268,20 @@ export async function loadWeights(
   device: GPUDevice,
   scratch: LinearScratch,
   progress?: LoadProgress,
+  opts: { maxPartBytes?: number } = {},
 ): Promise<ModelWeights> {
   const c: ModelConfig = ckpt.config;
   const up = new Uploader(device, progress);
   const qDim = c.nHeads * c.headDim;
   const kvDim = c.nKvHeads * c.headDim;
-  const embed = await loadF16(ckpt, up, "model.embed_tokens.weight", [c.vocabSize, c.dim]);
+  const embed = await loadF16Rows(
+    ckpt,
+    up,
+    "model.embed_tokens.weight",
+    c.vocabSize,
+    c.dim,
+    opts.maxPartBytes,
+  );
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.nLayers; l++) {
     const p = `model.layers.${l}`;
@@ -245,8 +303,10 @@ export async function loadWeights(
   }
   const finalNorm = await loadF16(ckpt, up, "model.norm.weight", [c.dim]);
   const tied = c.tieWordEmbeddings || !ckpt.has("lm_head.weight");
-  const lmHeadBuf = tied ? embed : await loadF16(ckpt, up, "lm_head.weight", [c.vocabSize, c.dim]);
-  const lmHead = new F16Linear("lm_head", c.dim, c.vocabSize, lmHeadBuf);
+  const lmHeadParts = tied
+    ? embed
+    : await loadF16Rows(ckpt, up, "lm_head.weight", c.vocabSize, c.dim, opts.maxPartBytes);
+  const lmHead = new F16Linear("lm_head", c.dim, c.vocabSize, lmHeadParts);
   await up.finish();
   let bytesPerToken = lmHead.weightBytes;
   for (const L of layers) {
@@ -265,12 +325,12 @@ export async function loadWeights(
 }
 
 export function destroyWeights(w: ModelWeights): void {
-  w.embed.destroy();
+  for (const part of w.embed) part.buffer.destroy();
   w.finalNorm.destroy();
   for (const L of w.layers) {
     L.attnNorm.destroy();
     L.ffnNorm.destroy();
     for (const lin of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) lin.destroy();
   }
-  if (w.lmHead instanceof F16Linear && w.lmHead.weight !== w.embed) w.lmHead.destroy();
+  if (w.lmHead instanceof F16Linear && w.lmHead.parts !== w.embed) w.lmHead.destroy();
 }

@@ -15,6 +15,10 @@ export interface EmbeddingOptions {
   vocab: number;
   /** First id to read from `tokens`, in elements. */
   tokensOffset?: number;
+  /** Id of the table's first row (a part of a table split over buffers); default 0. */
+  idBase?: number;
+  /** Leave rows of ids outside this part untouched instead of zeroing them. */
+  keepOutside?: boolean;
   /** Row stride of `out` in elements; defaults to dim. */
   outStride?: number;
   /** First element of `out` written, in elements. */
@@ -24,10 +28,11 @@ export interface EmbeddingOptions {
 /** out[t, :] = table[tokens[t], :] as f32. Ids outside [0, vocab) write a row of zeros. */
 export function embedding(k: Kernels, pass: GPUComputePassEncoder, o: EmbeddingOptions): void {
   const p = k.pipeline("embedding", source, { WG });
-  // Params layout (bytes): 0 T, 4 dim, 8 vocab, 12 tokensOffset, 16 outStride, 20 outOffset, 24..32 pad.
+  // Params layout (bytes): 0 T, 4 dim, 8 vocab, 12 tokensOffset, 16 outStride, 20 outOffset, 24 idBase,
+  // 28 keepOutside.
   const params = new ParamWriter()
     .u32(o.T).u32(o.dim).u32(o.vocab).u32(o.tokensOffset ?? 0)
-    .u32(o.outStride ?? o.dim).u32(o.outOffset ?? 0).u32(0).u32(0);
+    .u32(o.outStride ?? o.dim).u32(o.outOffset ?? 0).u32(o.idBase ?? 0).u32(o.keepOutside ? 1 : 0);
   const [x, y] = grid2d(k, Math.ceil((o.T * o.dim) / WG));
   k.dispatch(pass, p, [o.tokens, o.table, o.out, k.params(params)], x, y);
 }

@@ -1,4 +1,6 @@
-// Embedding lookup: out[t, i] = f32(table[tokens[tokensOffset + t], i]); ids >= vocab give zeros.
+// Embedding lookup: out[t, i] = f32(table[tokens[tokensOffset + t] - idBase, i]); ids outside
+// [idBase, idBase + vocab) give zeros, or leave their row untouched when keepOutside is set (a table
+// split over several buffers is looked up with one dispatch per part).
 // Bindings: tokens u32 (tokensOffset + T); table f16 (vocab, dim) read as u32 pairs (vocab * dim / 2,
 //           any dim: element e lives in word e / 2, low half first); out f32 (T, outStride) written at
 //           outOffset; params.
@@ -14,8 +16,8 @@ struct Params {
   tokensOffset: u32,
   outStride: u32,
   outOffset: u32,
-  _pad0: u32,
-  _pad1: u32,
+  idBase: u32,
+  keepOutside: u32,
 }
 
 @group(0) @binding(0) var<storage, read> tokens: array<u32>;
@@ -36,9 +38,13 @@ fn main(
   let t = idx / params.dim;
   let i = idx % params.dim;
   let id = tokens[params.tokensOffset + t];
+  let inside = id >= params.idBase && id - params.idBase < params.vocab;
+  if (!inside && params.keepOutside != 0u) {
+    return;
+  }
   var v = 0.0;
-  if (id < params.vocab) {
-    let e = id * params.dim + i;
+  if (inside) {
+    let e = (id - params.idBase) * params.dim + i;
     let pair = unpack2x16float(table[e >> 1u]);
     v = select(pair.x, pair.y, (e & 1u) == 1u);
   }

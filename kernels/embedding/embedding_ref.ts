@@ -5,10 +5,11 @@ export function embeddingRef(
   table: Float32Array, // (vocab, dim)
   dim: number,
   vocab: number,
+  idBase = 0,
 ): Float32Array {
   const out = new Float32Array(tokens.length * dim);
   for (let t = 0; t < tokens.length; t++) {
-    const id = tokens[t];
+    const id = tokens[t] - idBase;
     if (id < 0 || id >= vocab) continue; // out-of-range ids give zeros
     for (let i = 0; i < dim; i++) out[t * dim + i] = table[id * dim + i];
   }

@@ -89,6 +89,42 @@ Deno.test("embedding() writes zeros for out-of-range ids and honours offsets and
   }
 });
 
+Deno.test("embedding() over a table split in parts (idBase, keepOutside) equals one lookup", async () => {
+  if (await noGpu()) return;
+  const k = (await testKernels())!;
+  const dim = 9, vocab = 23, T = 40;
+  const ids = randomIds(T, vocab + 2, 5); // a few ids past the vocabulary, which must come out zero
+  const table = randomF16(vocab * dim, 13, -2, 2);
+  const out = upload(k, new Float32Array(T * dim).fill(-3));
+  const cuts = [0, 7, 8, 23]; // parts of 7, 1 and 15 rows
+  // Part 0 zeroes what it does not hold (so ids past the vocabulary end up zero); the rest keep it.
+  await run(k, (pass) => {
+    for (let p = 0; p + 1 < cuts.length; p++) {
+      const rows = cuts[p + 1] - cuts[p];
+      embedding(k, pass, {
+        tokens: upload(k, ids),
+        table: upload(k, table.bits.slice(cuts[p] * dim, cuts[p + 1] * dim)),
+        out,
+        T,
+        dim,
+        vocab: rows,
+        idBase: cuts[p],
+        keepOutside: p > 0,
+      });
+    }
+  });
+  assertClose(await readF32(k, out, T * dim), embeddingRef(ids, table.values, dim, vocab), {
+    atol: 0,
+    rtol: 0,
+  });
+  // The reference with idBase agrees with a slice of the full table.
+  const part = embeddingRef(ids, table.values.slice(7 * dim, 8 * dim), dim, 1, 7);
+  for (let t = 0; t < T; t++) {
+    const want = ids[t] === 7 ? table.values.slice(7 * dim, 8 * dim) : new Float32Array(dim);
+    assertClose(part.subarray(t * dim, (t + 1) * dim), want, { atol: 0, rtol: 0 });
+  }
+});
+
 Deno.test("embedding() covers more than 65535 workgroups", async () => {
   if (await noGpu()) return;
   const k = (await testKernels())!;
