@@ -98,7 +98,6 @@ export interface RoundResult {
   gpuMs: number;
 }
 
-const HISTORY_COLS_ALIGN = 4;
 
 export class Engine {
   readonly gpu: Gpu;
@@ -233,7 +232,6 @@ export class Engine {
     this.#logitBias = buf("logitBias", this.maxSeqs * MAX_LOGIT_BIAS * LOGIT_BIAS_BYTES);
     this.#topOut = buf("topLogprobs", (this.maxRoundSteps + 1) * this.maxSeqs * TOP_LOGPROBS_MAX * 2 * 4);
     this.#free = Array.from({ length: this.maxSeqs }, (_, i) => this.maxSeqs - 1 - i);
-    void HISTORY_COLS_ALIGN;
   }
 
   /** Opens the GPU, reads the checkpoint and uploads it. */
