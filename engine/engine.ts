@@ -98,7 +98,6 @@ export interface RoundResult {
   gpuMs: number;
 }
 
-
 export class Engine {
   readonly gpu: Gpu;
   readonly k: Kernels;
