@@ -304,7 +304,7 @@ export class Engine {
    * not force a preemption at once. Blocks for later tokens are taken as the sequence grows (`grow`).
    */
   canAdmit(promptTokens: number): boolean {
-    const need = this.kvBlocks.blocksFor(promptTokens + this.maxRoundSteps + 1) + this.#seqs.size;
+    const need = this.kvBlocks.blocksFor(promptTokens + this.maxRoundSteps) + this.#seqs.size;
     return this.#free.length > 0 && need <= this.kvBlocks.freeBlocks;
   }
 
@@ -317,7 +317,8 @@ export class Engine {
     for (const id of ids) {
       const s = this.#get(id);
       const before = this.kvBlocks.table(id).length;
-      const need = s.promptIds.length + s.generated + steps;
+      // Step st writes position prompt + generated - 1 + st.
+      const need = s.promptIds.length + s.generated - 1 + steps;
       if (this.kvBlocks.blocksFor(need) - before > this.kvBlocks.freeBlocks) {
         failed.push(id);
         continue;
@@ -359,7 +360,7 @@ export class Engine {
     let cached = 0;
     try {
       if (usePrefixCache) cached = this.kvBlocks.matchPrefix(id, promptIds);
-      this.kvBlocks.ensureCapacity(id, promptIds.length + this.maxRoundSteps + 1);
+      this.kvBlocks.ensureCapacity(id, promptIds.length + this.maxRoundSteps);
     } catch (e) {
       this.kvBlocks.free(id);
       this.#free.push(slot);
@@ -432,6 +433,11 @@ export class Engine {
 
   #writeBlockTable(id: string, slot: number): void {
     const table = this.kvBlocks.table(id);
+    if (table.length > this.#kv.maxBlocksPerSeq) {
+      throw new EngineError(
+        `Sequence "${id}" holds ${table.length} KV blocks; a block table row has ${this.#kv.maxBlocksPerSeq}`,
+      );
+    }
     const row = new Uint32Array(this.#kv.maxBlocksPerSeq);
     row.set(table.slice(0, row.length));
     this.gpu.device.queue.writeBuffer(this.#blockTable, slot * row.byteLength, row);

@@ -125,6 +125,29 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a prompt that fills the whole context still gets KV blocks and logits (perplexity windows)",
+  ignore: !HAVE_GPU,
+  async fn() {
+    const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
+    const eng = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 1,
+      maxContext: 32,
+      progress: false,
+    });
+    try {
+      const ids = [...ref.prompts.p0_genesis.ids, ...ref.prompts.p1_chat.ids].slice(0, 32);
+      const logits = await eng.promptLogits(ids);
+      assert.equal(logits.length, 32 * eng.cfg.vocabSize);
+      assert.ok(logits.every(Number.isFinite));
+      assert.equal(eng.kvBlocks.usedBlocks, 0);
+    } finally {
+      eng.destroy();
+    }
+  },
+});
+
+Deno.test({
   name: "seeded sampling reproduces a completion, whatever the batch beside it",
   ignore: !HAVE_GPU,
   async fn() {
