@@ -4,14 +4,9 @@ import assert from "node:assert/strict";
 import { parseBenchArgs, table } from "./bench.ts";
 import { runKernelsBench } from "./kernels_bench.ts";
 import { openGpu } from "../engine/gpu.ts";
+import { hasWebGpu } from "../kernels/_test_utils.ts";
 
-const HAVE_GPU = await (async () => {
-  try {
-    return !!(await navigator.gpu?.requestAdapter());
-  } catch {
-    return false;
-  }
-})();
+const HAVE_GPU = await hasWebGpu();
 
 Deno.test("parseBenchArgs() picks quick defaults and parses lists", () => {
   const q = parseBenchArgs(["decode", "--quick"]);

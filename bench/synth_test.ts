@@ -15,14 +15,9 @@ import {
   SynthError,
   tensorBytes,
 } from "./synth.ts";
+import { hasWebGpu } from "../kernels/_test_utils.ts";
 
-const HAVE_GPU = await (async () => {
-  try {
-    return !!(await navigator.gpu?.requestAdapter());
-  } catch {
-    return false;
-  }
-})();
+const HAVE_GPU = await hasWebGpu();
 if (!HAVE_GPU) console.warn("synth_test: no WebGPU adapter; engine runs are skipped");
 
 function f16(bytes: Uint8Array): Float32Array {

@@ -2,15 +2,10 @@
 // error line with a non-zero exit for bad input.
 import assert from "node:assert/strict";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
+import { hasWebGpu } from "../kernels/_test_utils.ts";
 
 const CLI = new URL("./cli_generate.ts", import.meta.url).pathname;
-const HAVE_GPU = await (async () => {
-  try {
-    return !!(await navigator.gpu?.requestAdapter());
-  } catch {
-    return false;
-  }
-})();
+const HAVE_GPU = await hasWebGpu();
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {

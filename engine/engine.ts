@@ -541,11 +541,7 @@ export class Engine {
     meta.set(pos, seg(T));
     meta.set(lastRows, 2 * seg(T));
     dev.queue.writeBuffer(this.#meta, 0, meta);
-    const metaView = (offsetWords: number, words: number): GPUBufferBinding => ({
-      buffer: this.#meta,
-      offset: offsetWords * 4,
-      size: Math.max(4, words * 4),
-    });
+    const metaView = (offsetWords: number, words: number) => u32Range(this.#meta, offsetWords, words);
     const pass = enc.beginComputePass({ label: "prefill" });
     const nLogits = Math.max(1, lastRows.length);
     encodeForward(this.k, pass, this.cfg, this.weights, this.#act, this.#kv, this.#rope, {
@@ -680,15 +676,10 @@ export class Engine {
       for (let st = 0; st < steps; st++) seqs.forEach((s, j) => rows.push(this.#penaltyRow(s, st * S + j)));
       dev.queue.writeBuffer(this.#penaltyRows, 0, packPenaltyRows(rows));
     }
-    const view = (buf: GPUBuffer, offsetWords: number, words: number) => ({
-      buffer: buf,
-      offset: offsetWords * 4,
-      size: Math.max(4, words * 4),
-    });
 
     const enc = dev.createCommandEncoder({ label: "decode" });
     const pass = enc.beginComputePass({ label: "decode" });
-    const slots = view(this.#meta, 0, S);
+    const slots = u32Range(this.#meta, 0, S);
     gatherU32(this.k, pass, { src: this.#lastToken, idx: slots, dst: this.#history, count: S });
     let maxCtx = 0;
     for (const s of seqs) maxCtx = Math.max(maxCtx, s.promptIds.length + s.generated - 1 + steps);
@@ -698,7 +689,7 @@ export class Engine {
         tokens: this.#history,
         tokensOffset: st * S,
         tokenSeq: slots,
-        tokenPos: view(this.#meta, SA * (st + 1), S),
+        tokenPos: u32Range(this.#meta, SA * (st + 1), S),
         blockTable: this.#blockTable,
         maxQueryTokens: 1,
         maxContext: maxCtx,
@@ -813,11 +804,7 @@ export class Engine {
           for (let i = 0; i < need; i++) meta[2 * na + i] = opts.lastOnly ? n - 1 : i;
           dev.queue.writeBuffer(this.#prefillTokens, 0, Uint32Array.from(ids.slice(from, from + n)));
           dev.queue.writeBuffer(this.#meta, 0, meta);
-          const view = (o: number, w: number) => ({
-            buffer: this.#meta,
-            offset: o * 4,
-            size: Math.max(4, w * 4),
-          });
+          const view = (o: number, w: number) => u32Range(this.#meta, o, w);
           const enc = dev.createCommandEncoder();
           const pass = enc.beginComputePass();
           encodeForward(this.k, pass, this.cfg, this.weights, this.#act, this.#kv, this.#rope, {
@@ -894,6 +881,11 @@ export class Engine {
     for (const b of [...this.#kv.k, ...this.#kv.v]) b.destroy();
     this.gpu.device.destroy();
   }
+}
+
+/** `words` u32 words of `buffer` from word `offsetWords` (at least one word), as a binding. */
+function u32Range(buffer: GPUBuffer, offsetWords: number, words: number): GPUBufferBinding {
+  return { buffer, offset: offsetWords * 4, size: Math.max(4, words * 4) };
 }
 
 /** u32 words rounded up to a whole number of 256-byte segments. */

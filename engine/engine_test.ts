@@ -11,6 +11,7 @@ import { Engine } from "./engine.ts";
 import { openSafetensors } from "./safetensors.ts";
 import type { SamplingParams } from "./types.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
+import { hasWebGpu } from "../kernels/_test_utils.ts";
 
 const FIXTURES =
   (Deno.env.get("TRELLIS_FIXTURES") ?? new URL("../../shared/fixtures", import.meta.url).pathname)
@@ -22,13 +23,7 @@ const HAVE_FIXTURES = (() => {
     return false;
   }
 })();
-const HAVE_GPU = await (async () => {
-  try {
-    return !!(await navigator.gpu?.requestAdapter());
-  } catch {
-    return false;
-  }
-})();
+const HAVE_GPU = await hasWebGpu();
 if (!HAVE_FIXTURES) console.warn(`engine_test: ${FIXTURES} is absent; fixture checkpoint tests are skipped`);
 if (!HAVE_GPU) console.warn("engine_test: no WebGPU adapter; engine tests are skipped");
 

@@ -190,18 +190,7 @@ export class Runner {
       const a = this.#preempted[0];
       if (!this.engine.canAdmit(a.req.promptIds.length + a.tokens.length)) return;
       this.#preempted.shift();
-      this.engine.addSequence(
-        a.req.id,
-        [...a.req.promptIds, ...a.tokens],
-        a.req.maxTokens - a.tokens.length,
-        a.req.sampling,
-        (a.req.logprobs ?? -1) >= 0,
-        this.engine.prefixCache,
-        Math.max(0, a.req.logprobs ?? 0),
-        { generated: a.tokens },
-      );
-      a.prefilling = true;
-      this.#active.set(a.req.id, a);
+      this.#start(a);
     }
     for (let i = 0; i < this.#waiting.length;) {
       const req = this.#waiting[i];
@@ -211,17 +200,8 @@ export class Runner {
       }
       if (!this.engine.canAdmit(req.promptIds.length)) break;
       this.#waiting.splice(i, 1);
-      this.engine.addSequence(
-        req.id,
-        req.promptIds,
-        req.maxTokens,
-        req.sampling,
-        (req.logprobs ?? -1) >= 0,
-        this.engine.prefixCache,
-        Math.max(0, req.logprobs ?? 0),
-      );
       this.#promptTokens += req.promptIds.length;
-      this.#active.set(req.id, {
+      this.#start({
         req,
         emitted: 0,
         stop: new Set(req.stopTokenIds),
@@ -230,6 +210,22 @@ export class Runner {
         tokens: [],
       });
     }
+  }
+
+  /** Hands a sequence to the engine: a new one, or a preempted one with what it generated appended. */
+  #start(a: Active): void {
+    this.engine.addSequence(
+      a.req.id,
+      [...a.req.promptIds, ...a.tokens],
+      a.req.maxTokens - a.tokens.length,
+      a.req.sampling,
+      (a.req.logprobs ?? -1) >= 0,
+      this.engine.prefixCache,
+      Math.max(0, a.req.logprobs ?? 0),
+      { generated: a.tokens },
+    );
+    a.prefilling = true;
+    this.#active.set(a.req.id, a);
   }
 
   async #iteration(): Promise<void> {

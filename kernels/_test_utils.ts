@@ -28,6 +28,15 @@ export function testKernels(): Promise<Kernels | null> {
   return shared;
 }
 
+/** Whether this machine has a WebGPU adapter: for `ignore:` in tests that open their own device. */
+export async function hasWebGpu(): Promise<boolean> {
+  try {
+    return !!(await navigator.gpu?.requestAdapter());
+  } catch {
+    return false;
+  }
+}
+
 /** True when GPU tests should be skipped; prints why once. */
 let warned = false;
 export async function noGpu(): Promise<boolean> {

@@ -10,14 +10,9 @@ import { DEFAULT_MODEL_DIR, EngineClient, loadTokenizer } from "../engine/mod.ts
 import { type ServerHandle, startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
 import { TokenizerCodec } from "./tokenizer_codec.ts";
+import { hasWebGpu } from "../kernels/_test_utils.ts";
 
-const HAVE_GPU = await (async () => {
-  try {
-    return !!(await navigator.gpu?.requestAdapter());
-  } catch {
-    return false;
-  }
-})();
+const HAVE_GPU = await hasWebGpu();
 
 const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
 const P0_TEXT: string = ref.prompts.p0_genesis.text;

@@ -6,6 +6,7 @@ import { ApiError } from "../errors.ts";
 import type { GenerationOptions } from "../schemas/common.ts";
 import type { Submission } from "../scheduler.ts";
 import { Sequence, type SequenceOutput, type TokenLogprob } from "../sequence.ts";
+import { sseResponse } from "../sse.ts";
 
 export function randomId(): string {
   return crypto.randomUUID().replaceAll("-", "");
@@ -165,4 +166,25 @@ export function finishLog(log: RequestLog, seqs: readonly Sequence[], n: number)
   log.fields.completion_tokens = usage.completion_tokens;
   const first = seqs.map((s) => s.firstTokenMs).filter((t) => t !== null);
   if (first.length > 0) log.firstToken(Math.min(...first));
+}
+
+/**
+ * The SSE response of a streaming route: cancels the choices when the client goes away or the stream
+ * fails, and writes the request's log line (usage, first-token time, outcome) when the stream closes.
+ */
+export function streamResponse(
+  events: AsyncIterable<unknown>,
+  o: { requestId: string; log: RequestLog; seqs: readonly Sequence[]; n: number; cancel: () => void },
+): Response {
+  o.log.deferred = true;
+  return sseResponse(events, {
+    headers: { "x-request-id": o.requestId },
+    onCancel: o.cancel,
+    onClose: (outcome) => {
+      if (outcome === "error") o.cancel();
+      finishLog(o.log, o.seqs, o.n);
+      o.log.fields.outcome = outcome;
+      o.log.write(200);
+    },
+  });
 }

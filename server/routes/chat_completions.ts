@@ -7,7 +7,6 @@ import { ApiError } from "../errors.ts";
 import { ChatCompletionRequest, toChatMessages } from "../schemas/chat_completions.ts";
 import { notSupported, resolveCommon } from "../schemas/common.ts";
 import type { TokenLogprob } from "../sequence.ts";
-import { sseResponse } from "../sse.ts";
 import {
   admit,
   buildSequences,
@@ -15,6 +14,7 @@ import {
   finishLog,
   finishOf,
   randomId,
+  streamResponse,
   usageOf,
 } from "./_generate.ts";
 import { parseJsonBody } from "./_request.ts";
@@ -155,17 +155,7 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
       if (opts.includeUsage) yield { ...base, choices: [], usage: usageOf(seqs, opts.n) };
     }
 
-    log.deferred = true;
-    return sseResponse(chunks(), {
-      headers: { "x-request-id": c.get("requestId") },
-      onCancel: cancel,
-      onClose: (outcome) => {
-        if (outcome === "error") cancel();
-        finishLog(log, seqs, opts.n);
-        log.fields.outcome = outcome;
-        log.write(200);
-      },
-    });
+    return streamResponse(chunks(), { requestId: c.get("requestId"), log, seqs, n: opts.n, cancel });
   });
 
   return app;
