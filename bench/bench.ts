@@ -4,7 +4,7 @@
 import { join } from "node:path";
 import { describeGpu, openGpu } from "../engine/gpu.ts";
 import { ARCH_NAMES, type ArchName, type SynthCode } from "./synth.ts";
-import { type KernelCode, LLAMA_SHAPES, QUICK_SHAPES, runKernelsBench } from "./kernels_bench.ts";
+import { type KernelCode, LLAMA_SHAPES, QTIP_SWEEP, QUICK_SHAPES, runKernelsBench } from "./kernels_bench.ts";
 import { type ModelSpec, runBatch, runDecode, runPrefill, synthModelDir } from "./model_bench.ts";
 import type { TimerMethod } from "./_timing.ts";
 
@@ -18,7 +18,8 @@ const USAGE = `Usage: deno task bench <${BENCHES.join("|")}|all> [flags]
   --bits B[,C]         2, 3, 4 (default kernels: 2,3,4; models: 2)
   --layers N           truncate synthetic models to N layers (results say so)
   --shapes MxN[,..]    kernels: out x in shapes (default the Llama list; quick: small)
-  --tokens N           kernels: rows of x (default 1)
+  --tokens N[,M]       kernels: rows of x, one run per value (default 1)
+  --sweep              kernels: try every QTIP matvec tuning (workgroup, LUT copies, unroll, subgroups)
   --timer T            kernels: timestamp or wall (default timestamp when the device has it)
   --prompt N --gen N   decode/batch: prompt and generated tokens (default 128 / 512; batch 128 / 128)
   --lengths P[,Q]      prefill prompt lengths (default 512,2048,8192)
@@ -40,7 +41,8 @@ interface Flags {
   bits: (2 | 3 | 4)[];
   layers?: number;
   shapes: [number, number][];
-  tokens: number;
+  tokens: number[];
+  sweep: boolean;
   timer?: TimerMethod;
   prompt?: number;
   gen?: number;
@@ -73,7 +75,7 @@ export function parseBenchArgs(args: string[]): Flags {
     throw new UsageError(`Unknown benchmark "${sub}": expected ${BENCHES.join(", ")} or all\n${USAGE}`);
   }
   const v: Record<string, string> = {};
-  const bools = new Set(["quick", "no-save"]);
+  const bools = new Set(["quick", "no-save", "sweep"]);
   const known = new Set([
     "arch",
     "code",
@@ -151,7 +153,8 @@ export function parseBenchArgs(args: string[]): Flags {
       if (!m || Number(m[1]) % 16 || Number(m[2]) % 16 || !Number(m[1]) || !Number(m[2])) return undefined;
       return [Number(m[1]), Number(m[2])] as [number, number];
     }, "MxN with M and N positive multiples of 16"),
-    tokens: int("tokens", 1),
+    tokens: v.tokens === undefined ? [1] : list(v.tokens, "tokens", posInt, "positive integers"),
+    sweep: v.sweep === "1",
     timer: timer as TimerMethod | undefined,
     prompt: v.prompt === undefined ? undefined : int("prompt", 1),
     gen: v.gen === undefined ? undefined : int("gen", 1),
@@ -252,6 +255,7 @@ async function main(): Promise<void> {
         bits: flags.bits,
         shapes: flags.shapes,
         tokens: flags.tokens,
+        tunes: flags.sweep ? QTIP_SWEEP : undefined,
         rotateBytes: flags.quick ? 16 << 20 : 256 << 20,
         streamBytes: flags.quick ? 64 << 20 : 1 << 30,
         targetMs: flags.quick ? 30 : 20,
@@ -267,7 +271,10 @@ async function main(): Promise<void> {
           ["bits", "bits", s],
           ["m", "m (out)", s],
           ["n", "n (in)", s],
+          ["tokens", "M", s],
+          ["tune", "tune", s],
           ["us", "us", f(1)],
+          ["tflops", "TFLOP/s", f(2)],
           ["gbps", "GB/s", sig],
           ["fractionOfStream", "of stream", (x) => `${(100 * (x as number)).toFixed(0)}%`],
           ["copies", "copies", s],

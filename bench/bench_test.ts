@@ -64,7 +64,8 @@ for (const timer of ["timestamp", "wall"] as const) {
           codes: ["HYB", "F16"],
           bits: [2],
           shapes: [[256, 512]],
-          tokens: 1,
+          tokens: [1, 2],
+          tunes: [{ wg: 128, repShift: 2, unroll: 1, subgroups: false }],
           rotateBytes: 1 << 20,
           streamBytes: 4 << 20,
           targetMs: 5,
@@ -76,17 +77,24 @@ for (const timer of ["timestamp", "wall"] as const) {
           Number.isFinite(r.streamReadGBps) && r.streamReadGBps > 0,
           `stream ${r.streamReadGBps} GB/s`,
         );
-        assert.deepEqual(r.rows.map((x) => [x.code, x.bits, x.m, x.n]), [["HYB", 2, 256, 512], [
-          "F16",
-          16,
-          256,
-          512,
-        ]]);
-        assert.deepEqual(r.rows.map((x) => x.weightBytes), [256 * 512 * 2 / 8, 256 * 512 * 2]);
+        assert.deepEqual(r.rows.map((x) => [x.code, x.bits, x.m, x.n, x.tokens, x.tune]), [
+          ["HYB", 2, 256, 512, 1, "wg128 rep2 u1 nosg"],
+          ["HYB", 2, 256, 512, 2, "wg128 rep2 u1 nosg"],
+          ["F16", 16, 256, 512, 1, "default"],
+          ["F16", 16, 256, 512, 2, "default"],
+        ]);
+        assert.deepEqual(r.rows.map((x) => x.weightBytes), [
+          64 * 512,
+          64 * 512,
+          256 * 512 * 2,
+          256 * 512 * 2,
+        ]);
         for (const row of r.rows) {
           assert.ok(row.us > 0 && Number.isFinite(row.us), `${row.code}: ${row.us} us`);
           assert.ok(row.copies >= 2);
           assert.ok(Math.abs(row.gbps - row.weightBytes / (row.us * 1e-6) / 1e9) < 1e-9 * row.gbps + 1e-12);
+          const flops = (2 * row.tokens * row.m * row.n) / (row.us * 1e-6) / 1e12;
+          assert.ok(Math.abs(row.tflops - flops) < 1e-9 * flops + 1e-12);
         }
       } finally {
         gpu.device.destroy();

@@ -15,6 +15,63 @@ const { device: dev, kernels: k } = gpu;
 const mk = (n: number) =>
   dev.createBuffer({ size: n, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
 const x = mk(4096 * 4), w = mk(4096 * 2), o = mk(4096 * 4);
+// The floor under any recording scheme: replaying prepared (pipeline, bind group, size) triples with no
+// other JS, split into the three API calls, pass.end + finish, and submit. Bind groups have five bindings,
+// like the engine's kernels.
+const replay = await (async () => {
+  const code = `@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> c: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<uniform> p: vec4<u32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  y[g.x + p.x] = a[g.x] + b[g.x] * c[g.x];
+}`;
+  const module = dev.createShaderModule({ code });
+  const steps = Array.from({ length: 8 }, (_, i) => {
+    const pipeline = dev.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+    const bufs = [0, 1, 2, 3].map(() => mk(4096 * 4));
+    const u = dev.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    dev.queue.writeBuffer(u, 0, new Uint32Array([i, 0, 0, 0]));
+    const group = dev.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [...bufs.map((buffer, j) => ({ binding: j, resource: { buffer } })), {
+        binding: 4,
+        resource: { buffer: u },
+      }],
+    });
+    return { pipeline, group };
+  });
+  const rows: { recordUs: number; finishUs: number; submitUs: number }[] = [];
+  for (let trial = 0; trial < 7; trial++) {
+    const n = 4000;
+    const enc = dev.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const s = steps[i & 7];
+      pass.setPipeline(s.pipeline);
+      pass.setBindGroup(0, s.group);
+      pass.dispatchWorkgroups(1);
+    }
+    const t1 = performance.now();
+    pass.end();
+    const cmd = enc.finish();
+    const t2 = performance.now();
+    dev.queue.submit([cmd]);
+    const t3 = performance.now();
+    rows.push({
+      recordUs: (t1 - t0) * 1000 / n,
+      finishUs: (t2 - t1) * 1000 / n,
+      submitUs: (t3 - t2) * 1000 / n,
+    });
+    // Idle between trials: on a CPU adapter the last run would otherwise compete with this one.
+    await dev.queue.onSubmittedWorkDone();
+  }
+  const med = (k: "recordUs" | "finishUs" | "submitUs") => rows.map((r) => r[k]).sort((a, b) => a - b)[3];
+  return { recordUs: med("recordUs"), finishUs: med("finishUs"), submitUs: med("submitUs") };
+})();
+
 const encodeUs: number[] = [];
 for (let trial = 0; trial < 5; trial++) {
   const enc = dev.createCommandEncoder();
@@ -55,11 +112,18 @@ const at = (layers: number) => {
 const result = {
   adapter: gpu.adapterInfo.description || gpu.adapterInfo.device || "unknown",
   perDispatchEncodeUs: Math.round(perDispatchUs * 100) / 100,
+  /** Prepared replay, per dispatch: the three calls, end + finish, submit (microseconds). */
+  replay,
   dispatchesPerLayer: perLayer,
   fixedDispatchesPerStep: fixed,
   llama2_7b: at(32),
   llama2_70b: at(80),
 };
+console.log(
+  `prepared replay per dispatch: record ${replay.recordUs.toFixed(2)} us, end+finish ${
+    replay.finishUs.toFixed(2)
+  } us, submit ${replay.submitUs.toFixed(2)} us`,
+);
 console.log(
   `encode ${result.perDispatchEncodeUs} us per dispatch; ${perLayer} dispatches per layer + ${fixed} per step\n` +
     `Llama 2 7B (32 layers): ${result.llama2_7b.dispatches} dispatches, ${

@@ -17,6 +17,7 @@ import {
   ParamWriter,
   type QtipCode,
   qtipMatmul,
+  type QtipMatmulOptions,
 } from "../kernels/mod.ts";
 import { GpuTimer, type TimerMethod } from "./_timing.ts";
 
@@ -45,8 +46,10 @@ export interface KernelsBenchOptions {
   codes: KernelCode[];
   bits: (2 | 3 | 4)[];
   shapes: [number, number][];
-  /** Decode batch (rows of x). */
-  tokens: number;
+  /** Batch sizes (rows of x); each shape is run at every one. */
+  tokens: number[];
+  /** QTIP matvec tunings to try at each shape (default: the kernel's own choice). */
+  tunes?: QtipTune[];
   /** Bytes the weight copies of one shape rotate through (defeats L2). */
   rotateBytes: number;
   /** Bytes the streaming-read kernel reads per dispatch. */
@@ -58,13 +61,30 @@ export interface KernelsBenchOptions {
   log?: (line: string) => void;
 }
 
+export type QtipTune = NonNullable<QtipMatmulOptions["tune"]>;
+
+/** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll x subgroups. */
+export const QTIP_SWEEP: QtipTune[] = [256, 512, 1024].flatMap((wg) =>
+  [2, 4].flatMap((repShift) =>
+    [1, 2].flatMap((unroll) =>
+      [false, true].map((subgroups) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups }))
+    )
+  )
+);
+
 export interface KernelRow {
   code: KernelCode;
   bits: number;
   m: number;
   n: number;
   tokens: number;
+  /** The QTIP tuning measured ("default": the kernel's choice). */
+  tune: string;
+  /** Wall time of the first run: pipeline creation (shader compile) plus first touch. */
+  compileMs: number;
   us: number;
+  /** 2 * tokens * m * n / time. */
+  tflops: number;
   /** Weight bytes the kernel must read (trellis, or the fp16 matrix). */
   weightBytes: number;
   gbps: number;
@@ -164,12 +184,12 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
   src.destroy();
 
   const rows: KernelRow[] = [];
-  const M = o.tokens;
+  const maxM = Math.max(...o.tokens);
   for (const [m, n] of o.shapes) {
-    const x = storage(dev, "x", M * n * 4);
-    const xVals = new Float32Array(M * n).map((_, i) => Math.sin(i));
+    const x = storage(dev, "x", maxM * n * 4);
+    const xVals = new Float32Array(maxM * n).map((_, i) => Math.sin(i));
     dev.queue.writeBuffer(x, 0, xVals);
-    const out = storage(dev, "out", M * m * 4);
+    const out = storage(dev, "out", maxM * m * 4);
     const lut = storage(dev, "lut", 512 * 2 * 4);
     dev.queue.writeBuffer(lut, 0, new Float32Array(1024).map((_, i) => Math.cos(i)));
     for (const code of o.codes) {
@@ -205,47 +225,66 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
             copyAll(dev, bufs[0], bufs[c]);
           }
           await idle(dev);
-          const encode = (pass: GPUComputePassEncoder, r: number) => {
-            const w = bufs[r % copies];
-            if (code === "F16") {
-              matmulF16(k, pass, { x, w, out, M, N: m, K: n });
-            } else {
-              qtipMatmul(k, pass, {
-                x,
-                trellis: w,
-                lut,
-                out,
-                M,
+          for (const M of o.tokens) {
+            const tunes: (QtipTune | null)[] = code === "F16" || !o.tunes?.length ? [null] : o.tunes;
+            for (const tune of tunes) {
+              const encode = (pass: GPUComputePassEncoder, r: number) => {
+                const w = bufs[r % copies];
+                if (code === "F16") {
+                  matmulF16(k, pass, { x, w, out, M, N: m, K: n });
+                } else {
+                  qtipMatmul(k, pass, {
+                    x,
+                    trellis: w,
+                    lut,
+                    out,
+                    M,
+                    m,
+                    n,
+                    code: CODE_MAP[code],
+                    K: bits as 2 | 3 | 4,
+                    mma: code === "HYB",
+                    ...(tune ? { tune } : {}),
+                  });
+                }
+              };
+              const c0 = performance.now();
+              await timer.perDispatch(encode, copies, 1); // compile + first touch
+              const compileMs = performance.now() - c0;
+              const r = Math.max(copies, await timer.repsFor(encode, o.targetMs));
+              const ms = await timer.perDispatch(encode, r);
+              const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
+              const gbps = weightBytes / (ms * 1e-3) / 1e9;
+              const tuneName = tune
+                ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}`
+                : "default";
+              const row: KernelRow = {
+                code,
+                bits,
                 m,
                 n,
-                code: CODE_MAP[code],
-                K: bits as 2 | 3 | 4,
-              });
+                tokens: M,
+                tune: tuneName,
+                compileMs,
+                us: ms * 1e3,
+                tflops: (2 * M * m * n) / (ms * 1e-3) / 1e12,
+                weightBytes,
+                gbps,
+                fractionOfStream: gbps / streamReadGBps,
+                copies,
+                reps: r,
+              };
+              rows.push(row);
+              log(
+                `${code} ${bits}-bit ${m}x${n} M=${M} ${tuneName}: ${row.us.toFixed(1)} us, ${
+                  gbps.toFixed(1)
+                } GB/s ` +
+                  `(${(100 * row.fractionOfStream).toFixed(0)}% of stream read), ${
+                    row.tflops.toFixed(2)
+                  } TFLOP/s`,
+              );
             }
-          };
-          await timer.perDispatch(encode, copies, 1); // compile + first touch
-          const r = Math.max(copies, await timer.repsFor(encode, o.targetMs));
-          const ms = await timer.perDispatch(encode, r);
-          const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
-          const gbps = weightBytes / (ms * 1e-3) / 1e9;
-          const row: KernelRow = {
-            code,
-            bits,
-            m,
-            n,
-            tokens: M,
-            us: ms * 1e3,
-            weightBytes,
-            gbps,
-            fractionOfStream: gbps / streamReadGBps,
-            copies,
-            reps: r,
-          };
-          rows.push(row);
-          log(
-            `${code} ${bits}-bit ${m}x${n}: ${row.us.toFixed(1)} us, ${gbps.toFixed(1)} GB/s ` +
-              `(${(100 * row.fractionOfStream).toFixed(0)}% of stream read)`,
-          );
+          }
         } finally {
           for (const b of bufs) b.destroy();
         }

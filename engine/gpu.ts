@@ -56,7 +56,12 @@ export async function openGpu(opts: { allowSubgroups?: boolean } = {}): Promise<
   } else {
     device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits });
   }
-  const kernels = new Kernels(device, { subgroups });
+  // Deno reports the adapter's subgroup size range; subgroup kernels need one fixed size.
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  const subgroupSize = subgroups && info.subgroupMinSize && info.subgroupMinSize === info.subgroupMaxSize
+    ? info.subgroupMinSize
+    : 0;
+  const kernels = new Kernels(device, { subgroups, subgroupSize });
   // A validation error in a dispatch does not throw; it only surfaces here. Every one is a bug.
   let reported = 0;
   device.addEventListener("uncapturederror", (e) => {
@@ -70,7 +75,7 @@ export function describeGpu(gpu: Gpu): string {
   const i = gpu.adapterInfo;
   const name = [i.vendor, i.architecture, i.device, i.description].filter((s) => s).join(" ");
   const f = gpu.kernels.features;
-  return `${name || "unknown adapter"} (subgroups: ${f.subgroups ? "yes" : "no"}, max buffer ${
-    (gpu.device.limits.maxBufferSize / 2 ** 30).toFixed(1)
-  } GiB)`;
+  return `${name || "unknown adapter"} (subgroups: ${
+    f.subgroups ? `yes, size ${f.subgroupSize || "varies"}` : "no"
+  }, max buffer ${(gpu.device.limits.maxBufferSize / 2 ** 30).toFixed(1)} GiB)`;
 }

@@ -84,6 +84,8 @@ export interface QtipWeights {
   sv: GPUBuffer; // f32 (outDim)
   code: QtipCode;
   bits: 2 | 3 | 4;
+  /** Pairs in the swizzled checkpoints' m16n8k16 order (the layout's GPU_LAYOUT_MMA flag). */
+  mma: boolean;
   /** 0: plain; 1: input-side Hadamard per chunk of inDim / tpRank; 2: output side per outDim / tpRank. */
   rcp: number;
   tpRank: number;
@@ -129,6 +131,7 @@ export class QtipLinear implements Linear {
       n: this.inDim,
       code: this.w.code,
       K: this.w.bits,
+      mma: this.w.mma,
     });
     hadamard(k, pass, {
       x: b,

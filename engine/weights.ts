@@ -259,7 +259,17 @@ async function loadLinear(
       } features ${split}`,
     );
   }
-  return new QtipLinear(name, inDim, outDim, { trellis, lut, su, sv, code, bits, rcp, tpRank }, scratch);
+  return new QtipLinear(name, inDim, outDim, {
+    trellis,
+    lut,
+    su,
+    sv,
+    code,
+    bits,
+    mma: swizzled,
+    rcp,
+    tpRank,
+  }, scratch);
 }
 
 /** Loads every weight of a Llama checkpoint onto the device. */

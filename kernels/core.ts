@@ -17,6 +17,11 @@ export class KernelError extends Error {
 export interface KernelFeatures {
   /** `subgroups` was granted; kernels may use subgroupAdd and friends. */
   subgroups: boolean;
+  /**
+   * The subgroup size when the adapter reports one fixed size (subgroupMinSize = subgroupMaxSize; 32 on
+   * NVIDIA, 8 on lavapipe), else 0: kernels whose subgroup code assumes a size use it only when known.
+   */
+  subgroupSize: number;
   /** `timestamp-query` was granted. */
   timestampQuery: boolean;
 }
@@ -126,15 +131,19 @@ export class Kernels {
     this.device = device;
     this.features = {
       subgroups: features?.subgroups ?? device.features.has("subgroups"),
+      subgroupSize: features?.subgroupSize ?? 0,
       timestampQuery: features?.timestampQuery ?? device.features.has("timestamp-query"),
     };
     this.#params = new ParamCache(device);
   }
 
-  /** A compute pipeline for `source`'s `entryPoint` with the given override constants, cached. */
+  /**
+   * A compute pipeline for `source`'s `entryPoint` with the given override constants, cached. A generated
+   * kernel passes a function, called only when `name` (which must then name the variant) is new.
+   */
   pipeline(
     name: string,
-    source: string,
+    source: string | (() => string),
     constants: Record<string, number> = {},
     entryPoint = "main",
   ): GPUComputePipeline {
@@ -143,7 +152,8 @@ export class Kernels {
     if (p) return p;
     let module = this.#modules.get(name);
     if (!module) {
-      module = this.device.createShaderModule({ label: name, code: source });
+      const code = typeof source === "string" ? source : source();
+      module = this.device.createShaderModule({ label: name, code });
       this.#modules.set(name, module);
     }
     p = this.device.createComputePipeline({

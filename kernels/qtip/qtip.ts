@@ -1,35 +1,48 @@
-// Host side of the fused QTIP dequantize-matmul: picks the matvec entry point for decode batches (M <= 8)
-// and the tiled matmul for prefill, and binds the GPU-layout trellis made by qtip_layout.ts.
+// Host side of the fused QTIP dequantize-matmul: the generated matvec (qtip_mv.ts) for decode batches
+// (M <= 16) and the tiled matmul (qtip.wgsl) for prefill, both reading the GPU-layout trellis of
+// qtip_layout.ts. Stacked linears (q/k/v, gate/up) with one input row per part run as one dispatch.
 import source from "./qtip.wgsl" with { type: "text" };
-import { type BufferArg, KernelError, type Kernels, ParamWriter } from "../core.ts";
+import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "../core.ts";
 import type { QtipCode } from "./qtip_ref.ts";
+import { QTIP_MV_MAX_TOKENS, qtipMvKey, qtipMvSource, type QtipMvVariant } from "./qtip_mv.ts";
 
 export const QTIP_SOURCE = source;
-/** Largest M served by the matvec entry point; larger batches use the tiled matmul. */
-export const QTIP_MATVEC_MAX_TOKENS = 8;
+/** Largest M served by the matvec; larger batches use the tiled matmul. */
+export const QTIP_MATVEC_MAX_TOKENS = QTIP_MV_MAX_TOKENS;
 
 const CODES: Record<QtipCode, number> = { hyb: 0, "1mad": 1, "3inst": 2 };
-const MATVEC_WG = 256;
-const MATVEC_XS = 4096; // f32 words of the matvec x stage (qtip.wgsl XS)
 const MATMUL_BO = 64;
 const MATMUL_BT = 64;
+/** Workgroup memory the matvec may use, at most (bytes): fits lavapipe and leaves room on larger GPUs. */
+const MV_SMEM_BYTES = 32768;
+
+export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">>;
 
 export interface QtipMatmulOptions {
   x: BufferArg; // f32 (M, xStride) read from xOffset
-  trellis: BufferArg; // u32 GPU layout of hatW (m, n): toGpuLayout
+  trellis: BufferArg; // u32 GPU layout of hatW (m, n): toGpuLayout (or fuseGpuLayouts for stacked parts)
   lut?: BufferArg; // f32 (2^tlutBits, 2): the HYB tlut; unused (may be omitted) for 1MAD/3INST
   out: BufferArg; // f32 (M, outStride) written from outOffset
   M: number; // tokens
-  m: number; // out features, a multiple of 16
+  m: number; // out features (all parts), a multiple of 16
   n: number; // in features, a multiple of 16
   code: QtipCode;
   K: 2 | 3 | 4;
+  /** The layout's pair order (its header flag GPU_LAYOUT_MMA): true for swizzled checkpoints. */
+  mma: boolean;
   tlutBits?: number; // HYB LUT index bits, default 9 (at most 10)
   accumulate?: boolean; // out += result instead of out = result
   xOffset?: number;
   outOffset?: number;
   xStride?: number; // default n
   outStride?: number; // default m
+  /**
+   * Stacked linears: rows from starts[i] on (multiples of 16, increasing, at most two) read the x of part
+   * i + 1, which begins partStride elements after the previous part's. Default: one part.
+   */
+  parts?: { starts: number[]; partStride: number };
+  /** Matvec tuning (benchmarks sweep these); defaults from the shape. */
+  tune?: QtipTune;
 }
 
 const dummyLuts = new WeakMap<Kernels, GPUBuffer>();
@@ -43,6 +56,59 @@ function dummyLut(k: Kernels): GPUBuffer {
   return b;
 }
 
+/** Whether the matvec takes this call: a decode-sized batch and vec4-aligned rows of x. */
+export function qtipUsesMatvec(
+  o: Pick<QtipMatmulOptions, "M" | "n" | "xStride" | "xOffset" | "parts">,
+): boolean {
+  const stride = o.xStride ?? o.n, off = o.xOffset ?? 0, ps = o.parts?.partStride ?? 0;
+  return o.M <= QTIP_MV_MAX_TOKENS && stride % 4 === 0 && off % 4 === 0 && ps % 4 === 0;
+}
+
+/**
+ * The matvec variant for a call: the workgroup grows while the GPU has room for more threads (about 2048
+ * per SM on a 132-SM GPU) and the tile-row has tiles for the slots; the HYB LUT gets as many copies as fit
+ * the workgroup memory budget; without subgroups the reduction's workgroup memory caps the workgroup.
+ */
+export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
+  const tileRows = o.m / 16, tilesPerRow = o.n / 16;
+  const budget = Math.min(MV_SMEM_BYTES, k.device.limits.maxComputeWorkgroupStorageSize) / 4;
+  const tlutBits = o.tlutBits ?? 9;
+  const sgSize = k.features.subgroupSize;
+  const subgroups = k.features.subgroups && sgSize >= 8 && sgSize <= 128 && (o.tune?.subgroups ?? true);
+  const maxWg = Math.min(
+    k.device.limits.maxComputeInvocationsPerWorkgroup,
+    k.device.limits.maxComputeWorkgroupSizeX,
+  );
+  let wg = o.tune?.wg;
+  if (wg === undefined) {
+    wg = 256;
+    while (wg < 1024 && tileRows * wg < 132 * 1536 && wg / 8 < tilesPerRow / 4) wg *= 2;
+    while (wg > 64 && wg / 8 > tilesPerRow) wg /= 2;
+    while (wg > 64 && wg > maxWg) wg /= 2;
+  } else if (wg > maxWg) {
+    throw new KernelError(`qtip matvec: a workgroup of ${wg} exceeds the device's ${maxWg} invocations`);
+  }
+  // Reduction words: 2 * M per thread.
+  const red = (w: number) => 2 * o.M * w;
+  while (wg > 64 && red(wg) > budget) wg /= 2;
+  if (red(wg) > budget) {
+    throw new KernelError(`qtip matvec: no workgroup fits ${budget * 4} bytes at M=${o.M}`);
+  }
+  const maxRep = Math.max(0, Math.floor(Math.log2(budget / (1 << tlutBits))));
+  return {
+    code: o.code,
+    K: o.K,
+    mma: o.mma,
+    tokens: o.M,
+    wg,
+    repShift: Math.min(o.tune?.repShift ?? 4, maxRep),
+    tlutBits,
+    subgroups,
+    subgroupSize: subgroups ? sgSize : 0,
+    unroll: o.tune?.unroll ?? 1,
+  };
+}
+
 /** out[t, o] (+)= sum_i hatW[o, i] * x[t, i] for t < M, decoding hatW from the trellis on the fly. */
 export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmulOptions): void {
   const tlutBits = o.tlutBits ?? 9;
@@ -54,7 +120,27 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   if (o.code === "hyb" && !(tlutBits >= 1 && tlutBits <= 10 && o.lut)) {
     throw new KernelError(`qtipMatmul HYB needs a lut and tlutBits in 1..10, got tlutBits=${tlutBits}`);
   }
+  const starts = o.parts?.starts ?? [];
+  if (starts.length > 2 || starts.some((s, i) => s % 16 !== 0 || s <= (starts[i - 1] ?? 0) || s >= o.m)) {
+    throw new KernelError(
+      `qtipMatmul parts must start at increasing multiples of 16 inside 0..${o.m}, at most two, got ${starts}`,
+    );
+  }
   if (o.M <= 0) return;
+  const lut = o.lut ?? dummyLut(k);
+  if (qtipUsesMatvec(o)) {
+    const variant = qtipMvVariant(k, o);
+    const p = k.pipeline(qtipMvKey(variant), () => qtipMvSource(variant), {}, "main");
+    const tileRows = o.m / 16;
+    const params = new ParamWriter()
+      .u32(tileRows).u32(o.n / 16).u32((o.xStride ?? o.n) / 4).u32((o.xOffset ?? 0) / 4)
+      .u32(o.outStride ?? o.m).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0)
+      .u32((starts[0] ?? o.m) / 16).u32((starts[1] ?? o.m) / 16).u32((o.parts?.partStride ?? 0) / 4);
+    const [gx, gy] = grid2d(k, tileRows);
+    k.dispatch(pass, p, [o.x, o.trellis, lut, o.out, k.params(params)], gx, gy);
+    return;
+  }
+  if (starts.length) throw new KernelError("qtipMatmul: stacked parts need the matvec (M <= 16, aligned x)");
   const constants = {
     CODE: CODES[o.code],
     K: o.K,
@@ -64,21 +150,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   const params = new ParamWriter()
     .u32(o.M).u32(o.m).u32(o.n).u32(o.xStride ?? o.n)
     .u32(o.outStride ?? o.m).u32(o.xOffset ?? 0).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0);
-  const args = [o.x, o.trellis, o.lut ?? dummyLut(k), o.out, k.params(params)];
-  if (o.M <= QTIP_MATVEC_MAX_TOKENS) {
-    // Stage as many tiles of x as fit (a multiple of the WG/8 tile slots), but no more than a tile-row has.
-    const slots = MATVEC_WG / 8;
-    const fit = Math.floor(MATVEC_XS / (16 * o.M) / slots) * slots;
-    const need = Math.ceil(o.n / 16 / slots) * slots;
-    const p = k.pipeline("qtip", source, {
-      ...constants,
-      TOKENS: o.M,
-      WG: MATVEC_WG,
-      CHUNK_TILES: Math.max(slots, Math.min(fit, need)),
-    }, "matvec");
-    k.dispatch(pass, p, args, o.m / 16);
-  } else {
-    const p = k.pipeline("qtip", source, constants, "matmul");
-    k.dispatch(pass, p, args, Math.ceil(o.m / MATMUL_BO), Math.ceil(o.M / MATMUL_BT));
-  }
+  const p = k.pipeline("qtip", source, constants, "matmul");
+  const args = [o.x, o.trellis, lut, o.out, k.params(params)];
+  k.dispatch(pass, p, args, Math.ceil(o.m / MATMUL_BO), Math.ceil(o.M / MATMUL_BT));
 }

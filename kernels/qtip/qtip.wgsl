@@ -6,10 +6,7 @@
 //           lut f32 (LUT_SIZE, 2): HYB's tlut (a dummy for 1MAD/3INST);
 //           out f32 (M, outStride) written (or accumulated) at outOffset; params.
 // Overrides: CODE 0 HYB / 1 1MAD / 2 3INST; K bits per weight (2, 3, 4); TLUT_BITS and LUT_SIZE = 2^TLUT_BITS.
-// Entry points:
-//   matvec (M = TOKENS <= 8): one workgroup of WG threads per tile-row (16 output rows), x = m/16. Thread
-//     `tid` owns lane tid % 8 (2 rows) of every (WG/8)-th tile, so the workgroup streams the tile-row's
-//     words front to back; x is staged CHUNK_TILES tiles at a time; partial sums meet in a final reduce.
+// Entry point (decode batches use the generated matvec of qtip_mv.ts instead):
 //   matmul (any M): one workgroup of 256 per 64 rows x 64 tokens, x = ceil(m/64), y = ceil(M/64). Each
 //     32-column step decodes 8 tiles into workgroup memory once, then every thread does a 4 x 4 block.
 // Reference: qtip_ref.ts `decodeHatW` then `matmulRef`.
@@ -18,14 +15,8 @@ override CODE: u32 = 0u;
 override K: u32 = 2u;
 override TLUT_BITS: u32 = 9u;
 override LUT_SIZE: u32 = 512u;
-// matvec only
-override TOKENS: u32 = 1u;
-override WG: u32 = 256u;
-override CHUNK_TILES: u32 = 32u;
 
 const HEADER: u32 = 4u;
-const MAX_TOKENS: u32 = 8u;
-const XS: u32 = 4096u; // matvec x stage: TOKENS * CHUNK_TILES * 16 <= XS and 2 * TOKENS * WG <= XS
 const BO: u32 = 64u; // matmul rows per workgroup
 const BT: u32 = 64u; // matmul tokens per workgroup
 const BK: u32 = 32u; // matmul columns per step (2 tiles)
@@ -48,7 +39,6 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> lutS: array<vec2<f32>, LUT_SIZE>;
-var<workgroup> xs: array<f32, XS>;
 var<workgroup> ws: array<f32, 2048>; // matmul (BK, BO): ws[k * BO + row]
 var<workgroup> xt: array<f32, 2048>; // matmul (BK, BT): xt[k * BT + token]
 
@@ -91,20 +81,6 @@ fn computed(s: u32) -> f32 {
   return f16Round(h.x + h.y);
 }
 
-// The state at bit p of a lane's words w[0..K].
-fn laneState(w: ptr<function, array<u32, 5>>, p: u32) -> u32 {
-  let i = p >> 5u;
-  return window((*w)[i], (*w)[i + 1u], p & 31u);
-}
-
-// The two weights of the pair at bit p of a lane.
-fn lanePair(w: ptr<function, array<u32, 5>>, p: u32) -> vec2<f32> {
-  if (CODE == 0u) {
-    return hyb(laneState(w, p));
-  }
-  return vec2<f32>(computed(laneState(w, p)), computed(laneState(w, p + K)));
-}
-
 // The state at bit p of the tile whose words start at `base`.
 fn tileState(base: u32, p: u32) -> u32 {
   let i = p >> 5u;
@@ -132,81 +108,6 @@ fn store(o: u32, v: f32) {
     out[o] = out[o] + v;
   } else {
     out[o] = v;
-  }
-}
-
-@compute @workgroup_size(WG)
-fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  loadLut(tid, WG);
-  let tileRow = wid.x;
-  let tilesPerRow = params.n / 16u;
-  let tileWords = 8u * K;
-  let mma = (trellis[1] & 1u) != 0u;
-  let lane = tid & 7u;
-  let slot = tid >> 3u;
-  let slots = WG / 8u;
-  let cols = CHUNK_TILES * 16u;
-  let rowBase = HEADER + tileRow * tilesPerRow * tileWords;
-  // Lane rows: plain 2*lane + q, mma lane + 8q, for q = 0 (acc0) and 1 (acc1).
-  var acc0: array<f32, MAX_TOKENS>;
-  var acc1: array<f32, MAX_TOKENS>;
-  for (var j0 = 0u; j0 < tilesPerRow; j0 += CHUNK_TILES) {
-    workgroupBarrier();
-    for (var i = tid; i < TOKENS * cols; i += WG) {
-      let t = i / cols;
-      let c = j0 * 16u + i % cols;
-      var v = 0.0;
-      if (c < params.n) {
-        v = x[params.xOffset + t * params.xStride + c];
-      }
-      xs[i] = v;
-    }
-    workgroupBarrier();
-    for (var jj = slot; jj < CHUNK_TILES && j0 + jj < tilesPerRow; jj += slots) {
-      let tileBase = rowBase + (j0 + jj) * tileWords;
-      var w = array<u32, 5>();
-      for (var i = 0u; i < K; i++) {
-        w[i] = trellis[tileBase + lane * K + i];
-      }
-      w[K] = trellis[tileBase + ((lane + 1u) * K) % tileWords];
-      for (var q = 0u; q < 2u; q++) {
-        // An explicit initializer: naga does not re-zero a loop-local `var` without one (gfx-rs/wgpu#9489).
-        var part = array<f32, MAX_TOKENS>();
-        for (var cp = 0u; cp < 8u; cp++) {
-          // Pair u of the lane feeding row q, columns 2c, 2c + 1 (see pairPosition).
-          let u = select(8u * q + cp, 2u * cp + q, mma);
-          let c = jj * 16u + 2u * select(cp, 4u * (cp & 1u) + (cp >> 1u), mma);
-          let v = lanePair(&w, 2u * K * u);
-          for (var t = 0u; t < TOKENS; t++) {
-            part[t] += v.x * xs[t * cols + c] + v.y * xs[t * cols + c + 1u];
-          }
-        }
-        for (var t = 0u; t < TOKENS; t++) {
-          if (q == 0u) {
-            acc0[t] += part[t];
-          } else {
-            acc1[t] += part[t];
-          }
-        }
-      }
-    }
-  }
-  workgroupBarrier();
-  for (var t = 0u; t < TOKENS; t++) {
-    xs[2u * t * WG + tid] = acc0[t];
-    xs[(2u * t + 1u) * WG + tid] = acc1[t];
-  }
-  workgroupBarrier();
-  if (tid < 16u * TOKENS) {
-    let t = tid >> 4u;
-    let r = tid & 15u;
-    let l = select(r >> 1u, r & 7u, mma);
-    let q = select(r & 1u, r >> 3u, mma);
-    var sum = 0.0;
-    for (var s = 0u; s < slots; s++) {
-      sum += xs[(2u * t + q) * WG + s * 8u + l];
-    }
-    store(params.outOffset + t * params.outStride + tileRow * 16u + r, sum);
   }
 }
 

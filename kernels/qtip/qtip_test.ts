@@ -75,6 +75,7 @@ async function runCase(
       n: c.n,
       code: c.code,
       K: c.K,
+      mma: c.layout === "swizzled",
     }));
   return {
     got: await readF32(k, out, c.M * c.m),
@@ -138,6 +139,7 @@ for (const M of [2, 20]) {
         n,
         code: "hyb",
         K,
+        mma: true,
         accumulate: true,
         xOffset,
         xStride,

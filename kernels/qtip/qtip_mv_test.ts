@@ -1,0 +1,269 @@
+// The generated decode matvec (qtip_mv.ts) across its tuning space, stacked parts, and the subgroup path,
+// against decodeHatW + matmulRef. The subgroup path runs where the adapter grants `subgroups` and reports
+// one subgroup size (lavapipe: 8, the H100: 32), and says why when it cannot.
+import { qtipMatmul } from "./qtip.ts";
+import { qtipMvSource, type QtipMvVariant } from "./qtip_mv.ts";
+import { fuseGpuLayouts, toGpuLayout } from "./qtip_layout.ts";
+import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
+import {
+  hasWebGpu,
+  randomF32,
+  readF32,
+  run,
+  scratch,
+  seededRandom,
+  testKernels,
+  upload,
+} from "../_test_utils.ts";
+import { Kernels } from "../core.ts";
+
+const RTOL = 1e-4;
+const gpu = await hasWebGpu();
+
+/** A device with `subgroups` of one known size, or the reason there is none. */
+async function subgroupKernels(): Promise<Kernels | string> {
+  if (!gpu) return "no WebGPU adapter";
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) return "no WebGPU adapter";
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  if (!info.subgroupMinSize || info.subgroupMinSize !== info.subgroupMaxSize) {
+    return `the adapter reports no fixed subgroup size (${info.subgroupMinSize}..${info.subgroupMaxSize})`;
+  }
+  try {
+    const l = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures: ["subgroups" as GPUFeatureName],
+      requiredLimits: {
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      },
+    });
+    if (!device.features.has("subgroups")) return "the adapter does not grant subgroups";
+    return new Kernels(device, { subgroups: true, subgroupSize: info.subgroupMinSize });
+  } catch (e) {
+    return `the adapter does not grant subgroups (${(e as Error).message})`;
+  }
+}
+const sg = await subgroupKernels();
+
+function randomWords(count: number, seed: number): Uint16Array {
+  const r = seededRandom(seed);
+  return Uint16Array.from({ length: count }, () => Math.floor(r() * 65536));
+}
+
+function randomTlut(seed: number, bits = 9): Uint16Array {
+  const r = seededRandom(seed);
+  return new Uint16Array(new Float16Array(Array.from({ length: 2 << bits }, () => 3 * r() - 1.5)).buffer);
+}
+
+interface Linear {
+  code: QtipCode;
+  K: 2 | 3 | 4;
+  layout: TrellisLayout;
+  m: number;
+  n: number;
+  tlutBits: number;
+  hatW: Float32Array;
+  gpu: Uint32Array;
+  lut?: Float32Array;
+}
+
+function makeLinear(
+  code: QtipCode,
+  K: 2 | 3 | 4,
+  layout: TrellisLayout,
+  m: number,
+  n: number,
+  seed: number,
+  lutSeed = seed + 1,
+): Linear {
+  const tlutBits = 9;
+  const words = randomWords((m * n * K) / 16, seed);
+  const tlut = randomTlut(lutSeed, tlutBits);
+  return {
+    code,
+    K,
+    layout,
+    m,
+    n,
+    tlutBits,
+    hatW: decodeHatW(words, { m, n, code, K, tlut, layout, tlutBits }),
+    gpu: toGpuLayout(words, { m, n, K, V: codeV(code), layout }),
+    lut: code === "hyb" ? Float32Array.from(new Float16Array(tlut.buffer)) : undefined,
+  };
+}
+
+/** Checks qtipMatmul(M tokens) of `lin` with the given tuning against the reference. */
+async function check(
+  k: Kernels,
+  lin: Linear,
+  M: number,
+  tune: Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">>,
+  label: string,
+): Promise<void> {
+  const x = randomF32(M * lin.n, M * 31 + lin.m);
+  const out = scratch(k, M * lin.m * 4);
+  await run(k, (pass) =>
+    qtipMatmul(k, pass, {
+      x: upload(k, x),
+      trellis: upload(k, lin.gpu),
+      lut: lin.lut ? upload(k, lin.lut) : undefined,
+      out,
+      M,
+      m: lin.m,
+      n: lin.n,
+      code: lin.code,
+      K: lin.K,
+      mma: lin.layout === "swizzled",
+      tune,
+    }));
+  const got = await readF32(k, out, M * lin.m);
+  const want = matmulRef(lin.hatW, x, M, lin.m, lin.n);
+  const scale = matmulRef(lin.hatW.map(Math.abs), x.map(Math.abs), M, lin.m, lin.n);
+  for (let i = 0; i < want.length; i++) {
+    if (!(Math.abs(got[i] - want[i]) <= RTOL * scale[i] + 1e-6)) {
+      throw new Error(`${label}: out[${i}] = ${got[i]}, expected ${want[i]} (scale ${scale[i]})`);
+    }
+  }
+}
+
+Deno.test({
+  name: "qtip_mv: every workgroup size, LUT replication and unroll gives the reference product",
+  ignore: !gpu,
+  async fn() {
+    const k = (await testKernels())!;
+    const lin = makeLinear("hyb", 2, "swizzled", 64, 1056, 5); // 66 tiles per row: uneven over the slots
+    for (const wg of [64, 128, 256, 512, 1024]) {
+      for (const repShift of [0, 2, 4, 5]) {
+        for (const unroll of [1, 2] as const) {
+          await check(
+            k,
+            lin,
+            3,
+            { wg, repShift, unroll, subgroups: false },
+            `wg ${wg} rep ${repShift} u${unroll}`,
+          );
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "qtip_mv: 1..16 tokens for every code and K (plain and swizzled orders)",
+  ignore: !gpu,
+  async fn() {
+    const k = (await testKernels())!;
+    for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
+      for (const K of [2, 3, 4] as const) {
+        const layout: TrellisLayout = (K + code.length) % 2 === 0 ? "swizzled" : "plain";
+        const lin = makeLinear(code, K, layout, 96, 160, K * 13 + code.length);
+        for (const M of [1, 2, 5, 8, 11, 16]) {
+          await check(
+            k,
+            lin,
+            M,
+            { subgroups: false, unroll: M % 2 === 0 ? 2 : 1 },
+            `${code} K=${K} ${layout} M=${M}`,
+          );
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "qtip_mv: stacked parts read their own x rows",
+  ignore: !gpu,
+  async fn() {
+    const k = (await testKernels())!;
+    // q, k, v of a GQA model fused along m (64, 32 and 32 rows, one shared LUT), n = 128, M = 2; each part's
+    // x rows sit partStride elements after the previous part's.
+    const n = 128, M = 2, partStride = M * n + 8;
+    const parts = [64, 32, 32].map((m, i) => makeLinear("hyb", 2, "swizzled", m, n, 40 + i, 7));
+    const fused = fuseGpuLayouts(parts.map((p) => p.gpu));
+    const xs = parts.map((_, i) => randomF32(M * n, 90 + i));
+    const xAll = new Float32Array(3 * partStride);
+    xs.forEach((xp, p) => xAll.set(xp, p * partStride));
+    const m = 128;
+    const out = scratch(k, M * m * 4);
+    await run(k, (pass) =>
+      qtipMatmul(k, pass, {
+        x: upload(k, xAll),
+        trellis: upload(k, fused),
+        lut: upload(k, parts[0].lut!),
+        out,
+        M,
+        m,
+        n,
+        code: "hyb",
+        K: 2,
+        mma: true,
+        parts: { starts: [64, 96], partStride },
+      }));
+    const got = await readF32(k, out, M * m);
+    let row0 = 0;
+    parts.forEach((lin, p) => {
+      const want = matmulRef(lin.hatW, xs[p], M, lin.m, n);
+      const scale = matmulRef(lin.hatW.map(Math.abs), xs[p].map(Math.abs), M, lin.m, n);
+      for (let t = 0; t < M; t++) {
+        for (let r = 0; r < lin.m; r++) {
+          const g = got[t * m + row0 + r], w = want[t * lin.m + r];
+          if (!(Math.abs(g - w) <= RTOL * scale[t * lin.m + r] + 1e-6)) {
+            throw new Error(`part ${p} token ${t} row ${r}: got ${g}, expected ${w}`);
+          }
+        }
+      }
+      row0 += lin.m;
+    });
+  },
+});
+
+Deno.test({
+  name: typeof sg === "string"
+    ? `qtip_mv: the subgroup reduction (not run: ${sg})`
+    : `qtip_mv: the subgroup reduction (size ${sg.features.subgroupSize}) gives the reference product`,
+  ignore: typeof sg === "string",
+  async fn() {
+    const k = sg as Kernels;
+    for (
+      const [code, K, layout] of [["hyb", 2, "swizzled"], ["hyb", 4, "plain"], [
+        "3inst",
+        3,
+        "swizzled",
+      ]] as const
+    ) {
+      const lin = makeLinear(code, K, layout, 64, 1056, K);
+      for (const wg of [64, 256, 1024]) {
+        for (const M of [1, 4, 16]) {
+          await check(k, lin, M, { wg, subgroups: true }, `subgroups ${code} K=${K} wg ${wg} M=${M}`);
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "qtip_mv: generated WGSL compiles without warnings",
+  ignore: !gpu,
+  async fn() {
+    const k = (await testKernels())!;
+    const v: QtipMvVariant = {
+      code: "hyb",
+      K: 3,
+      mma: true,
+      tokens: 4,
+      wg: 256,
+      repShift: 4,
+      tlutBits: 9,
+      subgroups: false,
+      subgroupSize: 0,
+      unroll: 2,
+    };
+    const module = k.device.createShaderModule({ code: qtipMvSource(v) });
+    const info = await module.getCompilationInfo();
+    const bad = info.messages.filter((m) => m.type !== "info");
+    if (bad.length) throw new Error(bad.map((m) => `${m.lineNum}: ${m.message}`).join("\n"));
+  },
+});
