@@ -1,0 +1,325 @@
+// Host side of the fused transform kernels: the steps between two linear layers, with QTIP's randomized
+// Hadamard transforms folded in (transform_lib.wgsl says how a transform is computed):
+//   normTransform  finish the previous linear + residual, RMSNorm, the next linears' input transforms
+//   ropeKv         finish a stacked q/k/v linear, RoPE, write q and the paged K/V cache
+//   blockTransform the MLP's middle (finish gate/up, silu * up, down's SU) or a linear's input transform,
+//                  spread over many workgroups for long vectors
+// A plain (fp16) model runs the same steps with the transforms switched off. Side vectors (norm weights, SU,
+// SV) come from one f32 buffer per layer, `vec`, at offsets the caller gives; sign bits from a HadTable.
+import normSource from "./norm_transform.wgsl" with { type: "text" };
+import ropeKvSource from "./rope_kv.wgsl" with { type: "text" };
+import blockSource from "./block_transform.wgsl" with { type: "text" };
+import libSource from "./transform_lib.wgsl" with { type: "text" };
+import { type BufferArg, KernelError, type Kernels, ParamWriter } from "../core.ts";
+import { hadamardFactor } from "../hadamard/had_tables.ts";
+import { hadSignBits } from "../hadamard/hadamard.ts";
+
+export const TRANSFORM_SOURCES = {
+  norm_transform: normSource + "\n" + libSource,
+  rope_kv: ropeKvSource + "\n" + libSource,
+  block_transform: blockSource + "\n" + libSource,
+} as const;
+
+/** One transform as the kernels read it (HadSpec in transform_lib.wgsl). */
+export interface HadSpec {
+  K: number;
+  p: number;
+  groups: number;
+  /** Word offset of row 0 of had_K (or had_K^T) in the table. */
+  rows: number;
+  words: number;
+  scale: number;
+}
+
+/** Sign bits of every had_K a model needs, in one buffer, and the specs of its transforms. */
+export class HadTable {
+  readonly buffer: GPUBuffer;
+  #offsets = new Map<number, number>();
+
+  constructor(device: GPUDevice, sizes: number[]) {
+    const Ks = [...new Set([1, ...sizes.map((n) => hadamardFactor(n).K)])];
+    const parts: Uint32Array[] = [];
+    let at = 0;
+    for (const K of Ks) {
+      const bits = hadSignBits(K);
+      this.#offsets.set(K, at);
+      parts.push(bits);
+      at += bits.length;
+    }
+    const all = new Uint32Array(Math.max(4, at));
+    let o = 0;
+    for (const p of parts) {
+      all.set(p, o);
+      o += p.length;
+    }
+    this.buffer = device.createBuffer({
+      label: "had-table",
+      size: Math.ceil(all.byteLength / 16) * 16,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    });
+    device.queue.writeBuffer(this.buffer, 0, all);
+  }
+
+  /**
+   * The transform of n elements in chunks of `chunk` (QTIP's tensor-parallel checkpoints transform each
+   * shard alone; default n): had_K' kron H_p per chunk, scaled by 1 / sqrt(chunk). `transpose` is the
+   * input side (had_K^T).
+   */
+  spec(n: number, transpose: boolean, chunk = n): HadSpec {
+    if (n % chunk !== 0) throw new KernelError(`Cannot split a transform of ${n} into chunks of ${chunk}`);
+    const { K, pow2 } = hadamardFactor(chunk);
+    const base = this.#offsets.get(K);
+    if (base === undefined) throw new KernelError(`The Hadamard table holds no had_${K} (size ${chunk})`);
+    const words = Math.ceil(K / 32);
+    return {
+      K,
+      p: pow2,
+      groups: n / chunk,
+      rows: base + (transpose ? K * words : 0),
+      words,
+      scale: 1 / Math.sqrt(chunk),
+    };
+  }
+
+  destroy(): void {
+    this.buffer.destroy();
+  }
+}
+
+function writeHad(w: ParamWriter, s: HadSpec | null | undefined): ParamWriter {
+  if (!s) return w.u32(1).u32(1).u32(1).u32(0).u32(1).f32(1).u32(0).u32(0);
+  return w.u32(s.K).u32(s.p).u32(s.groups).u32(s.rows).u32(s.words).f32(s.scale).u32(0).u32(0);
+}
+
+/** f32 slots a whole-vector transform of n needs in workgroup memory (the vector, and a copy to mix). */
+function smSlots(n: number, s: HadSpec | null | undefined): number {
+  return s && s.K > 1 ? 2 * n : n;
+}
+
+const dummies = new WeakMap<GPUDevice, GPUBuffer[]>();
+/** Small buffers for unused bindings; one per binding, since a read-only and a writable binding of one
+ * dispatch may not share a buffer. */
+function dummy(k: Kernels, i: number): GPUBuffer {
+  let list = dummies.get(k.device);
+  if (!list) dummies.set(k.device, list = []);
+  list[i] ??= k.device.createBuffer({
+    label: `transform-unused-${i}`,
+    size: 16,
+    usage: GPUBufferUsage.STORAGE,
+  });
+  return list[i];
+}
+
+/** Workgroup size for a vector of n: enough threads for a radix-4 pass in one sweep, within the device. */
+function vectorWg(k: Kernels, n: number): number {
+  const max = Math.min(k.device.limits.maxComputeInvocationsPerWorkgroup, 1024);
+  let wg = 64;
+  while (wg < max && wg * 4 < n) wg *= 2;
+  return wg;
+}
+
+/** Rounds workgroup slots up to a multiple of 512, so few pipeline variants exist. */
+function slots(k: Kernels, need: number, label: string): number {
+  const max = Math.floor(k.device.limits.maxComputeWorkgroupStorageSize / 4);
+  const sm = Math.ceil(need / 512) * 512;
+  if (need > max) {
+    throw new KernelError(`${label} needs ${need * 4} bytes of workgroup memory; the device has ${max * 4}`);
+  }
+  return Math.min(sm, max);
+}
+
+export interface NormTransformOptions {
+  xIn: BufferArg; // f32 (rows, xStride): the residual stream
+  xOut: BufferArg; // f32 (rows, xStride): the new residual (another buffer than xIn)
+  vec: BufferArg; // f32 side vectors
+  had: HadTable;
+  out: BufferArg; // f32: part g, row t at outOffset + g * outPartStride + t * outStride
+  rows: number; // output rows
+  parts: number;
+  dim: number;
+  eps: number;
+  xStride?: number; // default dim
+  xInOffset?: number;
+  xOutOffset?: number;
+  outStride?: number; // default dim
+  outOffset?: number;
+  outPartStride?: number; // default rows * outStride
+  /** Finish the previous linear: add post(y) to the residual (and write it to xOut from part 0). */
+  finish?: {
+    y: BufferArg; // f32 (rows, yStride) from yOffset
+    yStride?: number;
+    yOffset?: number;
+    sv?: number; // offset of SV in vec
+    had?: HadSpec | null; // output-side transform of dim
+  };
+  /** Write the residual to xOut (default: when finishing). */
+  writeX?: boolean;
+  norm?: { gamma: number }; // offset of the norm weight in vec
+  su?: number; // offset of part 0's SU in vec (part g at + g * dim)
+  inHad?: HadSpec | null; // input-side transform of dim
+  /** Source rows from meta[idxOffset + t] (the logit rows of a prefill); residual not written. */
+  gather?: { meta: BufferArg; idxOffset?: number };
+}
+
+/** Records the residual step (norm_transform.wgsl): (rows, parts) workgroups. */
+export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTransformOptions): void {
+  if (o.rows === 0) return;
+  const n = o.dim;
+  const fin = o.finish;
+  const writeX = (o.writeX ?? !!fin) && !o.gather;
+  let flags = 0;
+  if (fin) flags |= 1 | (fin.had ? 2 : 0) | (fin.sv !== undefined ? 4 : 0);
+  if (o.norm) flags |= 8;
+  if (o.su !== undefined) flags |= 16;
+  if (o.inHad) flags |= 32;
+  if (writeX) flags |= 64;
+  if (o.gather) flags |= 128;
+  const need = Math.max(smSlots(n, fin?.had), smSlots(n, o.inHad));
+  const wg = vectorWg(k, n);
+  const p = k.pipeline("norm_transform", TRANSFORM_SOURCES.norm_transform, {
+    WG: wg,
+    SM: slots(k, need, `A transform of ${n}`),
+  });
+  const outStride = o.outStride ?? n;
+  const params = new ParamWriter()
+    .u32(n).f32(o.eps).u32(flags).u32(o.gather?.idxOffset ?? 0)
+    .u32(o.xStride ?? n).u32(o.xInOffset ?? 0).u32(o.xOutOffset ?? 0).u32(fin?.yStride ?? n)
+    .u32(fin?.yOffset ?? 0).u32(outStride).u32(o.outOffset ?? 0).u32(o.outPartStride ?? o.rows * outStride)
+    .u32(fin?.sv ?? 0).u32(o.norm?.gamma ?? 0).u32(o.su ?? 0).u32(0);
+  writeHad(params, fin?.had);
+  writeHad(params, o.inHad);
+  k.dispatch(
+    pass,
+    p,
+    [
+      o.xIn,
+      fin?.y ?? dummy(k, 0),
+      o.vec,
+      o.had.buffer,
+      o.gather?.meta ?? dummy(k, 1),
+      writeX ? o.xOut : dummy(k, 2),
+      o.out,
+      k.params(params),
+    ],
+    o.rows,
+    o.parts,
+  );
+}
+
+export interface RopeKvOptions {
+  y: BufferArg; // f32 (T, yStride) from yOffset: [q | k | v]
+  vec: BufferArg;
+  had: HadTable;
+  rope: BufferArg; // f32 (ropeMaxPos, headDim / 2, 2): buildRopeTable
+  meta: BufferArg; // u32: tokenSeq from seqOffset, tokenPos from posOffset
+  blockTable: BufferArg;
+  qOut: BufferArg; // f32 (T, qStride) from qOffset
+  kCache: BufferArg;
+  vCache: BufferArg;
+  T: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  blockSize: number;
+  maxBlocksPerSeq: number;
+  ropeMaxPos: number;
+  seqOffset: number;
+  posOffset: number;
+  yStride?: number; // default (nHeads + 2 nKvHeads) headDim
+  yOffset?: number;
+  qStride?: number; // default nHeads * headDim
+  qOffset?: number;
+  sv?: number; // offset of [SV_q | SV_k | SV_v] in vec
+  hq?: HadSpec | null; // output-side transforms (QTIP); none for a plain model
+  hkv?: HadSpec | null;
+}
+
+/** Records the q/k/v finish (rope_kv.wgsl): (T, 3) workgroups. */
+export function ropeKv(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvOptions): void {
+  if (o.T === 0) return;
+  const qDim = o.nHeads * o.headDim, kvDim = o.nKvHeads * o.headDim;
+  if (!!o.hq !== !!o.hkv) throw new KernelError("ropeKv: transform q, k and v alike");
+  const flags = (o.hq ? 1 : 0) | (o.sv !== undefined ? 2 : 0);
+  const need = Math.max(smSlots(qDim, o.hq), smSlots(kvDim, o.hkv));
+  const p = k.pipeline("rope_kv", TRANSFORM_SOURCES.rope_kv, {
+    WG: vectorWg(k, qDim),
+    SM: slots(k, need, `A transform of ${qDim}`),
+  });
+  const params = new ParamWriter()
+    .u32(qDim).u32(kvDim).u32(o.headDim).u32(flags)
+    .u32(o.yStride ?? qDim + 2 * kvDim).u32(o.yOffset ?? 0).u32(o.sv ?? 0).u32(o.qStride ?? qDim)
+    .u32(o.qOffset ?? 0).u32(o.seqOffset).u32(o.posOffset).u32(o.ropeMaxPos)
+    .u32(o.blockSize).u32(o.maxBlocksPerSeq).u32(o.nKvHeads).u32(0);
+  writeHad(params, o.hq);
+  writeHad(params, o.hkv);
+  k.dispatch(
+    pass,
+    p,
+    [
+      o.y,
+      o.vec,
+      o.had.buffer,
+      o.rope,
+      o.meta,
+      o.blockTable,
+      o.qOut,
+      o.kCache,
+      o.vCache,
+      k.params(params),
+    ],
+    o.T,
+    3,
+  );
+}
+
+export interface BlockTransformOptions {
+  x: BufferArg; // f32 (T, xStride) from xOffset; gated: [gate (n) | up (n)]
+  vec: BufferArg;
+  had: HadTable;
+  out: BufferArg; // f32 (T, outStride) from outOffset
+  T: number;
+  n: number;
+  /** gated: h = silu(post(gate)) * post(up) * su; input: out = H^T(x * su). */
+  gated: boolean;
+  spec?: HadSpec | null; // none: gated is elementwise; input must have one
+  sv?: number; // gated: offset of [SV_gate | SV_up] in vec
+  su?: number; // offset in vec
+  xStride?: number; // default gated ? 2n : n
+  xOffset?: number;
+  outStride?: number; // default n
+  outOffset?: number;
+}
+
+/** Output elements a block-transform workgroup aims at: one per thread, so a long mix (K up to 172 terms)
+ * spreads over many workgroups at batch 1. */
+const BLOCK_TARGET = 256;
+
+/** Records the spread transform (block_transform.wgsl): (T, ceil(blocks / OUT_BLOCKS)) workgroups. */
+export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: BlockTransformOptions): void {
+  if (o.T === 0) return;
+  if (!o.gated && !o.spec) throw new KernelError("blockTransform: an input job needs a transform");
+  // Without a transform the "blocks" only split the work: the largest power of two <= 256 dividing n.
+  const p = o.spec?.p ?? Math.min(256, o.n & -o.n);
+  if (o.n % p !== 0) throw new KernelError(`blockTransform: ${o.n} is not a multiple of ${p}`);
+  const blocks = o.n / p;
+  const outBlocks = Math.max(1, Math.min(blocks, Math.floor(BLOCK_TARGET / p)));
+  const need = (o.gated ? 2 : 1) * outBlocks * p;
+  const wg = Math.min(256, k.device.limits.maxComputeInvocationsPerWorkgroup);
+  const pipe = k.pipeline("block_transform", TRANSFORM_SOURCES.block_transform, {
+    WG: wg,
+    SM: slots(k, need, `A block transform of ${outBlocks} x ${p}`),
+    OUT_BLOCKS: outBlocks,
+  });
+  const flags = (o.gated ? 1 : 0) | (o.spec ? 2 : 0) | (o.sv !== undefined ? 4 : 0) |
+    (o.su !== undefined ? 8 : 0);
+  const params = new ParamWriter()
+    .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
+    .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
+  writeHad(params, o.spec ?? { K: 1, p, groups: blocks, rows: 0, words: 1, scale: 1 });
+  const groups = Math.ceil(blocks / outBlocks);
+  const maxDim = k.device.limits.maxComputeWorkgroupsPerDimension;
+  if (o.T > maxDim || groups > maxDim) {
+    throw new KernelError(`blockTransform: grid ${o.T} x ${groups} too large`);
+  }
+  k.dispatch(pass, pipe, [o.x, o.vec, o.had.buffer, o.out, k.params(params)], o.T, groups);
+}
