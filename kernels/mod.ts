@@ -19,3 +19,5 @@ export * from "./sampling/sampling.ts";
 export * from "./silu_mul/silu_mul.ts";
 export * from "./penalties/penalties.ts";
 export * from "./top_logprobs/top_logprobs.ts";
+export * from "./transform/transform.ts";
+export * from "./transform/transform_ref.ts";
