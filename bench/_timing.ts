@@ -49,7 +49,6 @@ export class GpuTimer {
       enc.resolveQuerySet(this.#query, 0, 2, this.#resolve!, 0);
       enc.copyBufferToBuffer(this.#resolve!, 0, this.#read, 0, 16);
     }
-    this.#k.flush();
     const cmd = enc.finish();
     const t0 = performance.now();
     dev.queue.submit([cmd]);

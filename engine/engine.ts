@@ -468,7 +468,6 @@ export class Engine {
       // Every batch reuses the same metadata buffers, so each one is submitted before the next is written.
       const enc = this.gpu.device.createCommandEncoder({ label: "prefill" });
       this.#encodePrefillBatch(enc, parts);
-      this.k.flush();
       this.gpu.device.queue.submit([enc.finish()]);
       for (const p of parts) {
         p.s.cached += p.n;
@@ -752,7 +751,6 @@ export class Engine {
     enc.copyBufferToBuffer(this.#history, S * 4, rb, 0, bytes);
     enc.copyBufferToBuffer(this.#historyLogprobs, S * 4, rb, bytes, bytes);
     if (topBytes) enc.copyBufferToBuffer(this.#topOut, 0, rb, 2 * bytes, topBytes);
-    this.k.flush();
     const t0 = performance.now();
     dev.queue.submit([enc.finish()]);
     await rb.mapAsync(GPUMapMode.READ, 0, total);
@@ -821,7 +819,6 @@ export class Engine {
             ropeMaxPos: this.#ropeMaxPos,
           });
           pass.end();
-          this.k.flush();
           dev.queue.submit([enc.finish()]);
           s.cached += n;
           if (need > 0) {

@@ -250,7 +250,6 @@ async function runAndRead(
   record(pass);
   pass.end();
   enc.copyBufferToBuffer(buf, 0, rb, 0, n * 4);
-  k.flush();
   k.device.queue.submit([enc.finish()]);
   await rb.mapAsync(GPUMapMode.READ);
   const out = new Float32Array(rb.getMappedRange().slice(0));

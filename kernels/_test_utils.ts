@@ -77,7 +77,6 @@ export async function run(k: Kernels, record: (pass: GPUComputePassEncoder) => v
   const pass = enc.beginComputePass();
   record(pass);
   pass.end();
-  k.flush();
   k.device.queue.submit([enc.finish()]);
   await k.device.queue.onSubmittedWorkDone();
 }

@@ -177,9 +177,6 @@ export class Kernels {
     return this.#params.get(w.bytes());
   }
 
-  /** Kept for callers that flush before submitting: Params slots are written when first made. */
-  flush(): void {}
-
   #id(o: object): number {
     let id = this.#ids.get(o);
     if (id === undefined) {

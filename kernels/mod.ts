@@ -2,7 +2,6 @@
 // encode function, host-side layout helpers and plain TypeScript reference. The engine imports
 // kernels only through this file.
 export * from "./core.ts";
-export * from "./add/add.ts";
 export * from "./attention/attention.ts";
 export * from "./embedding/embedding.ts";
 export * from "./gather/gather.ts";

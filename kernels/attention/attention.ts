@@ -1,11 +1,10 @@
 // Host side of paged attention: kvWrite puts each token's K/V rows into the paged f16 cache, then
 // attention() runs either the split-K decode kernel (+ reduce) or the causal prefill kernel over it.
-// copyBlocks serves copy-on-write of shared blocks. Layouts are described on the options below.
+// Layouts are described on the options below.
 import kvWriteSource from "./kv_write.wgsl" with { type: "text" };
 import decodeSource from "./attention_decode.wgsl" with { type: "text" };
 import reduceSource from "./attention_reduce.wgsl" with { type: "text" };
 import prefillSource from "./attention_prefill.wgsl" with { type: "text" };
-import copyBlocksSource from "./copy_blocks.wgsl" with { type: "text" };
 import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "../core.ts";
 
 export const ATTENTION_SOURCES = {
@@ -13,7 +12,6 @@ export const ATTENTION_SOURCES = {
   attention_decode: decodeSource,
   attention_reduce: reduceSource,
   attention_prefill: prefillSource,
-  copy_blocks: copyBlocksSource,
 } as const;
 
 /** Positions per split-K partition of the decode kernel. */
@@ -100,24 +98,6 @@ export function kvWrite(k: Kernels, pass: GPUComputePassEncoder, o: KvWriteOptio
     x,
     y,
   );
-}
-
-export interface CopyBlocksOptions {
-  cache: BufferArg; // one K or V cache: u32 (numBlocks, blockWords)
-  pairs: BufferArg; // u32 (numPairs, 2): (src, dst) block ids; no block both a src and a dst
-  numPairs: number;
-  nKvHeads: number;
-  blockSize: number;
-  headDim: number;
-}
-
-/** Copies whole blocks (all kv heads) of one cache buffer: cache[dst] = cache[src]. */
-export function copyBlocks(k: Kernels, pass: GPUComputePassEncoder, o: CopyBlocksOptions): void {
-  const wg = 256;
-  const blockWords = (o.nKvHeads * o.blockSize * o.headDim) / 2;
-  const p = k.pipeline("copy_blocks", copyBlocksSource, { WG: wg });
-  const params = new ParamWriter().u32(o.numPairs).u32(blockWords).u32(0).u32(0);
-  k.dispatch(pass, p, [o.pairs, o.cache, k.params(params)], Math.ceil(blockWords / wg), o.numPairs);
 }
 
 /** Picks the decode kernel for batches of few tokens per sequence, else the prefill kernel. */

@@ -80,15 +80,3 @@ export function kvWriteRef(x: KvWriteRefInput): void {
     }
   }
 }
-
-/** cache[dst] = cache[src] for each pair, on blocks of `blockWords` elements. */
-export function copyBlocksRef(
-  cache: Uint32Array,
-  pairs: ArrayLike<readonly [number, number]>,
-  blockWords: number,
-): void {
-  for (let i = 0; i < pairs.length; i++) {
-    const [src, dst] = pairs[i];
-    cache.copyWithin(dst * blockWords, src * blockWords, (src + 1) * blockWords);
-  }
-}

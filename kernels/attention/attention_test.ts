@@ -4,12 +4,11 @@ import {
   attentionDecode,
   attentionPrefill,
   attentionScratchBytes,
-  copyBlocks,
   kvWrite,
   planDecode,
   planPrefill,
 } from "./attention.ts";
-import { attentionRef, copyBlocksRef, kvWriteRef } from "./attention_ref.ts";
+import { attentionRef, kvWriteRef } from "./attention_ref.ts";
 import {
   assertClose,
   assertCompilesCleanly,
@@ -324,31 +323,6 @@ Deno.test("kvWrite() puts f16-rounded rows into their shuffled blocks and leaves
       }
     }
   }
-});
-
-Deno.test("copyBlocks() copies whole blocks to their destinations", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const nKvHeads = 3, blockSize = 16, headDim = 10, blockWords = nKvHeads * blockSize * headDim / 2;
-  const init = new Uint32Array(new Float32Array(randomF32(6 * blockWords, 31)).buffer);
-  const cache = upload(k, init);
-  const pairs: [number, number][] = [[4, 1], [0, 5], [3, 2]];
-  await run(
-    k,
-    (pass) =>
-      copyBlocks(k, pass, {
-        cache,
-        pairs: upload(k, Uint32Array.from(pairs.flat())),
-        numPairs: 3,
-        nKvHeads,
-        blockSize,
-        headDim,
-      }),
-  );
-  const want = init.slice();
-  copyBlocksRef(want, pairs, blockWords);
-  const got = new Uint32Array(await readBytes(k, cache, init.byteLength));
-  assertClose(got, want, { atol: 0, rtol: 0 });
 });
 
 for (const heads of HEADS) {

@@ -26,7 +26,6 @@ async function time(record: (pass: GPUComputePassEncoder) => void, iters: number
   pass.end();
   enc.resolveQuerySet(query, 0, 2, resolve, 0);
   enc.copyBufferToBuffer(resolve, 0, readback, 0, 16);
-  k.flush();
   dev.queue.submit([enc.finish()]);
   await readback.mapAsync(GPUMapMode.READ);
   const [t0, t1] = new BigUint64Array(readback.getMappedRange().slice(0));

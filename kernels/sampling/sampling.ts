@@ -19,8 +19,7 @@ export const SAMPLING_SOURCE = source;
  * | 24   | counter     | u32  | sampling step of the sequence (tokens generated so far)        |
  * | 28   | outIndex    | u32  | tokens[outIndex] (and logprobs[outIndex]) receive the result   |
  *
- * Extension point: logit bias and repetition / presence / frequency penalties will append fields
- * after outIndex (growing SAMPLING_ROW_BYTES) and apply in the shader's `logitAt`; not implemented.
+ * Penalties and logit_bias are applied to the logits before this kernel runs (kernels/penalties/).
  */
 export interface SamplingRow {
   temperature: number;
@@ -60,21 +59,6 @@ export function packSamplingParams(rows: readonly SamplingRow[]): ArrayBuffer {
     v.setUint32(o + 24, r.counter >>> 0, true);
     v.setUint32(o + 28, r.outIndex >>> 0, true);
   });
-  return buf;
-}
-
-/** A storage buffer holding `rows` packed, with room for at least `capacity` rows. */
-export function createSamplingParamsBuffer(
-  k: Kernels,
-  rows: readonly SamplingRow[],
-  capacity = rows.length,
-): GPUBuffer {
-  const buf = k.device.createBuffer({
-    label: "samplingParams",
-    size: Math.max(16, Math.max(capacity, rows.length) * SAMPLING_ROW_BYTES),
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-  });
-  if (rows.length) k.device.queue.writeBuffer(buf, 0, packSamplingParams(rows));
   return buf;
 }
 
