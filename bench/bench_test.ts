@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { parseBenchArgs, table } from "./bench.ts";
 import { runKernelsBench } from "./kernels_bench.ts";
 import { openGpu } from "../engine/gpu.ts";
-import { hasWebGpu } from "../kernels/_test_utils.ts";
+import { hasWebGpu } from "../test/support/mod.ts";
 
 const HAVE_GPU = await hasWebGpu();
 

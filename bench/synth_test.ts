@@ -15,7 +15,7 @@ import {
   SynthError,
   tensorBytes,
 } from "./synth.ts";
-import { hasWebGpu } from "../kernels/_test_utils.ts";
+import { hasWebGpu } from "../test/support/mod.ts";
 
 const HAVE_GPU = await hasWebGpu();
 if (!HAVE_GPU) console.warn("synth_test: no WebGPU adapter; engine runs are skipped");

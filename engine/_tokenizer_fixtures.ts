@@ -1,36 +1,16 @@
-// Test helpers for tokenizer_test.ts and detokenizer_test.ts: the fixture checkpoints' tokenizers (when
-// /work/shared/fixtures or $TRELLIS_FIXTURES is there), a table of awkward strings and a seeded RNG.
+// Test data for tokenizer_test.ts and detokenizer_test.ts: the fixture checkpoints' tokenizers (when the
+// fixtures are there, see test/support/fixtures.ts) and a table of awkward strings.
 
 import { Tokenizer } from "./tokenizer.ts";
+import { fixturesDir, noFixtures } from "../test/support/mod.ts";
 
 export interface FixtureTokenizer {
   name: "llama2-style" | "llama31-style";
   tokenizer: Tokenizer;
 }
 
-/** The embedded model's directory (a copy of the Llama 2 fixture's tokenizer files sits there). */
-export const EMBEDDED_MODEL_DIR = new URL("../models/llama2-qtip-2bit/", import.meta.url).pathname;
-
-let fixtures: string | null | undefined;
-
-/** The fixtures folder with a trailing slash, or null when it is absent (the reason is printed once). */
-export function fixturesDir(): string | null {
-  if (fixtures !== undefined) return fixtures;
-  const dir = Deno.env.get("TRELLIS_FIXTURES") ?? new URL("../../shared/fixtures/", import.meta.url).pathname;
-  try {
-    Deno.statSync(`${dir}/manifest.json`);
-    fixtures = dir.endsWith("/") ? dir : `${dir}/`;
-  } catch {
-    console.log(
-      `Skipping the tokenizer tests that need the fixtures: no "${dir}/manifest.json" (set TRELLIS_FIXTURES)`,
-    );
-    fixtures = null;
-  }
-  return fixtures;
-}
-
 /** For Deno.test's `ignore`: true when the fixtures are absent. */
-export const NO_FIXTURES: boolean = fixturesDir() === null;
+export const NO_FIXTURES: boolean = noFixtures();
 
 let loaded: Promise<FixtureTokenizer[]> | undefined;
 
@@ -100,15 +80,3 @@ export const AWKWARD_STRINGS: string[] = [
   "\u{10ffff}\ufffd\u{1d49c}",
   "don't stop\n\n\n\n  \t  \n",
 ];
-
-/** Seeded uniform floats in [0, 1) (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -12,7 +12,8 @@ import {
   type RenderChatOptions,
 } from "./chat_template.ts";
 import { Tokenizer } from "./tokenizer.ts";
-import { EMBEDDED_MODEL_DIR, fixturesDir, NO_FIXTURES } from "./_tokenizer_fixtures.ts";
+import { NO_FIXTURES } from "./_tokenizer_fixtures.ts";
+import { EMBEDDED_MODEL_DIR, fixturesDir } from "../test/support/mod.ts";
 
 const LLAMA2_OPTS: RenderChatOptions = { addGenerationPrompt: true, bosToken: "<s>", eosToken: "</s>" };
 const LLAMA3_OPTS: RenderChatOptions = {

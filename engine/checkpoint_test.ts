@@ -1,19 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { expectTensor, openCheckpoint, resolveTokenizerDir } from "./checkpoint.ts";
-
-function fixturesDir(): string | null {
-  const dir = Deno.env.get("TRELLIS_FIXTURES") ??
-    fileURLToPath(new URL("../../shared/fixtures/", import.meta.url));
-  try {
-    Deno.statSync(dir);
-    return dir;
-  } catch {
-    console.log(`Skipping fixture tests: no fixtures at "${dir}" (set TRELLIS_FIXTURES)`);
-    return null;
-  }
-}
+import { fixturesDir } from "../test/support/mod.ts";
 
 const CONFIG = {
   architectures: ["LlamaForCausalLM"],

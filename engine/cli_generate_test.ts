@@ -2,7 +2,7 @@
 // error line with a non-zero exit for bad input.
 import assert from "node:assert/strict";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
-import { hasWebGpu } from "../kernels/_test_utils.ts";
+import { hasWebGpu } from "../test/support/mod.ts";
 
 const CLI = new URL("./cli_generate.ts", import.meta.url).pathname;
 const HAVE_GPU = await hasWebGpu();

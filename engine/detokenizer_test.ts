@@ -6,14 +6,8 @@ import assert from "node:assert/strict";
 import { IncrementalDetokenizer } from "./detokenizer.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { BYTE_TO_CHAR } from "./_tokenizer_pipeline.ts";
-import {
-  AWKWARD_STRINGS,
-  EMBEDDED_MODEL_DIR,
-  fixtureTokenizers,
-  NO_FIXTURES,
-  roundTripText,
-  seededRandom,
-} from "./_tokenizer_fixtures.ts";
+import { AWKWARD_STRINGS, fixtureTokenizers, NO_FIXTURES, roundTripText } from "./_tokenizer_fixtures.ts";
+import { EMBEDDED_MODEL_DIR, seededRandom } from "../test/support/mod.ts";
 
 /** Llama-2-like: <unk> 0, <s> 1, </s> 2, <0x00>..<0xFF> 3..258, \u2581 259, a 260, \u2581a 261. */
 function sentencePieceStyle(): Tokenizer {

@@ -11,20 +11,11 @@ import { Engine } from "./engine.ts";
 import { openSafetensors } from "./safetensors.ts";
 import type { SamplingParams } from "./types.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
-import { hasWebGpu } from "../kernels/_test_utils.ts";
+import { fixturesDir, hasWebGpu } from "../test/support/mod.ts";
 
-const FIXTURES =
-  (Deno.env.get("TRELLIS_FIXTURES") ?? new URL("../../shared/fixtures", import.meta.url).pathname)
-    .replace(/\/?$/, "/");
-const HAVE_FIXTURES = (() => {
-  try {
-    return Deno.statSync(`${FIXTURES}references/references.json`).isFile;
-  } catch {
-    return false;
-  }
-})();
+const FIXTURES = fixturesDir();
+const HAVE_FIXTURES = FIXTURES !== null;
 const HAVE_GPU = await hasWebGpu();
-if (!HAVE_FIXTURES) console.warn(`engine_test: ${FIXTURES} is absent; fixture checkpoint tests are skipped`);
 if (!HAVE_GPU) console.warn("engine_test: no WebGPU adapter; engine tests are skipped");
 
 const LOGIT_TOL = 3e-3;

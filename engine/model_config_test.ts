@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   isQuantizedLinear,
   type ModelConfig,
@@ -8,18 +7,7 @@ import {
   parseModelConfig,
   qtipLinearK,
 } from "./model_config.ts";
-
-function fixturesDir(): string | null {
-  const dir = Deno.env.get("TRELLIS_FIXTURES") ??
-    fileURLToPath(new URL("../../shared/fixtures/", import.meta.url));
-  try {
-    Deno.statSync(dir);
-    return dir;
-  } catch {
-    console.log(`Skipping fixture tests: no fixtures at "${dir}" (set TRELLIS_FIXTURES)`);
-    return null;
-  }
-}
+import { fixturesDir } from "../test/support/mod.ts";
 
 const SRC = `config.json in "models/x"`;
 

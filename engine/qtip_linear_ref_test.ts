@@ -1,26 +1,22 @@
 // Checks qtip_linear_ref.ts on its own and against the fixtures made by the official QTIP code
 // (W_effective_fp32, hatW_decoded of layer 0's down_proj and k_proj), then runs the GPU Hadamard kernel
 // around a dense hatW product on the same layers. Fixture tests skip when the fixtures are absent.
-import { hadamard, hadamardRef64, hadamardScratchBytes, Kernels } from "../kernels/mod.ts";
+import { hadamard, hadamardRef64, hadamardScratchBytes, type Kernels } from "../kernels/mod.ts";
 import { qtipEffectiveWeight, qtipLinearRef, type QtipLinearRefWeights } from "./qtip_linear_ref.ts";
+import {
+  fixturesDir,
+  randomF32 as random,
+  readF32,
+  run,
+  scratch,
+  testKernels,
+  upload,
+} from "../test/support/mod.ts";
 
-const FIXTURES = Deno.env.get("TRELLIS_FIXTURES") ??
-  new URL("../../shared/fixtures/", import.meta.url).pathname;
+const FIXTURES = fixturesDir() ?? "";
 
 function assert(cond: boolean, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
-}
-
-function random(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
-  }
-  return out;
 }
 
 /** y (rows, m) = x (rows, n) W^T for W (m, n), in doubles. */
@@ -122,14 +118,8 @@ async function readSafetensors(path: string): Promise<(name: string) => Tensor> 
   };
 }
 
-async function haveFixtures(): Promise<boolean> {
-  try {
-    await Deno.stat(`${FIXTURES}/references`);
-    return true;
-  } catch {
-    console.warn(`skipping fixture tests: no fixtures at ${FIXTURES} (set TRELLIS_FIXTURES)`);
-    return false;
-  }
+function haveFixtures(): boolean {
+  return fixturesDir() !== null;
 }
 
 interface FixtureLayer extends QtipLinearRefWeights {
@@ -138,8 +128,8 @@ interface FixtureLayer extends QtipLinearRefWeights {
 }
 
 async function loadLayer(model: string, layer: string): Promise<FixtureLayer> {
-  const ref = await readSafetensors(`${FIXTURES}/references/${model}.safetensors`);
-  const ckpt = await readSafetensors(`${FIXTURES}/${model}/model.safetensors`);
+  const ref = await readSafetensors(`${FIXTURES}references/${model}.safetensors`);
+  const ckpt = await readSafetensors(`${FIXTURES}${model}/model.safetensors`);
   const prefix = `model.layers.0.${layer}`;
   const hatW = ref(`${prefix}.hatW_decoded`);
   const [m, n] = hatW.shape;
@@ -171,7 +161,7 @@ const W_TOL = 1e-6;
 
 for (const { model, layer } of fixtureCases) {
   Deno.test(`qtipEffectiveWeight() reproduces W_effective_fp32 of ${model} ${layer}`, async () => {
-    if (!(await haveFixtures())) return;
+    if (!haveFixtures()) return;
     const w = await loadLayer(model, layer);
     const err = relMaxErr(qtipEffectiveWeight(w), w.wEffective);
     assert(err < W_TOL, `relative max error ${err}, expected < ${W_TOL}`);
@@ -179,7 +169,7 @@ for (const { model, layer } of fixtureCases) {
 }
 
 Deno.test("the fixtures confirm the input side uses had_K^T (H_n^T), not had_K", async () => {
-  if (!(await haveFixtures())) return;
+  if (!haveFixtures()) return;
   const w = await loadLayer("llama2-style-qtip-2bit-hyb", "mlp.down_proj");
   assert(w.n === 5504 && w.rcp === 0, `unexpected layer: n=${w.n} rcp=${w.rcp}`);
   // hatW H_n (had_K on the input side) instead of hatW H_n^T: transform each row with H_n^T.
@@ -193,7 +183,7 @@ Deno.test("the fixtures confirm the input side uses had_K^T (H_n^T), not had_K",
 
 for (const { model, layer } of fixtureCases) {
   Deno.test(`qtipLinearRef() matches x W_effective^T of ${model} ${layer}`, async () => {
-    if (!(await haveFixtures())) return;
+    if (!haveFixtures()) return;
     const w = await loadLayer(model, layer);
     const rows = 2;
     const x = random(rows * w.n, 7);
@@ -204,86 +194,42 @@ for (const { model, layer } of fixtureCases) {
 
 // ---- GPU: hadamard() kernels around a dense hatW product -------------------------------------------
 
-let kernels: Promise<Kernels | null> | undefined;
-
-function gpu(): Promise<Kernels | null> {
-  kernels ??= (async () => {
-    const adapter = await navigator.gpu?.requestAdapter();
-    if (!adapter) {
-      console.warn("skipping GPU tests: no WebGPU adapter");
-      return null;
-    }
-    const device = await adapter.requestDevice({
-      requiredLimits: { maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize },
-    });
-    return new Kernels(device);
-  })();
-  return kernels;
-}
-
-function storage(
-  k: Kernels,
-  data: Uint8Array | Float32Array | null,
-  bytes = data?.byteLength ?? 0,
-): GPUBuffer {
-  const buf = k.device.createBuffer({
-    size: Math.max(16, Math.ceil(bytes / 16) * 16),
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-    mappedAtCreation: data !== null,
-  });
-  if (data) {
-    new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    buf.unmap();
-  }
-  return buf;
-}
-
 async function runAndRead(
   k: Kernels,
   record: (pass: GPUComputePassEncoder) => void,
   buf: GPUBuffer,
   n: number,
-) {
-  const rb = k.device.createBuffer({ size: n * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  const enc = k.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  record(pass);
-  pass.end();
-  enc.copyBufferToBuffer(buf, 0, rb, 0, n * 4);
-  k.device.queue.submit([enc.finish()]);
-  await rb.mapAsync(GPUMapMode.READ);
-  const out = new Float32Array(rb.getMappedRange().slice(0));
-  rb.unmap();
-  rb.destroy();
-  return out;
+): Promise<Float32Array> {
+  await run(k, record);
+  return await readF32(k, buf, n);
 }
 
 // Tolerance: relative max error 1e-5 against x W_effective^T (f32 transforms and an f32 dot of length n).
 for (const { model, layer } of fixtureCases) {
   Deno.test(`hadamard() on both sides of a dense hatW reproduces ${model} ${layer}`, async () => {
-    if (!(await haveFixtures())) return;
-    const k = await gpu();
+    if (!haveFixtures()) return;
+    const k = await testKernels();
     if (!k) return;
     const w = await loadLayer(model, layer);
     const { m, n } = w;
     const rows = 3;
     const x = random(rows * n, 11, -2, 2);
     // Input side, as the official forward: x * SU, H_n^T, / 32.
-    const a = storage(k, null, rows * n * 4);
+    const a = scratch(k, rows * n * 4);
     const inScratch = hadamardScratchBytes(k, { rows, n });
     const x2 = await runAndRead(
       k,
       (pass) =>
         hadamard(k, pass, {
-          x: storage(k, x),
+          x: upload(k, x),
           out: a,
           rows,
           n,
           transpose: true,
-          pre: storage(k, w.suBits),
+          pre: upload(k, w.suBits),
           scale: 1 / 32,
           chunk: w.rcp === 1 ? n / w.tpRank : undefined,
-          scratch: inScratch ? storage(k, null, inScratch) : undefined,
+          scratch: inScratch ? scratch(k, inScratch) : undefined,
         }),
       a,
       rows * n,
@@ -298,20 +244,20 @@ for (const { model, layer } of fixtureCases) {
       }
     }
     // Output side: H_m, then SV * 32.
-    const out = storage(k, null, rows * m * 4);
+    const out = scratch(k, rows * m * 4);
     const outScratch = hadamardScratchBytes(k, { rows, n: m });
     const y = await runAndRead(
       k,
       (pass) =>
         hadamard(k, pass, {
-          x: storage(k, y1),
+          x: upload(k, y1),
           out,
           rows,
           n: m,
-          post: storage(k, w.sv as Float32Array),
+          post: upload(k, w.sv as Float32Array),
           scale: 32,
           chunk: w.rcp === 2 ? m / w.tpRank : undefined,
-          scratch: outScratch ? storage(k, null, outScratch) : undefined,
+          scratch: outScratch ? scratch(k, outScratch) : undefined,
         }),
       out,
       rows * m,

@@ -7,7 +7,7 @@ import { EngineClient } from "./client.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
 import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
 import { penaltiesApplyRef, penaltiesMarkPromptRef } from "../kernels/penalties/penalties_ref.ts";
-import { hasWebGpu } from "../kernels/_test_utils.ts";
+import { hasWebGpu } from "../test/support/mod.ts";
 
 const HAVE_GPU = await hasWebGpu();
 if (!HAVE_GPU) console.warn("runner_test: no WebGPU adapter; skipped");

@@ -1,19 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { convertToF16, f32BitsToF16, MAX_HEADER_BYTES, openSafetensors } from "./safetensors.ts";
-
-function fixturesDir(): string | null {
-  const dir = Deno.env.get("TRELLIS_FIXTURES") ??
-    fileURLToPath(new URL("../../shared/fixtures/", import.meta.url));
-  try {
-    Deno.statSync(dir);
-    return dir;
-  } catch {
-    console.log(`Skipping fixture tests: no fixtures at "${dir}" (set TRELLIS_FIXTURES)`);
-    return null;
-  }
-}
+import { fixturesDir } from "../test/support/mod.ts";
 
 /** 8-byte LE length + header text + data, with an optional lie in the length field. */
 function build(header: unknown, data: Uint8Array, headerLen?: bigint): Uint8Array {

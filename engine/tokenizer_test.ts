@@ -7,14 +7,8 @@ import assert from "node:assert/strict";
 import { Tokenizer } from "./tokenizer.ts";
 import { BYTE_TO_CHAR, parsePreTokenizer, runDecoder, toJsRegex } from "./_tokenizer_pipeline.ts";
 import { renderChat } from "./chat_template.ts";
-import {
-  AWKWARD_STRINGS,
-  EMBEDDED_MODEL_DIR,
-  fixturesDir,
-  fixtureTokenizers,
-  NO_FIXTURES,
-  roundTripText,
-} from "./_tokenizer_fixtures.ts";
+import { AWKWARD_STRINGS, fixtureTokenizers, NO_FIXTURES, roundTripText } from "./_tokenizer_fixtures.ts";
+import { EMBEDDED_MODEL_DIR, fixturesDir } from "../test/support/mod.ts";
 import golden from "./testdata/tokenizer_golden.json" with { type: "json" };
 
 /** Llama 3's pre-tokenizer pattern, as its tokenizer.json writes it. */

@@ -2,9 +2,9 @@
 // body limit, models, health, metrics, tokenize and detokenize.
 
 import assert from "node:assert/strict";
-import { CHAT, type Json, setup } from "./_test_utils.ts";
+import { CHAT, type Json, setup } from "../test/support/server.ts";
 import { timingSafeEqual } from "./auth.ts";
-import { byteIds, FAKE_BOS } from "./fake_engine.ts";
+import { byteIds, FAKE_BOS } from "../test/support/mod.ts";
 
 async function errorOf(res: Response, status: number): Promise<Json["error"]> {
   const body: Json = await res.json();

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { ChatOpenAI } from "@langchain/openai";
 import { startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
-import { byteCodec, byteIds, FakeEngine } from "./fake_engine.ts";
+import { byteCodec, byteIds, FakeEngine } from "../test/support/mod.ts";
 
 Deno.test("langchain: ChatOpenAI invoke and stream (usage metadata arrives); unknown model fails fast", async () => {
   const engine = new FakeEngine({ script: () => byteIds("lang chain") });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
-import { byteCodec, byteIds, FakeEngine } from "./fake_engine.ts";
+import { byteCodec, byteIds, FakeEngine } from "../test/support/mod.ts";
 
 const CLIENTS = 64;
 const REQUESTS = 320;

@@ -3,10 +3,10 @@
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { waitFor } from "./_test_utils.ts";
+import { waitFor } from "../test/support/server.ts";
 import { startServer } from "./app.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "./config.ts";
-import { byteCodec, byteIds, FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
+import { byteCodec, byteIds, FakeEngine, type FakeEngineOptions } from "../test/support/mod.ts";
 
 const MESSAGES = [{ role: "user" as const, content: "Hi" }];
 

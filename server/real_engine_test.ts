@@ -10,7 +10,7 @@ import { DEFAULT_MODEL_DIR, EngineClient, loadTokenizer } from "../engine/mod.ts
 import { type ServerHandle, startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
 import { TokenizerCodec } from "./tokenizer_codec.ts";
-import { hasWebGpu } from "../kernels/_test_utils.ts";
+import { hasWebGpu } from "../test/support/mod.ts";
 
 const HAVE_GPU = await hasWebGpu();
 

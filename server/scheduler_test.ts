@@ -2,7 +2,7 @@
 // engine's KV blocks, queued requests dropped without prefill, and graceful shutdown.
 
 import assert from "node:assert/strict";
-import { CHAT, type Json, readSse, setup, waitFor } from "./_test_utils.ts";
+import { CHAT, type Json, readSse, setup, waitFor } from "../test/support/server.ts";
 
 function gated() {
   let release!: () => void;

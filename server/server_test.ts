@@ -2,10 +2,10 @@
 // a signal.
 
 import assert from "node:assert/strict";
-import { type Json, waitFor } from "./_test_utils.ts";
+import { type Json, waitFor } from "../test/support/server.ts";
 import { handleSignals, startServer } from "./app.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "./config.ts";
-import { byteCodec, FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
+import { byteCodec, FakeEngine, type FakeEngineOptions } from "../test/support/mod.ts";
 
 function serve(engineOpts: FakeEngineOptions = {}, config: Partial<ServerConfig> = {}) {
   const engine = new FakeEngine(engineOpts);

@@ -1,6 +1,6 @@
 // What the server needs from the tokenizer, the incremental detokenizer and the chat template.
 // main.ts adapts engine/tokenizer.ts, engine/detokenizer.ts and engine/chat_template.ts to it;
-// tests use the byte-level codec in fake_engine.ts.
+// tests use the byte-level codec in test/support/fake_engine.ts.
 
 /** One chat message as the template sees it (Hugging Face template field names). */
 export interface ChatMessage {

@@ -2,15 +2,15 @@
 // Llama 3.1 style fixture's (skipped when ../shared/fixtures is absent).
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { TokenizerCodec } from "./tokenizer_codec.ts";
+import { EMBEDDED_MODEL_DIR, fixturesDir } from "../test/support/mod.ts";
 
-const EMBEDDED = fileURLToPath(new URL("../models/llama2-qtip-2bit", import.meta.url));
-const FIXTURES = Deno.env.get("TRELLIS_FIXTURES") ??
-  fileURLToPath(new URL("../../shared/fixtures", import.meta.url));
-const LLAMA31 = `${FIXTURES}/llama31-style-fp16`;
+const EMBEDDED = EMBEDDED_MODEL_DIR;
+const FIXTURES = fixturesDir();
+const LLAMA31 = FIXTURES === null ? null : `${FIXTURES}llama31-style-fp16`;
 
-function exists(path: string): boolean {
+function exists(path: string | null): boolean {
+  if (path === null) return false;
   try {
     Deno.statSync(`${path}/tokenizer.json`);
     return true;
@@ -60,7 +60,7 @@ Deno.test({
   name: "TokenizerCodec (Llama 3.1 style): header template, end-of-turn ids, byte-level tokens",
   ignore: !exists(LLAMA31),
   fn: async () => {
-    const codec = await TokenizerCodec.fromDir(LLAMA31);
+    const codec = await TokenizerCodec.fromDir(LLAMA31!);
     assert.equal(codec.family, "llama3");
     const eot = codec.tokenizer.tokenToId("<|eot_id|>")!;
     assert.ok(codec.endOfTurnIds.includes(eot));

@@ -11,8 +11,10 @@
 // deno-lint-ignore no-import-prefix
 import { Tokenizer as HfTokenizer } from "npm:tokenizers@0.23.2";
 import { AWKWARD_STRINGS } from "../_tokenizer_fixtures.ts";
+import { fixturesDir } from "../../test/support/mod.ts";
 
-const fixtures = Deno.args[0] ?? new URL("../../../shared/fixtures/", import.meta.url).pathname;
+const fixtures = Deno.args[0] ?? fixturesDir();
+if (fixtures === null) throw new Error("Cannot find the fixtures: pass FIXTURES_DIR or set TRELLIS_FIXTURES");
 const out: Record<string, unknown> = {
   _doc: "Made by make_tokenizer_golden.ts with npm tokenizers@0.23.2 (HF tokenizers' Rust core): " +
     "encode(text, add_special_tokens=False) ids and decode(ids) text for each fixture tokenizer.",

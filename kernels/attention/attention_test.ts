@@ -22,7 +22,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
 
 // Outputs are softmax-weighted means of f16 values in [-1, 1]; the kernels differ from the reference only

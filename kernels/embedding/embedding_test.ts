@@ -11,7 +11,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 
 const cases = [
   { T: 1, dim: 2, vocab: 3 },

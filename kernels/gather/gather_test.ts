@@ -12,7 +12,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 import assert from "node:assert/strict";
 
 function randomIndices(count: number, range: number, seed: number, distinct: boolean): Uint32Array {

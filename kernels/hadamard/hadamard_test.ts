@@ -13,7 +13,7 @@ import {
   scratch,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 
 function assert(cond: boolean, msg: string): asserts cond {
   if (!cond) throw new Error(msg);

@@ -3,7 +3,7 @@
 // call and the weight-streaming bandwidth (matvec) or TFLOP/s (tiled). Needs `timestamp-query`.
 import { MATMUL_F16_SOURCE, matmulF16 } from "./matmul_f16.ts";
 import { grid2d, ParamWriter } from "../core.ts";
-import { testKernels } from "../_test_utils.ts";
+import { testKernels } from "../../test/support/mod.ts";
 
 const k = (await testKernels())!;
 if (!k || !k.device.features.has("timestamp-query")) {

@@ -9,7 +9,7 @@ import {
   run,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 
 // The reference sums in doubles. An f32 dot product of length K errs by at most ~K * 2^-24 * sum|x*w|
 // in the worst order and ~sqrt(K) * 2^-24 * sum|x*w| typically; rtol 1e-5 of sum|x*w| is above the

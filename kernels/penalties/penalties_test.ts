@@ -23,7 +23,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
 
 /** Penalised entries may differ by this many ulp (fma contraction, GPU division); others must match exactly. */

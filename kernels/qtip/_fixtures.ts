@@ -7,18 +7,7 @@ export interface RawTensor {
   bytes: Uint8Array<ArrayBuffer>;
 }
 
-/** The fixtures folder (env TRELLIS_FIXTURES or ../../../shared/fixtures/), or null with a message when absent. */
-export function fixturesDir(): string | null {
-  const env = Deno.env.get("TRELLIS_FIXTURES");
-  const dir = env ?? new URL("../../../shared/fixtures/", import.meta.url).pathname;
-  try {
-    Deno.statSync(dir);
-    return dir.endsWith("/") ? dir : dir + "/";
-  } catch {
-    console.warn(`skipping fixture tests: no fixtures at ${dir}`);
-    return null;
-  }
-}
+export { fixturesDir } from "../../test/support/mod.ts";
 
 /** Every tensor of a safetensors file whose name passes `want`. */
 export function readSafetensors(path: string, want: (name: string) => boolean): Map<string, RawTensor> {

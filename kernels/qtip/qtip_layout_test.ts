@@ -2,7 +2,7 @@
 import { decodeGpuLayout, fuseGpuLayouts, GPU_LAYOUT_HEADER, toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, f16FromBits, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
 import { fixturesDir, loadFixtureLinears } from "./_fixtures.ts";
-import { seededRandom } from "../_test_utils.ts";
+import { seededRandom } from "../../test/support/mod.ts";
 
 function randomWords(count: number, seed: number): Uint16Array {
   const r = seededRandom(seed);

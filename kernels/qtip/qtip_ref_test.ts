@@ -13,7 +13,7 @@ import {
   unswizzleWords,
 } from "./qtip_ref.ts";
 import { fixturesDir, loadFixtureLinears } from "./_fixtures.ts";
-import { seededRandom } from "../_test_utils.ts";
+import { seededRandom } from "../../test/support/mod.ts";
 
 function assertEq(actual: unknown, expected: unknown, label: string): void {
   if (actual !== expected) throw new Error(`${label}: got ${actual}, expected ${expected}`);

@@ -14,7 +14,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
 
 const RTOL = 1e-4; // of sum_i |hatW[o, i] * x[t, i]|: f32 sums in a different order than the f64 reference

@@ -11,7 +11,7 @@ import {
   scratch,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 
 const cases = [
   { rows: 1, dim: 2 },

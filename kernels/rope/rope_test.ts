@@ -9,7 +9,7 @@ import {
   run,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 
 const LLAMA31: RopeScaling = {
   type: "llama3",

@@ -18,7 +18,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
 
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0 };

@@ -10,7 +10,7 @@ import {
   scratch,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 
 // WGSL's exp is accurate to 3 + 2|x| ULP; on [-8, 8] that is under 2e-6 relative, so rtol 1e-5 leaves
 // room for the divide and the multiply by up while still catching a wrong formula.

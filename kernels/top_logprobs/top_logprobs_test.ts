@@ -21,7 +21,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 import { KernelError, type Kernels } from "../core.ts";
 import assert from "node:assert/strict";
 

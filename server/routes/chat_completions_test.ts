@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { CHAT, type Json, readSse, setup } from "../_test_utils.ts";
-import { byteIds, FAKE_EOT } from "../fake_engine.ts";
+import { CHAT, type Json, readSse, setup } from "../../test/support/server.ts";
+import { byteIds, FAKE_EOT } from "../../test/support/mod.ts";
 
 Deno.test("chat: non-streaming response has OpenAI's shape and usage", async () => {
   const t = setup();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { type Json, readSse, setup } from "../_test_utils.ts";
-import { byteIds, FAKE_BOS } from "../fake_engine.ts";
+import { type Json, readSse, setup } from "../../test/support/server.ts";
+import { byteIds, FAKE_BOS } from "../../test/support/mod.ts";
 
 const CMPL = { model: "fake", prompt: "Hi" };
 

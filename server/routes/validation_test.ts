@@ -2,7 +2,7 @@
 // object, the offending `param`, and a message that says what was expected. No engine work happens.
 
 import assert from "node:assert/strict";
-import { CHAT, type Json, setup } from "../_test_utils.ts";
+import { CHAT, type Json, setup } from "../../test/support/server.ts";
 
 const CMPL = { model: "fake", prompt: "Hi" };
 

@@ -15,6 +15,7 @@ import OpenAI from "openai";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { basename, dirname, join } from "node:path";
+import { fixturesDir } from "../support/mod.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const IMAGE = "localhost/trellis:container-test";
@@ -392,7 +393,8 @@ async function main() {
   const scenarios: Scenario[] = [
     { name: "embedded", volumes: [], env: {}, expectRoot: `${config.WorkingDir}/models/llama2-qtip-2bit` },
   ];
-  const fixtures = Deno.env.get("TRELLIS_FIXTURES") ?? join(ROOT, "../shared/fixtures");
+  // fixturesDir() says why when the fixtures are absent; the stat below then fails too.
+  const fixtures = fixturesDir() ?? "";
   const fixtureModel = join(fixtures, "llama2-style-qtip-2bit-hyb");
   if (!values["no-mounted"]) {
     try {

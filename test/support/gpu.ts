@@ -1,6 +1,6 @@
-// Helpers for kernel tests: a shared device (or a skip when there is no adapter), uploads,
-// readbacks, seeded data and tolerance checks.
-import { Kernels } from "./core.ts";
+// GPU helpers for tests: the WebGPU probe, a shared device (or a skip when there is no adapter),
+// uploads, readbacks and tolerance checks.
+import { Kernels } from "../../kernels/mod.ts";
 
 let shared: Promise<Kernels | null> | undefined;
 
@@ -101,36 +101,6 @@ export async function readF32(k: Kernels, buf: GPUBuffer, n: number): Promise<Fl
 
 export async function readU32(k: Kernels, buf: GPUBuffer, n: number): Promise<Uint32Array> {
   return new Uint32Array(await readBytes(k, buf, n * 4));
-}
-
-/** Deterministic uniform floats in [lo, hi) (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function randomF32(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const r = seededRandom(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
-  return out;
-}
-
-/** Random values already rounded to f16, returned as both the f16 bits and their f32 values. */
-export function randomF16(
-  n: number,
-  seed: number,
-  lo = -1,
-  hi = 1,
-): { bits: Uint16Array; values: Float32Array } {
-  const h = new Float16Array(randomF32(n, seed, lo, hi));
-  return { bits: new Uint16Array(h.buffer), values: Float32Array.from(h) };
 }
 
 /** Asserts |a - b| <= atol + rtol * |b| elementwise, naming the first bad index. */

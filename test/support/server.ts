@@ -1,7 +1,8 @@
-// Helpers for the server's in-process tests: an app over the fake engine, JSON requests, SSE parsing.
+// The server's in-process test harness: an app over the fake engine, JSON requests, SSE parsing.
+// Imported directly by server tests (not through mod.ts, so kernel tests never load the server).
 
-import { createApp, type ServerApp } from "./app.ts";
-import type { ServerConfig } from "./config.ts";
+import { createApp, type ServerApp } from "../../server/app.ts";
+import type { ServerConfig } from "../../server/config.ts";
 import { byteCodec, FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
 
 export interface TestServer {

@@ -8,8 +8,8 @@ import type {
   GenerateRequest,
   ModelInfo,
   TokenEvent,
-} from "../engine/mod.ts";
-import type { ChatMessage, IncrementalDetokenizer, TextCodec } from "./text_codec.ts";
+} from "../../engine/mod.ts";
+import type { ChatMessage, IncrementalDetokenizer, TextCodec } from "../../server/text_codec.ts";
 
 export const FAKE_BOS = 256;
 export const FAKE_EOS = 257;
