@@ -3,8 +3,8 @@
 // the repository. Every flag has a TRELLIS_* environment variable (see --help).
 import { configHelp, parseConfig } from "./server/config.ts";
 import { handleSignals, startServer } from "./server/app.ts";
-import { TokenizerCodec } from "./server/tokenizer_codec.ts";
-import { DEFAULT_MODEL_DIR, EngineClient, loadTokenizer } from "./engine/mod.ts";
+import { TokenizerCodec } from "./text/mod.ts";
+import { checkpointConfig, DEFAULT_MODEL_DIR, EngineClient } from "./engine/mod.ts";
 
 async function main(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
@@ -13,8 +13,14 @@ async function main(args: string[]): Promise<number> {
   }
   const config = parseConfig(args);
   const modelDir = config.modelDir ?? DEFAULT_MODEL_DIR;
-  // The tokenizer loads first: a wrong directory fails in a second, before any weight is read.
-  const codec = new TokenizerCodec(await loadTokenizer(modelDir, config.tokenizerDir ?? undefined));
+  // The tokenizer loads first: a wrong directory fails in a second, before any weight is read. A QTIP
+  // checkpoint names the model whose tokenizer it uses in config.json's _name_or_path.
+  const { nameOrPath } = await checkpointConfig(modelDir);
+  const codec = await TokenizerCodec.forModel({
+    modelDir,
+    tokenizerDir: config.tokenizerDir ?? undefined,
+    nameOrPath,
+  });
   const engine = new EngineClient({
     modelDir,
     maxSeqs: config.maxRunning,

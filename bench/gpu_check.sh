@@ -16,7 +16,7 @@ for m in "${models[@]}"; do
   [[ -d $dir ]] || { echo "skip $m: $dir absent"; continue; }
   for p in p0_genesis p1_chat; do
     ids=$(python3 -c "import json,sys;print(','.join(map(str,json.load(open('$fx/references/prompts.json'))['$fam'][sys.argv[1]]['ids'])))" "$p")
-    deno run -A $flags engine/cli_generate.ts --model "$dir" --tokenizer "$([[ -f $dir/tokenizer.json ]] && echo "$dir" || echo "$fx/${fam}-fp16")" \
+    deno run -A $flags cli/generate.ts --model "$dir" --tokenizer "$([[ -f $dir/tokenizer.json ]] && echo "$dir" || echo "$fx/${fam}-fp16")" \
       --prompt-ids "$ids" --max-tokens 32 --ignore-eos --json >"$out/generate-$m-$p.json" 2>"$out/generate-$m-$p.err"
     echo "$m $p: $(python3 -c "import json;print(json.load(open('$out/generate-$m-$p.json'))['token_ids'])" 2>&1 | head -c 300)"
   done

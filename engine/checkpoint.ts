@@ -1,8 +1,7 @@
 // A checkpoint directory on disk: config.json (+ generation_config.json) and one or more safetensors
-// files, behind one tensor-name index with streaming reads. Read by engine/weights.ts at load time;
-// also finds the directory holding tokenizer.json.
+// files, behind one tensor-name index with streaming reads. Read by engine/weights.ts at load time.
 
-import { basename, dirname, isAbsolute, join, resolve } from "node:path";
+import { basename, join } from "node:path";
 import {
   formatShape,
   openSafetensors,
@@ -111,6 +110,13 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   }
 }
 
+/** The parsed config.json of a checkpoint directory, after the same checks as `openCheckpoint`. */
+export async function checkpointConfig(dir: string): Promise<ModelConfig> {
+  const ckpt = await openCheckpoint(dir);
+  ckpt.close();
+  return ckpt.config;
+}
+
 async function loadIndexed(
   dir: string,
   indexJson: unknown,
@@ -201,46 +207,6 @@ class DirCheckpoint implements Checkpoint {
   close(): void {
     for (const f of this.files) f.close();
   }
-}
-
-export interface TokenizerDirOptions {
-  modelDir: string;
-  /** An explicit directory (--tokenizer); when given, nothing else is tried. */
-  tokenizerDir?: string;
-  config: Pick<ModelConfig, "nameOrPath">;
-}
-
-/**
- * Finds the directory holding tokenizer.json: the explicit one, else the model directory, else the
- * model named by `_name_or_path` (QTIP checkpoints carry none and name their fp16 source), first as
- * a sibling of the model directory, then as a path in its own right.
- */
-export async function resolveTokenizerDir(options: TokenizerDirOptions): Promise<string> {
-  const { modelDir, tokenizerDir, config } = options;
-  if (tokenizerDir !== undefined) {
-    if (await statOrNull(join(tokenizerDir, "tokenizer.json"))) return tokenizerDir;
-    throw new Error(
-      `Cannot load the tokenizer: "${join(tokenizerDir, "tokenizer.json")}" does not exist ` +
-        `(the tokenizer directory was given explicitly)`,
-    );
-  }
-  const candidates = [modelDir];
-  const named = config.nameOrPath;
-  if (named) {
-    candidates.push(join(dirname(resolve(modelDir)), basename(named)));
-    candidates.push(isAbsolute(named) ? named : resolve(named));
-  }
-  const tried: string[] = [];
-  for (const dir of candidates) {
-    const path = join(dir, "tokenizer.json");
-    if (tried.some((t) => resolve(t) === resolve(path))) continue;
-    tried.push(path);
-    if (await statOrNull(path)) return dir;
-  }
-  throw new Error(
-    `Cannot find tokenizer.json for model "${modelDir}": tried ${tried.map((t) => `"${t}"`).join(", ")}; ` +
-      `pass the tokenizer directory explicitly`,
-  );
 }
 
 async function safetensorsNames(dir: string): Promise<string[]> {

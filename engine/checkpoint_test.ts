@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { expectTensor, openCheckpoint, resolveTokenizerDir } from "./checkpoint.ts";
+import { expectTensor, openCheckpoint } from "./checkpoint.ts";
+import { resolveTokenizerDir } from "../text/mod.ts";
 import { fixturesDir } from "../test/support/mod.ts";
 
 const CONFIG = {
@@ -214,69 +215,6 @@ Deno.test("openCheckpoint() rejects a missing directory and a file path", async 
   });
 });
 
-Deno.test("resolveTokenizerDir() prefers the explicit dir, then the model dir, then _name_or_path", async () => {
-  const root = await Deno.makeTempDir();
-  try {
-    for (const d of ["quant", "fp16", "tok", "empty"]) await Deno.mkdir(join(root, d));
-    await Deno.writeTextFile(join(root, "fp16", "tokenizer.json"), "{}");
-    await Deno.writeTextFile(join(root, "tok", "tokenizer.json"), "{}");
-    const quant = join(root, "quant");
-
-    assert.equal(
-      await resolveTokenizerDir({
-        modelDir: quant,
-        tokenizerDir: join(root, "tok"),
-        config: { nameOrPath: "x/fp16" },
-      }),
-      join(root, "tok"),
-    );
-    await assert.rejects(
-      () =>
-        resolveTokenizerDir({
-          modelDir: join(root, "fp16"),
-          tokenizerDir: join(root, "empty"),
-          config: { nameOrPath: null },
-        }),
-      /Cannot load the tokenizer: ".*empty\/tokenizer.json" does not exist \(the tokenizer directory was given explicitly\)/,
-    );
-    assert.equal(
-      await resolveTokenizerDir({ modelDir: join(root, "fp16"), config: { nameOrPath: null } }),
-      join(root, "fp16"),
-    );
-    // A hub id's last part, found as a sibling of the model directory.
-    assert.equal(
-      await resolveTokenizerDir({ modelDir: quant, config: { nameOrPath: "org/fp16" } }),
-      join(root, "fp16"),
-    );
-    // An absolute path elsewhere.
-    const other = await Deno.makeTempDir();
-    try {
-      await Deno.writeTextFile(join(other, "tokenizer.json"), "{}");
-      assert.equal(await resolveTokenizerDir({ modelDir: quant, config: { nameOrPath: other } }), other);
-    } finally {
-      await Deno.remove(other, { recursive: true });
-    }
-    await assert.rejects(
-      () => resolveTokenizerDir({ modelDir: quant, config: { nameOrPath: "/abs/missing-model" } }),
-      (e: Error) => {
-        assert.match(e.message, /^Cannot find tokenizer.json for model ".*quant": tried /);
-        for (
-          const p of [
-            join(quant, "tokenizer.json"),
-            join(root, "missing-model", "tokenizer.json"),
-            "/abs/missing-model/tokenizer.json",
-          ]
-        ) {
-          assert.ok(e.message.includes(`"${p}"`), `${p} not listed in: ${e.message}`);
-        }
-        return true;
-      },
-    );
-  } finally {
-    await Deno.remove(root, { recursive: true });
-  }
-});
-
 Deno.test("openCheckpoint() opens the sharded llama2-style fixture through its index", async () => {
   const fx = fixturesDir();
   if (!fx) return;
@@ -303,7 +241,7 @@ Deno.test("openCheckpoint() opens the sharded llama2-style fixture through its i
       [...digest].map((b) => b.toString(16).padStart(2, "0")).join(""),
       "c05ed11dbd8ef4547f8217b09a2facdcd836774fc5d6c7e6b4e665972668aa4c",
     );
-    assert.equal(await resolveTokenizerDir({ modelDir: dir, config: c }), dir);
+    assert.equal(await resolveTokenizerDir({ modelDir: dir, nameOrPath: c.nameOrPath }), dir);
   } finally {
     ckpt.close();
   }
@@ -341,7 +279,10 @@ Deno.test("openCheckpoint() opens the single-file and QTIP fixtures; QTIP ones f
         await q.readTensor("model.layers.0.self_attn.q_proj.tlut"),
         await q.readTensor(`model.layers.${c.nLayers - 1}.mlp.down_proj.tlut`),
       );
-      assert.equal(await resolveTokenizerDir({ modelDir: dir, config: c }), join(fx, `${style}-fp16`));
+      assert.equal(
+        await resolveTokenizerDir({ modelDir: dir, nameOrPath: c.nameOrPath }),
+        join(fx, `${style}-fp16`),
+      );
     } finally {
       q.close();
     }

@@ -1,5 +1,5 @@
-// The engine's public surface: the only module server/ and main.ts import. Typed requests in,
-// token events out; tokenizers and chat templates for turning text into prompts.
+// The engine's public surface: the only module server/, cli/ and main.ts import. Typed requests in,
+// token events out; nothing here knows about text, HTTP or JSON (text/ turns text into prompts).
 export type {
   EngineHandle,
   EngineState,
@@ -12,17 +12,12 @@ export type {
 } from "./types.ts";
 export { MAX_LOGIT_BIAS } from "./types.ts";
 export { EngineClient } from "./client.ts";
-export type { EngineOptions } from "./engine.ts";
+// The engine in this thread, for the command-line programs (cli/): the server runs it in a Worker instead.
+export { Engine, type EngineOptions } from "./engine.ts";
+export { Runner, type RunnerOptions } from "./runner.ts";
+export { perplexity, type PerplexityResult } from "./perplexity.ts";
+export { describeGpu } from "./gpu.ts";
+export { openSafetensors } from "./safetensors.ts";
 export { EngineError } from "./errors.ts";
 export { DEFAULT_MODEL_DIR } from "./defaults.ts";
-export { openCheckpoint, resolveTokenizerDir } from "./checkpoint.ts";
-export { type DecodeOptions, type EncodeOptions, Tokenizer } from "./tokenizer.ts";
-export { type DetokenizerOptions, IncrementalDetokenizer } from "./detokenizer.ts";
-export {
-  type ChatFamily,
-  chatFamily,
-  type ChatMessage,
-  renderChat,
-  type RenderChatOptions,
-} from "./chat_template.ts";
-export { loadTokenizer } from "./load_tokenizer.ts";
+export { checkpointConfig, openCheckpoint } from "./checkpoint.ts";

@@ -18,7 +18,7 @@ import { metricsRoute } from "./routes/metrics.ts";
 import { modelsRoute } from "./routes/models.ts";
 import { tokenizeRoute } from "./routes/tokenize.ts";
 import { Scheduler } from "./scheduler.ts";
-import type { TextCodec } from "./text_codec.ts";
+import type { TextCodec } from "../text/mod.ts";
 
 export interface AppDeps {
   engine: EngineHandle;

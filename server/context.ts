@@ -6,7 +6,7 @@ import type { ServerConfig } from "./config.ts";
 import { ApiError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Scheduler } from "./scheduler.ts";
-import type { TextCodec } from "./text_codec.ts";
+import type { TextCodec } from "../text/mod.ts";
 
 /** The engine's model info, or null while it is still loading (a Worker engine knows it only then). */
 export function modelInfo(engine: EngineHandle): ModelInfo | null {

@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { ChatOpenAI } from "@langchain/openai";
-import { DEFAULT_MODEL_DIR, EngineClient, loadTokenizer } from "../engine/mod.ts";
+import { DEFAULT_MODEL_DIR, EngineClient } from "../engine/mod.ts";
 import { type ServerHandle, startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
-import { TokenizerCodec } from "./tokenizer_codec.ts";
+import { TokenizerCodec } from "../text/mod.ts";
 import { hasWebGpu } from "../test/support/mod.ts";
 
 const HAVE_GPU = await hasWebGpu();
@@ -33,7 +33,7 @@ Deno.test({
     let handle: ServerHandle | null = null;
     try {
       await engine.ready();
-      const codec = new TokenizerCodec(await loadTokenizer(DEFAULT_MODEL_DIR));
+      const codec = await TokenizerCodec.fromDir(DEFAULT_MODEL_DIR);
       const logs: Record<string, unknown>[] = [];
       handle = startServer(
         { ...DEFAULT_CONFIG, port: 0, servedModelNames: ["embedded"], modelDir: DEFAULT_MODEL_DIR },

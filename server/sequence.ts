@@ -11,7 +11,7 @@ import type {
 import { ApiError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import { StopMatcher } from "./stop.ts";
-import type { IncrementalDetokenizer, TextCodec } from "./text_codec.ts";
+import type { TextCodec, TextDetokenizer } from "../text/mod.ts";
 
 export interface TokenLogprob {
   id: number;
@@ -72,7 +72,7 @@ export class Sequence {
 
   readonly #arrivalMs: number;
   readonly #wantLogprobs: boolean;
-  readonly #detok: IncrementalDetokenizer;
+  readonly #detok: TextDetokenizer;
   readonly #stop: StopMatcher;
   readonly #metrics: Metrics | undefined;
   readonly #abort = new AbortController();

@@ -1,58 +1,132 @@
-// Imports flow one way: main.ts -> server/ -> engine/ -> kernels/. server/ reaches engine/ only through
-// engine/mod.ts, engine/ reaches kernels/ only through kernels/mod.ts, and kernels/ imports nothing of ours.
+// The import rules of docs/ARCHITECTURE.md, checked on the real module graph: `deno info --json` from every
+// program entry (main.ts, each cli/ program, the engine Worker) lists what is actually imported, type-only
+// imports included. Imports flow one way, main.ts and cli/ -> server/ -> engine/ -> kernels/, with text/ a
+// leaf beside engine/; outside its own folder a layer is reached only through its mod.ts; no cycles.
 import assert from "node:assert/strict";
-import { dirname, join, relative, resolve } from "node:path";
+import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const LAYERS = ["kernels", "engine", "server"] as const;
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
-async function* sources(dir: string): AsyncGenerator<string> {
-  for await (const e of Deno.readDir(dir)) {
-    const p = join(dir, e.name);
-    if (e.isDirectory && !e.name.startsWith(".") && e.name !== "node_modules") yield* sources(p);
-    else if (e.isFile && /\.ts$/.test(e.name)) yield p;
-  }
+/** For each layer, the modules of other layers it may import. main.ts and cli/ are composition roots. */
+const ALLOWED: Record<string, readonly string[]> = {
+  main: ["server/*", "engine/mod.ts", "text/mod.ts"],
+  cli: ["engine/mod.ts", "text/mod.ts"],
+  server: ["engine/mod.ts", "text/mod.ts"],
+  engine: ["kernels/mod.ts"],
+  text: [],
+  kernels: [],
+};
+
+/** Files every import is read from: the programs, and the Worker (started by URL, not imported). */
+function entries(): string[] {
+  const cli = [...Deno.readDirSync(`${ROOT}cli`)]
+    .filter((e) => e.isFile && e.name.endsWith(".ts") && !e.name.endsWith("_test.ts"))
+    .map((e) => `cli/${e.name}`);
+  return ["main.ts", ...cli.sort(), "engine/worker.ts"];
 }
 
-function importsOf(text: string): string[] {
-  const out: string[] = [];
-  const re =
-    /(?:import|export)\s[^"']*?from\s+["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)|new URL\(\s*["'](\.[^"']+\.ts)["']/g;
-  for (const m of text.matchAll(re)) out.push(m[1] ?? m[2] ?? m[3]);
-  return out;
+interface InfoModule {
+  specifier: string;
+  dependencies?: { code?: { specifier: string }; type?: { specifier: string } }[];
 }
 
-function layerOf(rel: string): string {
-  const top = rel.split("/")[0];
-  return (LAYERS as readonly string[]).includes(top) ? top : top === "main.ts" ? "main" : "other";
-}
-
-Deno.test("imports flow main -> server -> engine -> kernels through mod.ts", async () => {
-  const problems: string[] = [];
-  for await (const file of sources(root)) {
-    const rel = relative(root, file);
-    if (rel.startsWith("test/") || /_test\.ts$/.test(rel) || rel.startsWith("bench/")) continue;
-    const from = layerOf(rel);
-    for (const spec of importsOf(await Deno.readTextFile(file))) {
-      if (!spec.startsWith(".")) continue;
-      const target = relative(root, resolve(dirname(file), spec));
-      const to = layerOf(target);
-      if (from === to) continue;
-      const edge = `${rel} imports ${target}`;
-      if (from === "kernels") problems.push(`${edge}: kernels/ must not import outside kernels/`);
-      else if (from === "engine" && to === "kernels" && target !== "kernels/mod.ts") {
-        problems.push(`${edge}: engine/ must import kernels/ only through kernels/mod.ts`);
-      } else if (from === "engine" && to !== "kernels") {
-        problems.push(`${edge}: engine/ may only import kernels/`);
-      } else if (from === "server" && to === "engine" && target !== "engine/mod.ts") {
-        problems.push(`${edge}: server/ must import engine/ only through engine/mod.ts`);
-      } else if (from === "server" && to !== "engine") {
-        problems.push(`${edge}: server/ may only import engine/`);
-      } else if (to === "server" && from !== "main") {
-        problems.push(`${edge}: only main.ts and tests import server/`);
+/** Local module -> the local modules it imports (code and type imports), as paths from the repository root. */
+async function importGraph(entry: string): Promise<Map<string, Set<string>>> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json", entry],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!out.success) throw new Error(`deno info ${entry} failed: ${new TextDecoder().decode(out.stderr)}`);
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as { modules: InfoModule[] };
+  const local = (specifier: string) =>
+    specifier.startsWith("file://") ? relative(ROOT, fileURLToPath(specifier)) : null;
+  const graph = new Map<string, Set<string>>();
+  for (const m of info.modules) {
+    const from = local(m.specifier);
+    if (from === null) continue;
+    const to = new Set<string>();
+    for (const d of m.dependencies ?? []) {
+      for (const target of [d.code?.specifier, d.type?.specifier]) {
+        const path = target === undefined ? null : local(target);
+        if (path !== null && /\.ts$/.test(path)) to.add(path);
       }
     }
+    graph.set(from, to);
   }
+  return graph;
+}
+
+function layerOf(path: string): string {
+  if (path === "main.ts") return "main";
+  const top = path.split("/")[0];
+  return top in ALLOWED ? top : `outside (${top})`;
+}
+
+/** Why the edge `from -> to` breaks the rules, or null when it keeps them. */
+export function edgeProblem(from: string, to: string): string | null {
+  const a = layerOf(from);
+  const b = layerOf(to);
+  if (a === b) return null;
+  const allowed = ALLOWED[a] ?? [];
+  const ok = allowed.some((p) => p.endsWith("/*") ? to.startsWith(p.slice(0, -1)) : p === to);
+  if (ok) return null;
+  const may = allowed.length ? `may import only ${allowed.join(", ")}` : "may import nothing outside itself";
+  return `${from} imports ${to}: ${a === "main" ? "main.ts" : `${a}/`} ${may}`;
+}
+
+/** Each import cycle once, as the path that closes it. */
+export function cycles(graph: Map<string, Set<string>>): string[][] {
+  const found: string[][] = [];
+  const state = new Map<string, "open" | "done">();
+  const stack: string[] = [];
+  const visit = (node: string) => {
+    state.set(node, "open");
+    stack.push(node);
+    for (const next of graph.get(node) ?? []) {
+      if (state.get(next) === "open") found.push([...stack.slice(stack.indexOf(next)), next]);
+      else if (!state.has(next)) visit(next);
+    }
+    stack.pop();
+    state.set(node, "done");
+  };
+  for (const node of [...graph.keys()].sort()) if (!state.has(node)) visit(node);
+  return found;
+}
+
+Deno.test("edgeProblem() and cycles() catch what the architecture test is for", () => {
+  assert.equal(edgeProblem("server/app.ts", "engine/mod.ts"), null);
+  assert.equal(edgeProblem("main.ts", "server/app.ts"), null);
+  assert.match(edgeProblem("server/sequence.ts", "engine/engine.ts")!, /server\/ may import only/);
+  assert.match(
+    edgeProblem("engine/engine.ts", "server/errors.ts")!,
+    /engine\/ may import only kernels\/mod.ts/,
+  );
+  assert.match(edgeProblem("engine/runner.ts", "text/mod.ts")!, /engine\//);
+  assert.match(edgeProblem("text/tokenizer.ts", "engine/mod.ts")!, /text\/ may import nothing/);
+  assert.match(edgeProblem("kernels/core.ts", "test/support/mod.ts")!, /kernels\/ may import nothing/);
+  const g = new Map([["a.ts", new Set(["b.ts"])], ["b.ts", new Set(["c.ts"])], ["c.ts", new Set(["a.ts"])]]);
+  assert.deepEqual(cycles(g), [["a.ts", "b.ts", "c.ts", "a.ts"]]);
+  assert.deepEqual(cycles(new Map([["a.ts", new Set(["b.ts"])], ["b.ts", new Set<string>()]])), []);
+});
+
+Deno.test("imports flow main.ts, cli/ -> server/ -> engine/ -> kernels/ (text/ beside engine/), through mod.ts, without cycles", async () => {
+  const graph = new Map<string, Set<string>>();
+  for (const entry of entries()) {
+    for (const [from, to] of await importGraph(entry)) {
+      graph.set(from, new Set([...(graph.get(from) ?? []), ...to]));
+    }
+  }
+  assert.ok(graph.has("server/app.ts") && graph.has("kernels/core.ts"), "the graph reaches every layer");
+  const problems: string[] = [];
+  for (const [from, to] of graph) {
+    for (const target of to) {
+      const p = edgeProblem(from, target);
+      if (p) problems.push(p);
+    }
+  }
+  for (const cycle of cycles(graph)) problems.push(`import cycle: ${cycle.join(" -> ")}`);
   assert.deepEqual(problems, []);
 });

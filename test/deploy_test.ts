@@ -293,7 +293,19 @@ Deno.test("deploy: Dockerfile keeps its contract", () => {
 Deno.test("deploy: .dockerignore keeps the model and sources in the build context", () => {
   const ignored = Deno.readTextFileSync(join(ROOT, ".dockerignore")).split("\n").map((l) => l.trim())
     .filter((l) => l && !l.startsWith("#"));
-  for (const needed of ["main.ts", "deno.json", "deno.lock", "models", "server", "engine", "kernels"]) {
+  for (
+    const needed of [
+      "main.ts",
+      "deno.json",
+      "deno.lock",
+      "models",
+      "server",
+      "text",
+      "engine",
+      "kernels",
+      "cli",
+    ]
+  ) {
     assert.ok(!ignored.includes(needed) && !ignored.includes(`${needed}/`), `.dockerignore drops ${needed}`);
   }
   assert.ok(ignored.includes(".git"), ".dockerignore should drop .git");

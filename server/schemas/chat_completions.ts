@@ -17,7 +17,7 @@ import {
   USER,
   VLLM_EXTENSIONS,
 } from "./common.ts";
-import type { ChatMessage } from "../text_codec.ts";
+import type { ChatMessage } from "../../text/mod.ts";
 
 const ROLES = ["system", "developer", "user", "assistant", "tool"] as const;
 

@@ -9,7 +9,7 @@ import type {
   ModelInfo,
   TokenEvent,
 } from "../../engine/mod.ts";
-import type { ChatMessage, IncrementalDetokenizer, TextCodec } from "../../server/text_codec.ts";
+import type { ChatMessage, TextCodec, TextDetokenizer } from "../../text/mod.ts";
 
 export const FAKE_BOS = 256;
 export const FAKE_EOS = 257;
@@ -22,7 +22,7 @@ export function byteIds(text: string): number[] {
   return [...new TextEncoder().encode(text)];
 }
 
-class ByteDetokenizer implements IncrementalDetokenizer {
+class ByteDetokenizer implements TextDetokenizer {
   readonly #decoder = new TextDecoder("utf-8");
   readonly #skipSpecial: boolean;
 

@@ -1,10 +1,10 @@
 // `deno task generate` as a user runs it: the embedded model's greedy ids with --json, and one clear
 // error line with a non-zero exit for bad input.
 import assert from "node:assert/strict";
-import { DEFAULT_MODEL_DIR } from "./defaults.ts";
+import { DEFAULT_MODEL_DIR } from "../engine/mod.ts";
 import { hasWebGpu } from "../test/support/mod.ts";
 
-const CLI = new URL("./cli_generate.ts", import.meta.url).pathname;
+const CLI = new URL("./generate.ts", import.meta.url).pathname;
 const HAVE_GPU = await hasWebGpu();
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -1,14 +1,11 @@
-// The TextCodec the server runs on: engine/tokenizer.ts, engine/detokenizer.ts and engine/chat_template.ts
-// (reached through engine/mod.ts) behind the small interface the routes use.
+// The TextCodec the server runs on: tokenizer.ts, detokenizer.ts and chat_template.ts behind the small
+// interface the routes use.
 
-import {
-  chatFamily,
-  type ChatMessage as TemplateMessage,
-  IncrementalDetokenizer,
-  renderChat,
-  Tokenizer,
-} from "../engine/mod.ts";
-import type { ChatMessage, TextCodec } from "./text_codec.ts";
+import { chatFamily, renderChat, type TemplateMessage } from "./chat_template.ts";
+import { IncrementalDetokenizer } from "./detokenizer.ts";
+import { Tokenizer } from "./tokenizer.ts";
+import { loadTokenizer, type TokenizerDirOptions } from "./tokenizer_dir.ts";
+import type { ChatMessage, TextCodec } from "./codec.ts";
 
 /** Llama 3 marks turns with header tokens and <|eot_id|>; Llama 2 has neither. */
 const LLAMA3_END_OF_TURN = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"];
@@ -47,10 +44,14 @@ export class TokenizerCodec implements TextCodec {
     this.#byteLevel = tokenizer.decoderSteps.some((s) => s.type === "ByteLevel") ? byteLevelTable() : null;
   }
 
-  /** Loads tokenizer.json (and tokenizer_config.json, generation_config.json) from `dir`; main.ts may
-   * instead wrap engine/mod.ts's loadTokenizer(modelDir, tokenizerDir) with `new TokenizerCodec(tok)`. */
+  /** Loads tokenizer.json (and tokenizer_config.json, generation_config.json) from `dir`. */
   static async fromDir(dir: string): Promise<TokenizerCodec> {
     return new TokenizerCodec(await Tokenizer.fromDir(dir));
+  }
+
+  /** Finds the model's tokenizer (see `resolveTokenizerDir`) and loads it. */
+  static async forModel(options: TokenizerDirOptions): Promise<TokenizerCodec> {
+    return new TokenizerCodec(await loadTokenizer(options));
   }
 
   encode(text: string, opts: { addSpecialTokens: boolean }): number[] {

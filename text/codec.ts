@@ -1,6 +1,6 @@
-// What the server needs from the tokenizer, the incremental detokenizer and the chat template.
-// main.ts adapts engine/tokenizer.ts, engine/detokenizer.ts and engine/chat_template.ts to it;
-// tests use the byte-level codec in test/support/fake_engine.ts.
+// What the server needs from the tokenizer, the incremental detokenizer and the chat template, as one
+// small interface: TokenizerCodec (tokenizer_codec.ts) implements it on the real tokenizer; tests use the
+// byte-level codec in test/support/fake_engine.ts.
 
 /** One chat message as the template sees it (Hugging Face template field names). */
 export interface ChatMessage {
@@ -15,7 +15,7 @@ export interface ChatMessage {
 }
 
 /** Turns token ids into text one id at a time, holding back bytes of an unfinished UTF-8 character. */
-export interface IncrementalDetokenizer {
+export interface TextDetokenizer {
   /** Text that became final with this id; "" while a character is still incomplete. */
   push(id: number): string;
   /** Whatever is still held back (incomplete bytes become U+FFFD). */
@@ -44,7 +44,7 @@ export interface TextCodec {
   newDetokenizer(
     promptIds: readonly number[],
     opts?: { skipSpecialTokens?: boolean },
-  ): IncrementalDetokenizer;
+  ): TextDetokenizer;
   /** The token's text on its own, for logprobs (byte-fallback tokens may not be valid text). */
   tokenText(id: number): string;
   /** The token's UTF-8 bytes, for logprobs `bytes`. */

@@ -2,10 +2,7 @@
 // perplexity of a checkpoint over a pre-tokenized stream (the fixtures' corpus/tokens-*.safetensors:
 // int32 tensors named by split), in non-overlapping windows, as the fixtures' references were made.
 import { parseArgs } from "node:util";
-import { Engine } from "./engine.ts";
-import { perplexity } from "./perplexity.ts";
-import { openSafetensors } from "./safetensors.ts";
-import { describeGpu } from "./gpu.ts";
+import { describeGpu, Engine, openSafetensors, perplexity } from "../engine/mod.ts";
 
 const USAGE = "Usage: deno task ppl --model DIR --tokens FILE.safetensors [--split test] [--ctx 512] " +
   "[--max-windows N] [--json]";

@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import {
   chatFamily,
-  type ChatMessage,
   LLAMA2_CHAT_TEMPLATE,
   LLAMA31_CHAT_TEMPLATE,
   renderChat,
   type RenderChatOptions,
+  type TemplateMessage,
 } from "./chat_template.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { NO_FIXTURES } from "./_tokenizer_fixtures.ts";
@@ -23,7 +23,7 @@ const LLAMA3_OPTS: RenderChatOptions = {
 };
 
 /** Conversations both stock templates accept: optional system, then alternating user/assistant turns. */
-const CONVERSATIONS: ChatMessage[][] = [
+const CONVERSATIONS: TemplateMessage[][] = [
   [{ role: "user", content: "Who was the father of Enos?" }],
   [{ role: "system", content: "Answer from the King James Bible." }, {
     role: "user",
@@ -66,7 +66,10 @@ Deno.test("the built-in Llama 2 template renders like the checkpoint's Llama 2 c
 
 Deno.test("renderChat() puts the template's raise_exception message in its Error", async () => {
   const stock = await embeddedTemplate();
-  const bad: ChatMessage[] = [{ role: "assistant", content: "first" }, { role: "user", content: "second" }];
+  const bad: TemplateMessage[] = [{ role: "assistant", content: "first" }, {
+    role: "user",
+    content: "second",
+  }];
   assert.throws(
     () => renderChat(stock, "llama2", bad, LLAMA2_OPTS),
     /^Error: Cannot render chat template: Conversation roles must alternate user\/assistant/,

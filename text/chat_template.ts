@@ -4,7 +4,7 @@
 
 import { Template } from "@huggingface/jinja";
 
-export interface ChatMessage {
+export interface TemplateMessage {
   role: string;
   content: string;
   /** Other fields (tool_calls, name, ...) are passed to the template as they are. */
@@ -105,7 +105,7 @@ export function chatFamily(tok: { tokenToId(token: string): number | undefined }
 export function renderChat(
   tokenizerConfigTemplate: string | null | undefined,
   family: ChatFamily,
-  messages: ChatMessage[],
+  messages: TemplateMessage[],
   opts: RenderChatOptions,
 ): string {
   const source = tokenizerConfigTemplate ?? DEFAULTS[family];

@@ -1,14 +1,8 @@
 // `deno task generate`: loads a checkpoint, runs one prompt through the engine and prints the
 // completion as it is generated (or one JSON object with --json).
 import { parseArgs } from "node:util";
-import { Engine } from "./engine.ts";
-import { Runner } from "./runner.ts";
-import { openCheckpoint, resolveTokenizerDir } from "./checkpoint.ts";
-import { Tokenizer } from "./tokenizer.ts";
-import { IncrementalDetokenizer } from "./detokenizer.ts";
-import { chatFamily, renderChat } from "./chat_template.ts";
-import type { TokenEvent } from "./types.ts";
-import { DEFAULT_MODEL_DIR } from "./defaults.ts";
+import { checkpointConfig, DEFAULT_MODEL_DIR, Engine, Runner, type TokenEvent } from "../engine/mod.ts";
+import { chatFamily, IncrementalDetokenizer, loadTokenizer, renderChat } from "../text/mod.ts";
 
 const USAGE = `Usage: deno task generate [--model DIR] [--tokenizer DIR] [--prompt TEXT | --prompt-ids 1,2,3]
        [--chat] [--max-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--seed S]
@@ -90,10 +84,8 @@ async function main(argv: string[]): Promise<number> {
 
   const modelDir = values.model ?? DEFAULT_MODEL_DIR;
   const t0 = performance.now();
-  const ckpt = await openCheckpoint(modelDir);
-  const tokDir = await resolveTokenizerDir({ modelDir, tokenizerDir: values.tokenizer, config: ckpt.config });
-  const tok = await Tokenizer.fromDir(tokDir);
-  ckpt.close();
+  const { nameOrPath } = await checkpointConfig(modelDir);
+  const tok = await loadTokenizer({ modelDir, tokenizerDir: values.tokenizer, nameOrPath });
 
   let promptIds: number[];
   if (values["prompt-ids"] !== undefined) {

@@ -1,8 +1,8 @@
 // Writes tokenizer_golden.json: the ids Hugging Face's own tokenizers library (its Rust core, through the
 // npm "tokenizers" Node binding) gives AWKWARD_STRINGS with both fixture tokenizers, and its decode of
-// them. tokenizer_test.ts holds engine/tokenizer.ts to this table.
+// them. tokenizer_test.ts holds text/tokenizer.ts to this table.
 //
-//   deno run -A --no-lock engine/testdata/make_tokenizer_golden.ts [FIXTURES_DIR]
+//   deno run -A --no-lock text/testdata/make_tokenizer_golden.ts [FIXTURES_DIR]
 //
 // The Llama 2 fixture sets legacy: false (no "\u2581" after an added token), which the Rust core alone
 // does not do, so strings naming <s>, </s> or <unk> are left out of its table; prompts.json covers them.
