@@ -1,4 +1,4 @@
-// The engine's contract with its callers (the CLI and the server's scheduler): typed requests in,
+// The engine's contract with its callers (the CLI and the server): typed requests in,
 // batches of sampled token ids out. Nothing here knows about HTTP or JSON.
 
 /** Per-request sampling settings; applied on the GPU. */

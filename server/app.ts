@@ -17,7 +17,7 @@ import { healthRoute } from "./routes/health.ts";
 import { metricsRoute } from "./routes/metrics.ts";
 import { modelsRoute } from "./routes/models.ts";
 import { tokenizeRoute } from "./routes/tokenize.ts";
-import { Scheduler } from "./scheduler.ts";
+import { Admission } from "./admission.ts";
 import type { TextCodec } from "../text/mod.ts";
 
 export interface AppDeps {
@@ -26,7 +26,7 @@ export interface AppDeps {
   /** Missing fields take DEFAULT_CONFIG's values. */
   config?: Partial<ServerConfig>;
   /** Built from config when absent. */
-  scheduler?: Scheduler;
+  admission?: Admission;
   metrics?: Metrics;
   /** Receives one record per request and per server error; default: JSON lines on stdout when config.logRequests. */
   log?: LogFn;
@@ -36,7 +36,7 @@ export interface ServerApp {
   app: Hono<AppEnv>;
   models: ModelNames;
   log: LogFn;
-  scheduler: Scheduler;
+  admission: Admission;
   metrics: Metrics;
   config: ServerConfig;
   /** Graceful drain: new requests get 503, running ones get `graceMs` (default config.shutdownGraceMs), then are cancelled. */
@@ -68,7 +68,7 @@ export function createApp(deps: AppDeps): ServerApp {
     ? config.servedModelNames
     : [defaultModelName(config.modelDir ?? modelInfo(deps.engine)?.source ?? "model")];
   const log: LogFn = deps.log ?? (config.logRequests ? stdoutLog : () => {});
-  const scheduler = deps.scheduler ?? new Scheduler({
+  const admission = deps.admission ?? new Admission({
     engine: deps.engine,
     maxRunning: config.maxRunning,
     maxWaiting: config.maxWaiting,
@@ -81,7 +81,7 @@ export function createApp(deps: AppDeps): ServerApp {
     engine: deps.engine,
     codec: deps.codec,
     config,
-    scheduler,
+    admission,
     metrics,
     models: new ModelNames(names, config.acceptAnyModel),
     get fingerprint() {
@@ -175,10 +175,10 @@ export function createApp(deps: AppDeps): ServerApp {
     app,
     models: ctx.models,
     log,
-    scheduler,
+    admission,
     metrics,
     config,
-    shutdown: (graceMs = config.shutdownGraceMs) => scheduler.shutdown(graceMs),
+    shutdown: (graceMs = config.shutdownGraceMs) => admission.shutdown(graceMs),
   };
 }
 

@@ -1,11 +1,11 @@
-// What every route can reach (engine, codec, scheduler, metrics, config, served names) and the
+// What every route can reach (engine, codec, admission, metrics, config, served names) and the
 // per-request values Hono carries between middleware and handlers (request id, request log).
 
 import type { EngineHandle, ModelInfo } from "../engine/mod.ts";
 import type { ServerConfig } from "./config.ts";
 import { ApiError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
-import type { Scheduler } from "./scheduler.ts";
+import type { Admission } from "./admission.ts";
 import type { TextCodec } from "../text/mod.ts";
 
 /** The engine's model info, or null while it is still loading (a Worker engine knows it only then). */
@@ -89,7 +89,7 @@ export interface ServerContext {
   engine: EngineHandle;
   codec: TextCodec;
   config: ServerConfig;
-  scheduler: Scheduler;
+  admission: Admission;
   metrics: Metrics;
   models: ModelNames;
   /** `fp_` + a hash of what can change results for a fixed seed (model, quantization). */

@@ -97,8 +97,8 @@ Deno.test("load: 64 streaming clients, 320 requests: each completes or gets 429,
     assert.ok(ok.length > 0 && refused > 0, "the window both admitted and refused work");
     assert.equal(engine.active.size, 0);
     assert.equal(engine.kvBlocksUsed, 0, "KV cache back to empty");
-    assert.equal(handle.server.scheduler.waiting, 0);
-    assert.equal(handle.server.scheduler.running, 0);
+    assert.equal(handle.server.admission.waiting, 0);
+    assert.equal(handle.server.admission.running, 0);
     assert.ok(
       engine.kvBlocksPeak <= 32 * Math.ceil((30 + 24) / 4),
       "running sequences stayed within maxRunning",

@@ -115,7 +115,7 @@ export class Sequence {
     return this.finishReason !== null;
   }
 
-  /** Where outputs go; set by the scheduler before the sequence runs. */
+  /** Where outputs go; set by Admission before the sequence runs. */
   attach(emit: (out: SequenceOutput) => void): void {
     this.#emit = emit;
   }

@@ -1,6 +1,6 @@
 // Text <-> token ids from a Hugging Face tokenizer.json (BPE model), with tokenizer_config.json and
 // generation_config.json for BOS/EOS, add_bos_token, special flags and the chat template.
-// Data path: chat template -> Tokenizer.encode -> scheduler; generated ids -> detokenizer.ts -> text.
+// Data path: chat template -> Tokenizer.encode -> engine; generated ids -> detokenizer.ts -> text.
 //
 // Two families are exercised against reference token streams: Llama 2 (SentencePiece-style BPE with byte
 // fallback: Prepend/Replace normalizer, ByteFallback/Fuse/Strip decoder) and Llama 3 (byte-level BPE: Split

@@ -1,10 +1,10 @@
 // The part of the data path chat and text completions share: prompts × n → sequences (context check,
-// per-choice seeds, stop ids) → scheduler, and the finished choices and usage afterwards.
+// per-choice seeds, stop ids) → admission, and the finished choices and usage afterwards.
 
 import type { RequestLog, ServerContext } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import type { GenerationOptions } from "../schemas/common.ts";
-import type { Submission } from "../scheduler.ts";
+import type { Submission } from "../admission.ts";
 import { Sequence, type SequenceOutput, type TokenLogprob } from "../sequence.ts";
 import { sseResponse } from "../sse.ts";
 
@@ -25,7 +25,7 @@ export interface BuildOptions {
 /** One Sequence per choice; a prompt that leaves no room for a completion is a 400 before any GPU work. */
 export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] {
   // 503 while loading, lost or draining, before anything reads the model's info.
-  ctx.scheduler.checkAvailable();
+  ctx.admission.checkAvailable();
   const maxContext = ctx.engine.info.maxContext;
   const stopTokenIds = [
     ...new Set([
@@ -152,9 +152,9 @@ export function usageOf(seqs: readonly Sequence[], n: number): Usage {
   };
 }
 
-/** Hands the sequences to the scheduler (429/503 come from here) and counts the prompt tokens. */
+/** Hands the sequences to Admission (429/503 come from here) and counts the prompt tokens. */
 export function admit(ctx: ServerContext, seqs: Sequence[], n: number, signal: AbortSignal): Submission {
-  const submission = ctx.scheduler.submit(seqs, signal);
+  const submission = ctx.admission.submit(seqs, signal);
   ctx.metrics.addPromptTokens(usageOf(seqs, n).prompt_tokens);
   return submission;
 }

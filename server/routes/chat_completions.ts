@@ -1,4 +1,4 @@
-// POST /v1/chat/completions: schema → chat template → encode → sequences → scheduler → chunks or JSON.
+// POST /v1/chat/completions: schema → chat template → encode → sequences → admission → chunks or JSON.
 // Response and stream shapes follow spec §4 and §5.
 
 import { Hono } from "hono";

@@ -8,7 +8,7 @@ export function healthRoute(ctx: ServerContext): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get("/health", (c) => {
     const retryAfterS = ctx.config.retryAfterS;
-    if (ctx.scheduler.draining) throw new ApiError("unavailable", "Server is shutting down", { retryAfterS });
+    if (ctx.admission.draining) throw new ApiError("unavailable", "Server is shutting down", { retryAfterS });
     const state = ctx.engine.state();
     if (state === "loading") {
       throw new ApiError("unavailable", "Model is still loading", { code: "model_loading", retryAfterS });

@@ -10,7 +10,7 @@ export function metricsRoute(ctx: ServerContext): Hono<AppEnv> {
     const text = ctx.metrics.render({
       running: stats.running,
       // Waiting here for a running slot, plus waiting inside the engine for KV blocks.
-      waiting: ctx.scheduler.waiting + stats.waiting,
+      waiting: ctx.admission.waiting + stats.waiting,
       kvUsage: stats.kvUsage,
     });
     return c.text(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });

@@ -1,11 +1,11 @@
 // Admission between the routes and the engine: a bounded waiting queue, a cap on running sequences,
-// cancellation, and graceful drain. Routes submit sequences; the scheduler decides when each one runs.
+// cancellation, and graceful drain. Routes submit sequences; Admission decides when each one starts.
 //
-// Design note. The batching itself happens inside the engine: EngineHandle.generate() adds a sequence
-// to the engine's continuous batch and yields its tokens as the engine steps (schedule → forward →
-// sample → update, like vLLM's EngineCore.step). There is no prefill/decode split up here either: a
-// sequence is just "submitted" (the engine owns it until it finishes) or "waiting" (we hold it). So
-// this scheduler is vLLM's admission layer, not its step planner:
+// Design note. The scheduling itself happens inside the engine (engine/runner.ts): EngineHandle.generate()
+// adds a sequence to the engine's continuous batch and yields its tokens as the engine steps (schedule →
+// forward → sample → update, like vLLM's EngineCore.step). There is no prefill/decode split up here either:
+// a sequence is just "submitted" (the engine owns it until it finishes) or "waiting" (we hold it). So this
+// is vLLM's admission layer, not its step planner:
 //   - At most `maxRunning` sequences are handed to the engine at once, so its KV cache is not
 //     oversubscribed by a burst; the rest wait here in FIFO order, bounded by sequence count and by
 //     prompt tokens. Beyond either bound a request is refused with 429 + Retry-After *before* any
@@ -20,7 +20,7 @@ import { Channel } from "./channel.ts";
 import { ApiError } from "./errors.ts";
 import type { Sequence, SequenceOutput } from "./sequence.ts";
 
-export interface SchedulerOptions {
+export interface AdmissionOptions {
   engine: EngineHandle;
   maxRunning: number;
   maxWaiting: number;
@@ -35,8 +35,8 @@ export interface Submission {
   cancel(): void;
 }
 
-export class Scheduler {
-  readonly #opts: SchedulerOptions;
+export class Admission {
+  readonly #opts: AdmissionOptions;
   readonly #queue: Sequence[] = [];
   readonly #running = new Set<Sequence>();
   readonly #runs = new Set<Promise<void>>();
@@ -44,7 +44,7 @@ export class Scheduler {
   #draining = false;
   #onIdle: (() => void) | null = null;
 
-  constructor(opts: SchedulerOptions) {
+  constructor(opts: AdmissionOptions) {
     this.#opts = opts;
   }
 

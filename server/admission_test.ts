@@ -14,8 +14,8 @@ Deno.test("queue: beyond maxRunning + maxWaiting sequences a request gets 429 wi
   const { gate, release } = gated();
   const t = setup({ gate }, { maxRunning: 2, maxWaiting: 2, retryAfterS: 3 });
   const accepted = [1, 2, 3, 4].map(() => t.post("/v1/chat/completions", CHAT));
-  await waitFor(() => t.server.scheduler.waiting === 2, 2000, "two waiting");
-  assert.equal(t.server.scheduler.running, 2);
+  await waitFor(() => t.server.admission.waiting === 2, 2000, "two waiting");
+  assert.equal(t.server.admission.running, 2);
   assert.equal(t.engine.requests.length, 2, "waiting sequences have not reached the engine");
 
   const res = await t.post("/v1/chat/completions", CHAT);
@@ -38,21 +38,21 @@ Deno.test("queue: beyond maxRunning + maxWaiting sequences a request gets 429 wi
   release();
   for (const r of await Promise.all(accepted)) assert.equal(r.status, 200);
   assert.equal(t.engine.requests.length, 4);
-  assert.equal(t.server.scheduler.waiting, 0);
-  assert.equal(t.server.scheduler.waitingTokens, 0);
+  assert.equal(t.server.admission.waiting, 0);
+  assert.equal(t.server.admission.waitingTokens, 0);
 });
 
 Deno.test("queue: the prompt-token bound refuses a long prompt while short ones still fit", async () => {
   const { gate, release } = gated();
   const t = setup({ gate }, { maxRunning: 1, maxWaiting: 10, maxWaitingTokens: 30 });
   const first = t.post("/v1/completions", { model: "fake", prompt: "a" });
-  await waitFor(() => t.server.scheduler.running === 1);
+  await waitFor(() => t.server.admission.running === 1);
   const long = await t.post("/v1/completions", { model: "fake", prompt: "x".repeat(40) });
   assert.equal(long.status, 429);
   assert.match(((await long.json()) as Json).error.message, /0 of 30 prompt tokens/);
   const short = t.post("/v1/completions", { model: "fake", prompt: "y".repeat(20) });
-  await waitFor(() => t.server.scheduler.waiting === 1);
-  assert.equal(t.server.scheduler.waitingTokens, 21);
+  await waitFor(() => t.server.admission.waiting === 1);
+  assert.equal(t.server.admission.waitingTokens, 21);
   release();
   assert.equal((await first).status, 200);
   assert.equal((await short).status, 200);
@@ -62,10 +62,10 @@ Deno.test("queue: n choices are admitted all or nothing", async () => {
   const { gate, release } = gated();
   const t = setup({ gate }, { maxRunning: 1, maxWaiting: 2 });
   const a = t.post("/v1/chat/completions", { ...CHAT, n: 2 });
-  await waitFor(() => t.server.scheduler.waiting === 1);
+  await waitFor(() => t.server.admission.waiting === 1);
   const b = await t.post("/v1/chat/completions", { ...CHAT, n: 2 });
   assert.equal(b.status, 429);
-  assert.equal(t.server.scheduler.waiting, 1, "nothing of the refused request was queued");
+  assert.equal(t.server.admission.waiting, 1, "nothing of the refused request was queued");
   const tooMany = await t.post("/v1/chat/completions", { ...CHAT, n: 4 });
   assert.equal(tooMany.status, 400, "more sequences than the server ever admits is not retryable");
   assert.equal(((await tooMany.json()) as Json).error.param, "n");
@@ -108,14 +108,14 @@ Deno.test("cancel: a request that disconnects while queued never reaches the eng
   const { gate, release } = gated();
   const t = setup({ gate }, { maxRunning: 1, maxWaiting: 4 });
   const running = t.post("/v1/chat/completions", CHAT);
-  await waitFor(() => t.server.scheduler.running === 1);
+  await waitFor(() => t.server.admission.running === 1);
   const controller = new AbortController();
   const queued = t.post("/v1/chat/completions", { ...CHAT, stream: true }, { signal: controller.signal });
-  await waitFor(() => t.server.scheduler.waiting === 1);
+  await waitFor(() => t.server.admission.waiting === 1);
   controller.abort();
   await queued.then((r) => r.body?.cancel()).catch(() => {});
-  await waitFor(() => t.server.scheduler.waiting === 0, 1000, "queue to empty");
-  assert.equal(t.server.scheduler.waitingTokens, 0);
+  await waitFor(() => t.server.admission.waiting === 0, 1000, "queue to empty");
+  assert.equal(t.server.admission.waitingTokens, 0);
   release();
   assert.equal((await running).status, 200);
   assert.equal(t.engine.requests.length, 1, "the cancelled request got no prefill");
