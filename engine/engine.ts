@@ -16,7 +16,7 @@ import { type Activations, encodeForward, type KvCacheBuffers } from "./forward.
 import { KvBlockAllocator } from "./kv_cache.ts";
 import { EngineError } from "./errors.ts";
 import { LoadProgress } from "./progress.ts";
-import { MAX_LOGIT_BIAS, type SamplingParams } from "./types.ts";
+import { contextOverflow, MAX_LOGIT_BIAS, type SamplingParams } from "./types.ts";
 import {
   attentionScratchBytes,
   buildRopeTable,
@@ -349,12 +349,12 @@ export class Engine {
     }
     if (this.#seqs.has(id)) throw new EngineError(`Sequence "${id}" already exists`);
     if (promptIds.length === 0) throw new EngineError(`Sequence "${id}" has an empty prompt`);
-    const total = promptIds.length + maxNew;
-    if (total > this.maxContext) {
-      throw new EngineError(
-        `Sequence "${id}" needs ${total} tokens (prompt ${promptIds.length} + ${maxNew} new); the context is ${this.maxContext}`,
-      );
-    }
+    const overflow = contextOverflow({
+      promptTokens: promptIds.length,
+      maxTokens: maxNew,
+      maxContext: this.maxContext,
+    });
+    if (overflow !== null) throw new EngineError(overflow);
     const slot = this.#free.pop();
     if (slot === undefined) throw new EngineError(`No free sequence slot for "${id}" (max ${this.maxSeqs})`);
     let cached = 0;

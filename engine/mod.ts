@@ -10,7 +10,7 @@ export type {
   SamplingParams,
   TokenEvent,
 } from "./types.ts";
-export { MAX_LOGIT_BIAS } from "./types.ts";
+export { contextOverflow, MAX_LOGIT_BIAS } from "./types.ts";
 export { EngineClient } from "./client.ts";
 // The engine in this thread, for the command-line programs (cli/): the server runs it in a Worker instead.
 export { Engine, type EngineOptions } from "./engine.ts";

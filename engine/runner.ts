@@ -3,7 +3,7 @@
 // per-request TokenEvents (stop tokens, max tokens, cancellation). It runs where the Engine runs (a
 // Worker for the server, the main thread for the CLI).
 import type { Engine } from "./engine.ts";
-import type { EngineStats, GenerateRequest, TokenEvent } from "./types.ts";
+import { contextOverflow, type EngineStats, type GenerateRequest, type TokenEvent } from "./types.ts";
 
 interface Active {
   req: GenerateRequest;
@@ -84,14 +84,13 @@ export class Runner {
       this.#sink(req.id, { ids: [], finishReason: "error", error: this.fatal });
       return;
     }
-    const need = req.promptIds.length + req.maxTokens;
-    if (req.promptIds.length === 0 || need > this.engine.maxContext) {
-      this.#sink(req.id, {
-        ids: [],
-        finishReason: "error",
-        error: `Request needs ${need} tokens (prompt ${req.promptIds.length} + max ${req.maxTokens}); ` +
-          `the context is ${this.engine.maxContext}`,
-      });
+    const problem = req.promptIds.length === 0 ? `Request "${req.id}" has an empty prompt` : contextOverflow({
+      promptTokens: req.promptIds.length,
+      maxTokens: req.maxTokens,
+      maxContext: this.engine.maxContext,
+    });
+    if (problem !== null) {
+      this.#sink(req.id, { ids: [], finishReason: "error", error: problem });
       return;
     }
     this.#waiting.push(req);

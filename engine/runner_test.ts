@@ -86,7 +86,7 @@ Deno.test({
       assert.deepEqual(ids(ev.get("ign")!), GREEDY_P1.slice(0, 13));
       assert.equal(finish(ev.get("ign")!), "length");
       assert.equal(finish(ev.get("long")!), "error");
-      assert.match(ev.get("long")!.at(-1)!.error!, /context is 96/);
+      assert.match(ev.get("long")!.at(-1)!.error!, /context holds 96/);
       const lp = ev.get("lp")!.flatMap((e) => e.logprobs ?? []);
       assert.equal(lp.length, 5);
       for (const v of lp) assert.ok(v <= 0 && v > -50, `logprob ${v}`);

@@ -26,6 +26,11 @@ export interface SamplingParams {
 /** Most logit_bias entries one request may carry. */
 export const MAX_LOGIT_BIAS = 1024;
 
+/**
+ * One generation, the one record a request travels in from the server's schema to the sampler: the
+ * server builds it per choice (server/routes/_generate.ts), the Runner queues it, the Engine keeps it
+ * with the sequence's state, and the Sampler reads its `sampling` at every step.
+ */
 export interface GenerateRequest {
   /** Unique per request (and per choice when n > 1). */
   id: string;
@@ -42,6 +47,19 @@ export interface GenerateRequest {
   minTokens?: number;
   /** When > 0, report the chosen token's logprob and this many top alternatives (0 = chosen only). */
   logprobs?: number;
+}
+
+/**
+ * The one context-length rule, checked by the server (before any GPU work), the Runner and the Engine:
+ * the prompt and the `maxTokens` tokens it may still generate must fit in `maxContext`. Returns the one
+ * message for a request that does not fit, or null when it fits.
+ */
+export function contextOverflow(
+  o: { promptTokens: number; maxTokens: number; maxContext: number },
+): string | null {
+  if (o.promptTokens + o.maxTokens <= o.maxContext) return null;
+  return `Prompt is too long: it has ${o.promptTokens} tokens and ${o.maxTokens} more must fit after it, ` +
+    `but the context holds ${o.maxContext}`;
 }
 
 export type FinishReason = "stop" | "length" | "abort" | "error";

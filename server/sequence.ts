@@ -1,13 +1,7 @@
 // One choice of one request: its engine request, its AbortController, and the text path for its tokens
 // (incremental detokenizer → stop-string hold-back → outputs, with logprobs riding along with their text).
 
-import type {
-  EngineHandle,
-  FinishReason,
-  GenerateRequest,
-  SamplingParams,
-  TokenEvent,
-} from "../engine/mod.ts";
+import type { EngineHandle, FinishReason, GenerateRequest, TokenEvent } from "../engine/mod.ts";
 import { ApiError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import { StopMatcher } from "./stop.ts";
@@ -34,19 +28,10 @@ export interface SequenceOutput {
 }
 
 export interface SequenceOptions {
-  /** Engine id: unique per choice, e.g. `${requestId}-${index}`. */
-  id: string;
+  /** What the engine generates; its id is unique per choice, e.g. `${requestId}-${index}`. */
+  request: GenerateRequest;
   /** Position of the choice in the response. */
   index: number;
-  promptIds: number[];
-  maxTokens: number;
-  sampling: SamplingParams;
-  stopTokenIds: number[];
-  ignoreEos: boolean;
-  minTokens: number;
-  logprobs: boolean;
-  /** Alternatives per token (0..20); only with logprobs. */
-  topLogprobs?: number;
   stop: string[];
   includeStopStr: boolean;
   skipSpecialTokens: boolean;
@@ -86,19 +71,12 @@ export class Sequence {
 
   constructor(opts: SequenceOptions) {
     this.index = opts.index;
-    this.request = {
-      id: opts.id,
-      promptIds: opts.promptIds,
-      maxTokens: opts.maxTokens,
-      sampling: opts.sampling,
-      stopTokenIds: opts.stopTokenIds,
-      ignoreEos: opts.ignoreEos,
-      minTokens: opts.minTokens,
-      ...(opts.logprobs ? { logprobs: opts.topLogprobs ?? 0 } : {}),
-    };
+    this.request = opts.request;
     this.#arrivalMs = opts.arrivalMs;
-    this.#wantLogprobs = opts.logprobs;
-    this.#detok = opts.codec.newDetokenizer(opts.promptIds, { skipSpecialTokens: opts.skipSpecialTokens });
+    this.#wantLogprobs = opts.request.logprobs !== undefined;
+    this.#detok = opts.codec.newDetokenizer(opts.request.promptIds, {
+      skipSpecialTokens: opts.skipSpecialTokens,
+    });
     this.#stop = new StopMatcher(opts.stop, opts.includeStopStr);
     this.#metrics = opts.metrics;
   }

@@ -1,6 +1,7 @@
 // The part of the data path chat and text completions share: prompts × n → sequences (context check,
 // per-choice seeds, stop ids) → admission, and the finished choices and usage afterwards.
 
+import { contextOverflow, type GenerateRequest } from "../../engine/mod.ts";
 import type { RequestLog, ServerContext } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import type { GenerationOptions } from "../schemas/common.ts";
@@ -27,41 +28,39 @@ export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] 
   // 503 while loading, lost or draining, before anything reads the model's info.
   ctx.admission.checkAvailable();
   const maxContext = ctx.engine.info.maxContext;
+  const template = b.opts.request;
   const stopTokenIds = [
     ...new Set([
       ...ctx.codec.eosIds,
       ...ctx.codec.endOfTurnIds,
       ...ctx.engine.info.eosIds,
-      ...b.opts.stopTokenIds,
+      ...template.stopTokenIds,
     ]),
   ];
   const seqs: Sequence[] = [];
   b.prompts.forEach((promptIds, p) => {
-    if (promptIds.length >= maxContext) {
-      throw new ApiError(
-        "invalid_request",
-        `Prompt is too long: it has ${promptIds.length} tokens, but the context holds ${maxContext} ` +
-          `and at least one token must be left for the completion`,
-        { param: b.param, code: "context_length_exceeded" },
-      );
+    // At least one token must be left for the completion.
+    const overflow = contextOverflow({ promptTokens: promptIds.length, maxTokens: 1, maxContext });
+    if (overflow !== null) {
+      throw new ApiError("invalid_request", overflow, { param: b.param, code: "context_length_exceeded" });
     }
     // Prompt + max_tokens beyond the context is clamped and finishes with "length" (spec §8, our choice).
     const room = maxContext - promptIds.length;
     const maxTokens = Math.min(b.opts.maxTokens ?? room, room);
     for (let i = 0; i < b.opts.n; i++) {
       const index = p * b.opts.n + i;
+      const request: GenerateRequest = {
+        ...template,
+        id: `${b.requestId}-${index}`,
+        promptIds,
+        maxTokens,
+        sampling: { ...template.sampling, seed: (template.sampling.seed + i) >>> 0 },
+        stopTokenIds,
+      };
       seqs.push(
         new Sequence({
-          id: `${b.requestId}-${index}`,
+          request,
           index,
-          promptIds,
-          maxTokens,
-          sampling: { ...b.opts.sampling, seed: (b.opts.sampling.seed + i) >>> 0 },
-          stopTokenIds,
-          ignoreEos: b.opts.ignoreEos,
-          minTokens: b.opts.minTokens,
-          logprobs: b.opts.logprobs,
-          topLogprobs: b.opts.topLogprobs,
           stop: b.opts.stop,
           includeStopStr: b.opts.includeStopStr,
           skipSpecialTokens: b.opts.skipSpecialTokens,

@@ -67,11 +67,11 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
       body,
       {
         maxTokens: body.max_completion_tokens ?? body.max_tokens ?? null,
-        logprobs: body.logprobs ?? false,
-        topLogprobs: body.top_logprobs ?? 0,
+        logprobs: body.logprobs ? body.top_logprobs ?? 0 : undefined,
       },
       { maxN: ctx.config.maxN, maxStop: ctx.config.maxStop, vocabSize: ctx.codec.vocabSize },
     );
+    const wantLogprobs = opts.request.logprobs !== undefined;
 
     let promptText: string;
     try {
@@ -115,7 +115,7 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
         choices: choices.map((ch) => ({
           index: ch.index,
           message: { role: "assistant", content: ch.text, refusal: null },
-          logprobs: opts.logprobs ? logprobsOf(ctx, ch.logprobs) : null,
+          logprobs: wantLogprobs ? logprobsOf(ctx, ch.logprobs) : null,
           finish_reason: ch.finishReason,
         })),
         usage: usageOf(seqs, opts.n),
@@ -135,7 +135,7 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
         choices: [{
           index,
           delta,
-          logprobs: opts.logprobs && logprobs !== null && logprobs.length > 0
+          logprobs: wantLogprobs && logprobs !== null && logprobs.length > 0
             ? logprobsOf(ctx, logprobs)
             : null,
           finish_reason: finish,

@@ -96,10 +96,11 @@ export function completionsRoute(ctx: ServerContext): Hono<AppEnv> {
     const model = ctx.models.resolve(body.model);
     const opts = resolveCommon(
       body,
-      { maxTokens: body.max_tokens, logprobs: body.logprobs != null, topLogprobs: body.logprobs ?? 0 },
+      { maxTokens: body.max_tokens, logprobs: body.logprobs ?? undefined },
       { maxN: ctx.config.maxN, maxStop: ctx.config.maxStop, vocabSize: ctx.codec.vocabSize },
     );
     checkSupported(body, opts.n);
+    const wantLogprobs = opts.request.logprobs !== undefined;
     const prompts = toPrompts(ctx, body.prompt);
     const echo = body.echo ?? false;
     const echoText = (index: number) => echo ? prompts[Math.floor(index / opts.n)].text() : "";
@@ -132,7 +133,7 @@ export function completionsRoute(ctx: ServerContext): Hono<AppEnv> {
             return {
               index: ch.index,
               text: prefix + ch.text,
-              logprobs: opts.logprobs ? legacyLogprobs(ctx, ch.logprobs, prefix.length) : null,
+              logprobs: wantLogprobs ? legacyLogprobs(ctx, ch.logprobs, prefix.length) : null,
               finish_reason: ch.finishReason,
             };
           }),
@@ -160,7 +161,7 @@ export function completionsRoute(ctx: ServerContext): Hono<AppEnv> {
           choices: [{
             index: out.index,
             text,
-            logprobs: opts.logprobs ? legacyLogprobs(ctx, out.logprobs, prefix.length) : null,
+            logprobs: wantLogprobs ? legacyLogprobs(ctx, out.logprobs, prefix.length) : null,
             finish_reason: finish,
           }],
           ...usageField,

@@ -1,8 +1,9 @@
 // Request fields shared by /v1/chat/completions and /v1/completions (sampling, stop, streaming, the
-// vLLM extensions) and their resolution into one typed GenerationOptions. Zod only; no Hono.
+// vLLM extensions) and their resolution into one typed GenerationOptions, whose `request` part is the
+// engine's GenerateRequest minus what each choice fills in. Zod only; no Hono.
 
 import { z } from "zod";
-import { MAX_LOGIT_BIAS, type SamplingParams } from "../../engine/mod.ts";
+import { type GenerateRequest, MAX_LOGIT_BIAS, type SamplingParams } from "../../engine/mod.ts";
 import { ApiError } from "../errors.ts";
 
 const TWO_POW_63 = 2 ** 63;
@@ -51,27 +52,26 @@ export const VLLM_EXTENSIONS = {
   skip_special_tokens: z.boolean().nullish(),
 };
 
+/** The shared fields, only for their parsed type: both endpoint schemas list them in their own order. */
+const COMMON_FIELDS = z.object({
+  frequency_penalty: FREQUENCY_PENALTY,
+  logit_bias: LOGIT_BIAS,
+  n: N,
+  presence_penalty: PRESENCE_PENALTY,
+  seed: SEED,
+  stop: STOP,
+  stream: STREAM,
+  stream_options: STREAM_OPTIONS,
+  temperature: TEMPERATURE,
+  top_p: TOP_P,
+  ...VLLM_EXTENSIONS,
+});
+
 /** The shared fields as parsed; both endpoint schemas produce a superset of this. */
-export interface CommonFields {
-  frequency_penalty?: number | null;
-  logit_bias?: Record<string, number> | null;
-  n?: number | null;
-  presence_penalty?: number | null;
-  seed?: number | null;
-  stop?: string | string[] | null;
-  stream?: boolean | null;
-  stream_options?: { include_usage?: boolean | null } | null;
-  temperature?: number | null;
-  top_p?: number | null;
-  top_k?: number | null;
-  min_p?: number | null;
-  repetition_penalty?: number | null;
-  min_tokens?: number | null;
-  ignore_eos?: boolean | null;
-  stop_token_ids?: number[] | null;
-  include_stop_str_in_output?: boolean | null;
-  skip_special_tokens?: boolean | null;
-}
+export type CommonFields = z.infer<typeof COMMON_FIELDS>;
+
+/** What every choice of a request asks of the engine; each choice adds its id, prompt and token budget. */
+export type RequestTemplate = Omit<GenerateRequest, "id" | "promptIds" | "maxTokens">;
 
 export interface GenerationOptions {
   n: number;
@@ -79,18 +79,16 @@ export interface GenerationOptions {
   includeUsage: boolean;
   /** Tokens per choice at most; null means until a stop or the end of the context. */
   maxTokens: number | null;
+  /** Stop strings: matched on the text by the server (the engine stops on token ids only). */
   stop: string[];
   includeStopStr: boolean;
-  /** The client's stop_token_ids; the route adds EOS and end-of-turn ids. */
-  stopTokenIds: number[];
-  ignoreEos: boolean;
-  minTokens: number;
   skipSpecialTokens: boolean;
-  logprobs: boolean;
-  /** Alternatives reported per token with its logprob (0..20). */
-  topLogprobs: number;
-  /** seed is choice 0's; choice i uses seed + i (spec §8). */
-  sampling: SamplingParams;
+  /**
+   * The engine's part. `stopTokenIds` holds the client's stop_token_ids (the route adds EOS and
+   * end-of-turn ids); `sampling.seed` is choice 0's, choice i uses seed + i (spec §8); `logprobs` is
+   * absent unless asked for.
+   */
+  request: RequestTemplate;
 }
 
 export interface Limits {
@@ -130,7 +128,11 @@ function randomU32(): number {
 /** Resolves the shared fields against server limits; throws ApiError 400 on anything we cannot serve. */
 export function resolveCommon(
   body: CommonFields,
-  extra: { maxTokens: number | null; logprobs: boolean; topLogprobs?: number },
+  extra: {
+    maxTokens: number | null;
+    /** Absent: no logprobs; else the alternatives to report per token (0: the chosen token's only). */
+    logprobs?: number;
+  },
   limits: Limits,
 ): GenerationOptions {
   const n = body.n ?? 1;
@@ -180,19 +182,20 @@ export function resolveCommon(
     maxTokens: extra.maxTokens,
     stop,
     includeStopStr: body.include_stop_str_in_output ?? false,
-    stopTokenIds,
-    ignoreEos: body.ignore_eos ?? false,
-    minTokens: body.min_tokens ?? 0,
     skipSpecialTokens: body.skip_special_tokens ?? true,
-    logprobs: extra.logprobs,
-    topLogprobs: extra.logprobs ? extra.topLogprobs ?? 0 : 0,
-    sampling: {
-      temperature: body.temperature ?? 1,
-      topP: body.top_p ?? 1,
-      topK: topK === -1 ? 0 : topK,
-      minP: body.min_p ?? 0,
-      seed: body.seed == null ? randomU32() : seedToU32(body.seed),
-      ...penalties,
+    request: {
+      sampling: {
+        temperature: body.temperature ?? 1,
+        topP: body.top_p ?? 1,
+        topK: topK === -1 ? 0 : topK,
+        minP: body.min_p ?? 0,
+        seed: body.seed == null ? randomU32() : seedToU32(body.seed),
+        ...penalties,
+      },
+      stopTokenIds,
+      ignoreEos: body.ignore_eos ?? false,
+      minTokens: body.min_tokens ?? 0,
+      ...(extra.logprobs !== undefined ? { logprobs: extra.logprobs } : {}),
     },
   };
 }
