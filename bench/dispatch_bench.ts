@@ -91,7 +91,15 @@ async function dispatchesPerStep(layers: number): Promise<number> {
   try {
     await synthCheckpoint({ arch: "tiny", code: "HYB", bits: 2, out: dir, layers });
     const eng = await Engine.load({ modelDir: dir, gpu, maxSeqs: 1, maxContext: 64, progress: false });
-    eng.addSequence("a", [1, 2, 3], 16, { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 }, false, false);
+    eng.addSequence({
+      request: {
+        id: "a",
+        promptIds: [1, 2, 3],
+        maxTokens: 16,
+        sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
+      },
+      prefixCache: false,
+    });
     await eng.prefill(["a"]);
     const d0 = k.dispatches;
     await eng.decodeRound(["a"], 8);

@@ -84,7 +84,7 @@ async function oneSequence(
   roundSteps: number,
   id: string,
 ): Promise<[number, number, number]> {
-  eng.addSequence(id, prompt, gen, GREEDY);
+  eng.addSequence({ request: { id, promptIds: prompt, maxTokens: gen, sampling: GREEDY } });
   try {
     const t0 = performance.now();
     await eng.prefill([id]);
@@ -276,7 +276,16 @@ export async function runBatch(
     await oneSequence(eng, randomPrompt(o.prompt, V, 5), 2 * o.roundSteps + 1, o.roundSteps, "w");
     for (const S of o.sequences) {
       const ids = Array.from({ length: S }, (_, i) => `b${S}-${i}`);
-      ids.forEach((id, i) => eng.addSequence(id, randomPrompt(o.prompt, V, 1000 * S + i), o.gen, GREEDY));
+      ids.forEach((id, i) =>
+        eng.addSequence({
+          request: {
+            id,
+            promptIds: randomPrompt(o.prompt, V, 1000 * S + i),
+            maxTokens: o.gen,
+            sampling: GREEDY,
+          },
+        })
+      );
       try {
         const t0 = performance.now();
         await eng.prefill(ids);

@@ -36,7 +36,9 @@ async function greedy(
   sampling = GREEDY,
 ): Promise<Record<string, number[]>> {
   const names = Object.keys(prompts);
-  for (const p of names) eng.addSequence(`s-${p}`, prompts[p], n + 1, sampling);
+  for (const p of names) {
+    eng.addSequence({ request: { id: `s-${p}`, promptIds: prompts[p], maxTokens: n + 1, sampling } });
+  }
   const out: Record<string, number[]> = {};
   try {
     const first = await eng.prefill(names.map((p) => `s-${p}`));

@@ -61,20 +61,22 @@ export interface ForwardBatch {
   ropeMaxPos: number;
 }
 
-export function encodeForward(
-  k: Kernels,
-  pass: GPUComputePassEncoder,
-  cfg: ModelConfig,
-  w: ModelWeights,
-  act: Activations,
-  kv: KvCacheBuffers,
-  ropeTable: BufferArg,
-  b: ForwardBatch,
-): void {
+/** What every forward pass runs on: the model and the engine's device-resident buffers. */
+export interface ForwardModel {
+  kernels: Kernels;
+  cfg: ModelConfig;
+  weights: ModelWeights;
+  act: Activations;
+  kv: KvCacheBuffers;
+  rope: BufferArg; // f32 (ropeMaxPos, headDim / 2, 2): cos, sin per position
+}
+
+export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, b: ForwardBatch): void {
+  const { kernels, cfg, weights: w, act, kv, rope: ropeTable } = model;
   const T = b.nTokens;
   const { dim, nHeads, nKvHeads, headDim, hiddenDim } = cfg;
   w.embed.forEach((part, i) =>
-    embedding(k, pass, {
+    embedding(kernels, pass, {
       tokens: b.tokens,
       tokensOffset: b.tokensOffset,
       table: part.buffer,
@@ -90,11 +92,11 @@ export function encodeForward(
   for (let l = 0; l < cfg.nLayers; l++) {
     const L = w.layers[l];
     // Attention block: x += Wo attention(rope(Wq xb), rope(Wk xb), Wv xb), xb = rmsnorm(x).
-    rmsnorm(k, pass, { x: act.x, weight: L.attnNorm, out: act.xb, rows: T, dim, eps: cfg.normEps });
-    L.q.encode(k, pass, { x: act.xb, out: act.q, rows: T });
-    L.k.encode(k, pass, { x: act.xb, out: act.k, rows: T });
-    L.v.encode(k, pass, { x: act.xb, out: act.v, rows: T });
-    rope(k, pass, {
+    rmsnorm(kernels, pass, { x: act.x, weight: L.attnNorm, out: act.xb, rows: T, dim, eps: cfg.normEps });
+    L.q.encode(kernels, pass, { x: act.xb, out: act.q, rows: T });
+    L.k.encode(kernels, pass, { x: act.xb, out: act.k, rows: T });
+    L.v.encode(kernels, pass, { x: act.xb, out: act.v, rows: T });
+    rope(kernels, pass, {
       q: act.q,
       k: act.k,
       positions: b.tokenPos,
@@ -105,7 +107,7 @@ export function encodeForward(
       headDim,
       maxPos: b.ropeMaxPos,
     });
-    kvWrite(k, pass, {
+    kvWrite(kernels, pass, {
       k: act.k,
       v: act.v,
       kCache: kv.k[l],
@@ -119,7 +121,7 @@ export function encodeForward(
       blockSize: kv.blockSize,
       maxBlocksPerSeq: kv.maxBlocksPerSeq,
     });
-    attention(k, pass, {
+    attention(kernels, pass, {
       q: act.q,
       kCache: kv.k[l],
       vCache: kv.v[l],
@@ -137,19 +139,19 @@ export function encodeForward(
       maxQueryTokens: b.maxQueryTokens,
       maxContext: b.maxContext,
     });
-    L.o.encode(k, pass, { x: act.att, out: act.x, rows: T, accumulate: true });
+    L.o.encode(kernels, pass, { x: act.att, out: act.x, rows: T, accumulate: true });
     // MLP block: x += Wd (silu(Wg xb) * Wu xb), xb = rmsnorm(x).
-    rmsnorm(k, pass, { x: act.x, weight: L.ffnNorm, out: act.xb, rows: T, dim, eps: cfg.normEps });
-    L.gate.encode(k, pass, { x: act.xb, out: act.gate, rows: T });
-    L.up.encode(k, pass, { x: act.xb, out: act.up, rows: T });
-    siluMul(k, pass, { gate: act.gate, up: act.up, out: act.mlp, T, n: hiddenDim });
-    L.down.encode(k, pass, { x: act.mlp, out: act.x, rows: T, accumulate: true });
+    rmsnorm(kernels, pass, { x: act.x, weight: L.ffnNorm, out: act.xb, rows: T, dim, eps: cfg.normEps });
+    L.gate.encode(kernels, pass, { x: act.xb, out: act.gate, rows: T });
+    L.up.encode(kernels, pass, { x: act.xb, out: act.up, rows: T });
+    siluMul(kernels, pass, { gate: act.gate, up: act.up, out: act.mlp, T, n: hiddenDim });
+    L.down.encode(kernels, pass, { x: act.mlp, out: act.x, rows: T, accumulate: true });
   }
   let rows = T;
   let src = act.x;
   if (b.logitRows) {
     rows = b.logitRows.count;
-    gatherRows(k, pass, {
+    gatherRows(kernels, pass, {
       src: act.x,
       idx: b.logitRows.idx,
       dst: act.last,
@@ -159,6 +161,6 @@ export function encodeForward(
     });
     src = act.last;
   }
-  rmsnorm(k, pass, { x: src, weight: w.finalNorm, out: act.lastNormed, rows, dim, eps: cfg.normEps });
-  w.lmHead.encode(k, pass, { x: act.lastNormed, out: b.logits, rows });
+  rmsnorm(kernels, pass, { x: src, weight: w.finalNorm, out: act.lastNormed, rows, dim, eps: cfg.normEps });
+  w.lmHead.encode(kernels, pass, { x: act.lastNormed, out: b.logits, rows });
 }

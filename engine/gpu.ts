@@ -42,7 +42,8 @@ export async function openGpu(opts: { allowSubgroups?: boolean } = {}): Promise<
   };
   let device: GPUDevice;
   let subgroups = false;
-  // The H100's adapter grants `subgroups` when asked although it does not list it (shared/device/README.md).
+  // The H100's adapter grants `subgroups` when asked although it does not list it (measured on the
+  // H100 host, 2026-11).
   if (allowSubgroups) {
     try {
       device = await adapter.requestDevice({
@@ -78,4 +79,13 @@ export function describeGpu(gpu: Gpu): string {
   return `${name || "unknown adapter"} (subgroups: ${
     f.subgroups ? `yes, size ${f.subgroupSize || "varies"}` : "no"
   }, max buffer ${(gpu.device.limits.maxBufferSize / 2 ** 30).toFixed(1)} GiB)`;
+}
+
+/** A storage buffer the host can write and copy from, `bytes` rounded up to 16 (at least 16). */
+export function storageBuffer(device: GPUDevice, label: string, bytes: number): GPUBuffer {
+  return device.createBuffer({
+    label,
+    size: Math.max(16, Math.ceil(bytes / 16) * 16),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+  });
 }

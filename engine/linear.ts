@@ -31,7 +31,7 @@ export interface Linear {
   readonly outDim: number;
   /** Bytes of weight memory the layer reads per pass. */
   readonly weightBytes: number;
-  encode(k: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void;
+  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void;
   destroy(): void;
 }
 
@@ -56,9 +56,9 @@ export class F16Linear implements Linear {
     this.weightBytes = inDim * outDim * 2;
   }
 
-  encode(k: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void {
+  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void {
     for (const part of this.parts) {
-      matmulF16(k, pass, {
+      matmulF16(kernels, pass, {
         x: o.x,
         w: part.buffer,
         out: o.out,
@@ -92,8 +92,8 @@ export interface QtipWeights {
 }
 
 /**
- * QTIP linear (shared/spec/qtip-format.md): y = SV ⊙ H_m (hatW (H_n^T (SU ⊙ x))), with hatW decoded
- * from the trellis inside the matmul kernel. Three dispatches: input transform, fused
+ * QTIP linear (docs/QTIP_FORMAT.md, "The linear layer"): y = SV ⊙ H_m (hatW (H_n^T (SU ⊙ x))), with hatW
+ * decoded from the trellis inside the matmul kernel. Three dispatches: input transform, fused
  * dequantize-matmul, output transform (which also applies SV and the optional residual add).
  */
 export class QtipLinear implements Linear {
@@ -109,9 +109,9 @@ export class QtipLinear implements Linear {
     this.weightBytes = (inDim * outDim * w.bits) / 8 + inDim * 2 + outDim * 4;
   }
 
-  encode(k: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void {
+  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void {
     const { a, b, had } = this.scratch;
-    hadamard(k, pass, {
+    hadamard(kernels, pass, {
       x: o.x,
       out: a,
       rows: o.rows,
@@ -121,7 +121,7 @@ export class QtipLinear implements Linear {
       chunk: this.w.rcp === 1 ? this.inDim / this.w.tpRank : undefined,
       scratch: had,
     });
-    qtipMatmul(k, pass, {
+    qtipMatmul(kernels, pass, {
       x: a,
       trellis: this.w.trellis,
       lut: this.w.lut,
@@ -133,7 +133,7 @@ export class QtipLinear implements Linear {
       K: this.w.bits,
       mma: this.w.mma,
     });
-    hadamard(k, pass, {
+    hadamard(kernels, pass, {
       x: b,
       out: o.out,
       rows: o.rows,

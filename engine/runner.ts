@@ -213,16 +213,7 @@ export class Runner {
 
   /** Hands a sequence to the engine: a new one, or a preempted one with what it generated appended. */
   #start(a: Active): void {
-    this.engine.addSequence(
-      a.req.id,
-      [...a.req.promptIds, ...a.tokens],
-      a.req.maxTokens - a.tokens.length,
-      a.req.sampling,
-      (a.req.logprobs ?? -1) >= 0,
-      this.engine.prefixCache,
-      Math.max(0, a.req.logprobs ?? 0),
-      { generated: a.tokens },
-    );
+    this.engine.addSequence({ request: a.req, resumed: a.tokens });
     a.prefilling = true;
     this.#active.set(a.req.id, a);
   }
