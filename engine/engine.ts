@@ -415,9 +415,10 @@ export class Engine {
       count: S,
     });
     pass.end();
-    const K = Math.max(0, ...seqs.map((s) => s.topLogprobs));
+    // Alternatives per row in the round's top-logprob region: the most any sequence asked for.
+    const nTop = Math.max(0, ...seqs.map((s) => s.topLogprobs));
     const bytes = steps * S * 4;
-    const topBytes = steps * S * K * 2 * 4;
+    const topBytes = steps * S * nTop * 2 * 4;
     const total = 2 * bytes + topBytes;
     const rb = this.#readback.take(total);
     enc.copyBufferToBuffer(this.#history, S * 4, rb, 0, bytes);
@@ -430,14 +431,14 @@ export class Engine {
     const ids32 = new Uint32Array(data, 0, steps * S);
     const lps = new Float32Array(data, bytes, steps * S);
     const tokens = new Map<string, TokenBatch>();
-    const top = topBytes ? new Uint32Array(data, 2 * bytes, steps * S * K * 2) : null;
+    const top = topBytes ? new Uint32Array(data, 2 * bytes, steps * S * nTop * 2) : null;
     seqs.forEach((s, j) => {
       const out: TokenBatch = { ids: [], logprobs: [] };
       if (top && s.topLogprobs > 0) out.top = [];
       for (let st = 0; st < steps; st++) {
         out.ids.push(ids32[st * S + j]);
         out.logprobs.push(lps[st * S + j]);
-        if (out.top) out.top.push(readTopPairs(top!, (st * S + j) * K * 2, s.topLogprobs));
+        if (out.top) out.top.push(readTopPairs(top!, (st * S + j) * nTop * 2, s.topLogprobs));
       }
       s.generated += steps;
       tokens.set(s.id, out);

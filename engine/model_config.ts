@@ -1,6 +1,7 @@
 // config.json -> ModelConfig and generation_config.json -> GenerationConfig, validated once at load
 // time so nothing downstream re-checks shapes. Only Llama (LlamaForCausalLM) is supported, fp16 or
 // QTIP-quantized (`quip_params`, as written by Cornell-RelaxML/qtip:quantize_llama/hfize_llama.py).
+import { codeV, type QtipCode } from "../kernels/mod.ts";
 
 export interface RopeScaling {
   /** Llama 3.1's frequency-dependent scaling (transformers `_compute_llama3_parameters`). */
@@ -11,8 +12,17 @@ export interface RopeScaling {
   originalMaxPositionEmbeddings: number;
 }
 
-export const QTIP_DECODE_MODES = ["quantlut_sym", "1mad", "3inst"] as const;
-export type QtipDecodeMode = typeof QTIP_DECODE_MODES[number];
+/**
+ * The checkpoint's `decode_mode` names of the QTIP codes we run, and our name for each (kernels/qtip's
+ * QtipCode, used everywhere past this file). docs/QTIP_FORMAT.md describes the codes.
+ */
+export const QTIP_DECODE_MODES = { quantlut_sym: "hyb", "1mad": "1mad", "3inst": "3inst" } as const;
+export type QtipDecodeMode = keyof typeof QTIP_DECODE_MODES;
+
+/** The code of a QTIP checkpoint, in our vocabulary. */
+export function qtipCode(quant: Pick<QtipConfig, "decodeMode">): QtipCode {
+  return QTIP_DECODE_MODES[quant.decodeMode];
+}
 
 /** `quip_params`: the bitshift trellis code of every quantized linear (QTIP paper, section 3). */
 export interface QtipConfig {
@@ -31,6 +41,7 @@ export interface QtipConfig {
   V: number;
   /** LUT index bits of quantlut_sym (its tlut is [2^tlutBits, V]); unused by 1mad/3inst. */
   tlutBits: number;
+  /** The checkpoint's name of the code; `qtipCode()` gives ours. */
   decodeMode: QtipDecodeMode;
   /** Tile of one trellis sequence: tdX x tdY = 16 x 16. */
   tdX: number;
@@ -327,10 +338,11 @@ function parseQtip(q: Fields, config: ModelConfig, warnings: string[]): QtipConf
   }
   if (q.raw("codebook") !== "bitshift") throw q.fail("codebook", `"bitshift" (QTIP's trellis code)`);
   const decodeMode = q.raw("decode_mode");
-  if (!QTIP_DECODE_MODES.includes(decodeMode as QtipDecodeMode)) {
-    throw q.fail("decode_mode", `one of ${QTIP_DECODE_MODES.map((m) => `"${m}"`).join(", ")}`);
+  if (typeof decodeMode !== "string" || !Object.hasOwn(QTIP_DECODE_MODES, decodeMode)) {
+    throw q.fail("decode_mode", `one of ${Object.keys(QTIP_DECODE_MODES).map((m) => `"${m}"`).join(", ")}`);
   }
   const mode = decodeMode as QtipDecodeMode;
+  const code = QTIP_DECODE_MODES[mode];
   const L = q.int("L", 1);
   if (L !== 16) throw q.fail("L", "16 (the only trellis state size supported)");
   const K = q.intIn("K", 1, 8);
@@ -341,10 +353,10 @@ function parseQtip(q: Fields, config: ModelConfig, warnings: string[]): QtipConf
     warnings.push(`quip_params.K_v_proj = ${kVProj} is outside the published 2..4 bits per weight`);
   }
   const V = q.int("V", 1);
-  const wantV = mode === "quantlut_sym" ? 2 : 1;
+  const wantV = codeV(code);
   if (V !== wantV) throw q.fail("V", `${wantV} for decode_mode "${mode}"`);
-  // quantlut_sym indexes the LUT with bits 15 - tlut_bits .. 14 of the state; bit 15 is the sign.
-  const tlutBits = mode === "quantlut_sym" ? q.intIn("tlut_bits", 1, 15) : q.int("tlut_bits", 0, 0);
+  // HYB indexes the LUT with bits 15 - tlut_bits .. 14 of the state; bit 15 is the sign.
+  const tlutBits = code === "hyb" ? q.intIn("tlut_bits", 1, 15) : q.int("tlut_bits", 0, 0);
   const tdX = q.int("td_x", 1);
   if (tdX !== 16) throw q.fail("td_x", "16");
   const tdY = q.int("td_y", 1);

@@ -170,15 +170,15 @@ export class Sampler {
       });
     }
     if (s.topInto === "step") {
-      const k = Math.max(0, ...s.rows.map((r) => r.topLogprobs));
-      if (k > 0) {
+      const nTop = Math.max(0, ...s.rows.map((r) => r.topLogprobs));
+      if (nTop > 0) {
         topLogprobs(kernels, pass, {
           logits: s.logits,
           rows: n,
           vocab,
-          k,
+          k: nTop,
           out: this.topLogprobs,
-          outOffset: s.step * n * k * 2,
+          outOffset: s.step * n * nTop * 2,
         });
       }
     } else {

@@ -3,10 +3,16 @@
 // re-laid out for the kernel one tensor at a time.
 import type { Checkpoint } from "./checkpoint.ts";
 import { convertToF16 } from "./safetensors.ts";
-import { isQuantizedLinear, type LinearName, type ModelConfig, qtipLinearK } from "./model_config.ts";
+import {
+  isQuantizedLinear,
+  type LinearName,
+  type ModelConfig,
+  qtipCode,
+  qtipLinearK,
+} from "./model_config.ts";
 import { F16Linear, type Linear, type LinearScratch, QtipLinear, type RowPart } from "./linear.ts";
 import type { LoadProgress } from "./progress.ts";
-import { type QtipCode, toGpuLayout } from "../kernels/mod.ts";
+import { toGpuLayout } from "../kernels/mod.ts";
 
 export class WeightsError extends Error {
   override name = "WeightsError";
@@ -187,8 +193,6 @@ async function readScalarInt(ckpt: Checkpoint, name: string): Promise<number> {
   return info.dtype === "I64" ? Number(dv.getBigInt64(0, true)) : dv.getInt32(0, true);
 }
 
-const CODES: Record<string, QtipCode> = { quantlut_sym: "hyb", "1mad": "1mad", "3inst": "3inst" };
-
 async function loadLinear(
   ckpt: Checkpoint,
   up: Uploader,
@@ -203,7 +207,7 @@ async function loadLinear(
     const w = await loadF16(ckpt, up, `${name}.weight`, [outDim, inDim]);
     return new F16Linear(name, inDim, outDim, [{ buffer: w, rowStart: 0, rows: outDim }]);
   }
-  const code = CODES[q.decodeMode];
+  const code = qtipCode(q);
   const bits = qtipLinearK(q, where.linear) as 2 | 3 | 4;
   const wordsPerTile = (q.tdX * q.tdY * bits) / 16;
   const tiles = (outDim / q.tdX) * (inDim / q.tdY);
@@ -213,7 +217,7 @@ async function loadLinear(
   const words = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
   // The official conversion writes the CUDA kernel's swizzled layout exactly when its has_kernel()
   // accepts the configuration (lib/utils/kernel_check.py); otherwise plain pack_trellis order.
-  const swizzled = q.decodeMode === "quantlut_sym" && q.L === 16 && q.V === 2 && bits >= 2 && bits <= 4 &&
+  const swizzled = code === "hyb" && q.L === 16 && q.V === 2 && bits >= 2 && bits <= 4 &&
     q.tlutBits === 9 && q.tdX === 16 && q.tdY === 16;
   const gpuWords = toGpuLayout(words, {
     m: outDim,
