@@ -1,5 +1,5 @@
 // Synthetic QTIP checkpoints at the exact shapes and byte counts of the published Llama 2 / Llama 3.1 models:
-// random trellis codes with plausible scales, written in the official format (shared/spec/qtip-format.md) so
+// random trellis codes with plausible scales, written in the official format (docs/QTIP_FORMAT.md) so
 // the engine loads them like a real checkpoint. Speed does not depend on the values, so every benchmark in
 // bench/ runs on these without downloading anything.
 //

@@ -1,4 +1,4 @@
-// Plain reference of one QTIP linear layer (shared/spec/qtip-format.md, Cornell-RelaxML/qtip
+// Plain reference of one QTIP linear layer (docs/QTIP_FORMAT.md, Cornell-RelaxML/qtip
 // lib/codebook/bitshift.py BitshiftLinear.forward): y = SV ⊙ H_m (hatW (H_n^T (SU ⊙ x))), in doubles.
 // Checks the decoded weights and the GPU path against the fixtures; not used at inference.
 //

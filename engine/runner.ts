@@ -1,7 +1,7 @@
-// The generation loop: admits requests when a slot and KV blocks are free, spreads prompts over
-// prefill batches, runs decode rounds for everything that is generating, and turns sampled ids into
-// per-request TokenEvents (stop tokens, max tokens, cancellation). It runs where the Engine runs (a
-// Worker for the server, the main thread for the CLI).
+// The scheduler, the engine's generation loop: admits requests when a slot and KV blocks are free,
+// spreads prompts over prefill batches, runs decode rounds for everything that is generating, and turns
+// sampled ids into per-request TokenEvents (stop tokens, max tokens, cancellation). It runs where the
+// Engine runs (a Worker for the server, the main thread for the CLI).
 import type { Engine } from "./engine.ts";
 import { contextOverflow, type EngineStats, type GenerateRequest, type TokenEvent } from "./types.ts";
 

@@ -1,5 +1,5 @@
-// The server's one error type and the one table that maps each kind of failure to an HTTP status,
-// an OpenAI error `type` and a default `code` (spec §7). Routes throw ApiError; app.onError renders it.
+// The server's one error type and the one table that maps each kind of failure to an HTTP status, an OpenAI
+// error `type` and a default `code` (docs/API.md §7). Routes throw ApiError; app.onError renders it.
 
 import type { ZodError } from "zod";
 
@@ -68,7 +68,7 @@ export class ApiError extends Error {
     return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
   }
 
-  /** Retry hints the OpenAI SDKs read: `retry-after-ms` first, then `retry-after` (spec §7). */
+  /** Retry hints the OpenAI SDKs read: `retry-after-ms` first, then `retry-after` (docs/API.md §7). */
   headers(): Record<string, string> {
     const headers: Record<string, string> = {};
     if (this.retryAfterS !== undefined) {
@@ -120,7 +120,7 @@ function deepestIssue(issue: Issue, prefix: readonly PropertyKey[]): { issue: Is
   return deepestIssue(informative[0][0], path);
 }
 
-/** The first zod issue as a 400 naming the field (spec §7: `param` = offending field path). */
+/** The first zod issue as a 400 naming the field (docs/API.md §7: `param` = offending field path). */
 export function fromZodError(err: ZodError): ApiError {
   const { issue, path } = deepestIssue(err.issues[0], []);
   const param = formatParam(path);

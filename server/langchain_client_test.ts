@@ -1,5 +1,5 @@
-// LangChain's ChatOpenAI against startServer on loopback with the fake engine (spec §9.3): invoke, stream
-// with usage metadata, and a 404 surfaced as an error rather than retried six times.
+// LangChain's ChatOpenAI against startServer on loopback with the fake engine (docs/API.md §9.3): invoke,
+// stream with usage metadata, and a 404 surfaced as an error rather than retried six times.
 
 import assert from "node:assert/strict";
 import { ChatOpenAI } from "@langchain/openai";

@@ -1,5 +1,6 @@
-// The official `openai` npm client against startServer on loopback with the fake engine (spec §9.1): the
-// calls users make, the stream helper, and the error classes and retries the SDK derives from our answers.
+// The official `openai` npm client against startServer on loopback with the fake engine (docs/API.md §9.1):
+// the calls users make, the stream helper, and the error classes and retries the SDK derives from our
+// answers.
 
 import assert from "node:assert/strict";
 import OpenAI from "openai";

@@ -1,5 +1,5 @@
-// AsyncIterable of chunk objects → a text/event-stream Response (spec §5.1): one compact `data:` line per
-// chunk, a final `data: [DONE]`, one in-band error event if the iterator throws, and abort wiring when
+// AsyncIterable of chunk objects → a text/event-stream Response (docs/API.md §5.1): one compact `data:` line
+// per chunk, a final `data: [DONE]`, one in-band error event if the iterator throws, and abort wiring when
 // the client cancels the body.
 
 import { toApiError } from "./errors.ts";
@@ -66,7 +66,7 @@ export function sseResponse(events: AsyncIterable<unknown>, opts: SseOptions): R
         send(`data: ${JSON.stringify(result.value)}\n\n`);
       } catch (err) {
         if (ended) return;
-        // Once the 200 went out, errors travel in-band: one error event, then [DONE] (spec §5.5).
+        // Once the 200 went out, errors travel in-band: one error event, then [DONE] (docs/API.md §5.5).
         send(`data: ${JSON.stringify(toApiError(err).body())}\n\n`);
         send("data: [DONE]\n\n");
         controller.close();

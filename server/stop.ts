@@ -1,4 +1,4 @@
-// Stop strings on detokenized text (spec §8): text that could still grow into a stop string is held
+// Stop strings on detokenized text (docs/API.md §8): text that could still grow into a stop string is held
 // back, so a partial stop string never reaches the client; the earliest match ends the sequence.
 
 export interface StopResult {

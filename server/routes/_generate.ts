@@ -15,7 +15,7 @@ export function randomId(): string {
 
 export interface BuildOptions {
   requestId: string;
-  /** Token ids of each prompt; choice index = promptIndex × n + sampleIndex (spec §6). */
+  /** Token ids of each prompt; choice index = promptIndex × n + sampleIndex (docs/API.md §6). */
   prompts: number[][];
   opts: GenerationOptions;
   arrivalMs: number;
@@ -44,7 +44,7 @@ export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] 
     if (overflow !== null) {
       throw new ApiError("invalid_request", overflow, { param: b.param, code: "context_length_exceeded" });
     }
-    // Prompt + max_tokens beyond the context is clamped and finishes with "length" (spec §8, our choice).
+    // Prompt + max_tokens beyond the context is clamped and finishes with "length" (docs/API.md §8, ours).
     const room = maxContext - promptIds.length;
     const maxTokens = Math.min(b.opts.maxTokens ?? room, room);
     for (let i = 0; i < b.opts.n; i++) {

@@ -1,5 +1,5 @@
 // POST /v1/chat/completions: schema → chat template → encode → sequences → admission → chunks or JSON.
-// Response and stream shapes follow spec §4 and §5.
+// Response and stream shapes follow docs/API.md §4 and §5.
 
 import { Hono } from "hono";
 import type { AppEnv, ServerContext } from "../context.ts";
@@ -144,7 +144,7 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
       });
       for await (const out of outputs) {
         const finish = finishOf(out);
-        // The role chunk goes out with the choice's first token, never earlier (TTFT, spec §5.3).
+        // The role chunk goes out with the choice's first token, never earlier (TTFT, docs/API.md §5.3).
         if (!started.has(out.index)) {
           started.add(out.index);
           yield chunk(out.index, { role: "assistant", content: "" }, null, null);

@@ -1,5 +1,5 @@
 // POST /v1/completions (legacy text completions): schema → encode each prompt → prompts × n sequences
-// → admission → chunks or JSON (spec §6). choices[i].index = promptIndex × n + sampleIndex.
+// → admission → chunks or JSON (docs/API.md §6). choices[i].index = promptIndex × n + sampleIndex.
 
 import { Hono } from "hono";
 import type { AppEnv, ServerContext } from "../context.ts";

@@ -1,4 +1,5 @@
-// GET /v1/models and GET /v1/models/{id}: every served name and alias as an OpenAI model object (spec §2).
+// GET /v1/models and GET /v1/models/{id}: every served name and alias as an OpenAI model object
+// (docs/API.md §2).
 
 import { Hono } from "hono";
 import { type AppEnv, modelInfo, type ServerContext } from "../context.ts";

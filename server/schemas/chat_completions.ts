@@ -1,4 +1,4 @@
-// POST /v1/chat/completions request schema (spec §3). Non-strict: unknown fields are stripped, never
+// POST /v1/chat/completions request schema (docs/API.md §3). Non-strict: unknown fields are stripped, never
 // rejected. Fields follow OpenAI's documentation order; vLLM extensions come last.
 
 import { z } from "zod";

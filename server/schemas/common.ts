@@ -40,7 +40,7 @@ export const TEMPERATURE = z.number().min(0).max(2).nullish();
 export const TOP_P = z.number().gt(0).max(1).nullish();
 export const USER = z.string().nullish();
 
-// --- vLLM extensions, accepted at top level with vLLM's names (spec §3) ---
+// --- vLLM extensions, accepted at top level with vLLM's names (docs/API.md §3) ---
 export const VLLM_EXTENSIONS = {
   top_k: z.number().int().min(-1).nullish(),
   min_p: z.number().min(0).max(1).nullish(),
@@ -85,7 +85,7 @@ export interface GenerationOptions {
   skipSpecialTokens: boolean;
   /**
    * The engine's part. `stopTokenIds` holds the client's stop_token_ids (the route adds EOS and
-   * end-of-turn ids); `sampling.seed` is choice 0's, choice i uses seed + i (spec §8); `logprobs` is
+   * end-of-turn ids); `sampling.seed` is choice 0's, choice i uses seed + i (docs/API.md §8); `logprobs` is
    * absent unless asked for.
    */
   request: RequestTemplate;
@@ -177,7 +177,7 @@ export function resolveCommon(
   return {
     n,
     stream,
-    // stream_options without streaming is ignored (spec §3, our choice).
+    // stream_options without streaming is ignored (docs/API.md §3, our choice).
     includeUsage: stream && (body.stream_options?.include_usage ?? false),
     maxTokens: extra.maxTokens,
     stop,

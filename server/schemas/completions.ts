@@ -1,4 +1,4 @@
-// POST /v1/completions (legacy text completions) request schema (spec §6). Non-strict like chat.
+// POST /v1/completions (legacy text completions) request schema (docs/API.md §6). Non-strict like chat.
 // Fields follow OpenAI's documentation order; vLLM extensions come last.
 
 import { z } from "zod";
