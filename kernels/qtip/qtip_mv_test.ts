@@ -14,7 +14,7 @@ import {
   seededRandom,
   testKernels,
   upload,
-} from "../_test_utils.ts";
+} from "../../test/support/mod.ts";
 import { Kernels } from "../core.ts";
 
 const RTOL = 1e-4;

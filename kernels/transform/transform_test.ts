@@ -4,7 +4,16 @@
 import { blockTransform, HadTable, normTransform, ropeKv } from "./transform.ts";
 import { blockTransformRef, normTransformRef, ropeKvRef } from "./transform_ref.ts";
 import { buildRopeTable } from "../rope/rope.ts";
-import { hasWebGpu, randomF32, readF32, readU32, run, scratch, testKernels, upload } from "../_test_utils.ts";
+import {
+  hasWebGpu,
+  randomF32,
+  readF32,
+  readU32,
+  run,
+  scratch,
+  testKernels,
+  upload,
+} from "../../test/support/mod.ts";
 
 const gpu = await hasWebGpu();
 
