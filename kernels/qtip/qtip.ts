@@ -38,9 +38,10 @@ export interface QtipMatmulOptions {
   outStride?: number; // default m
   /**
    * Stacked linears: rows from starts[i] on (multiples of 16, increasing, at most two) read the x of part
-   * i + 1, which begins partStride elements after the previous part's. Default: one part.
+   * i + 1, which begins partStride elements after the previous part's, and its LUT, lutStride (2^tlutBits,
+   * the default) entries after the previous one's. Default: one part.
    */
-  parts?: { starts: number[]; partStride: number };
+  parts?: { starts: number[]; partStride: number; lutStride?: number };
   /** Matvec tuning (benchmarks sweep these); defaults from the shape. */
   tune?: QtipTune;
 }
@@ -135,22 +136,29 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
     const params = new ParamWriter()
       .u32(tileRows).u32(o.n / 16).u32((o.xStride ?? o.n) / 4).u32((o.xOffset ?? 0) / 4)
       .u32(o.outStride ?? o.m).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0)
-      .u32((starts[0] ?? o.m) / 16).u32((starts[1] ?? o.m) / 16).u32((o.parts?.partStride ?? 0) / 4);
+      .u32((starts[0] ?? o.m) / 16).u32((starts[1] ?? o.m) / 16).u32((o.parts?.partStride ?? 0) / 4)
+      .u32(o.parts?.lutStride ?? 1 << tlutBits).u32(0);
     const [gx, gy] = grid2d(k, tileRows);
     k.dispatch(pass, p, [o.x, o.trellis, lut, o.out, k.params(params)], gx, gy);
     return;
   }
-  if (starts.length) throw new KernelError("qtipMatmul: stacked parts need the matvec (M <= 16, aligned x)");
+  // The tiled matmul takes stacked parts one at a time.
   const constants = {
     CODE: CODES[o.code],
     K: o.K,
     TLUT_BITS: o.code === "hyb" ? tlutBits : 0,
     LUT_SIZE: o.code === "hyb" ? 1 << tlutBits : 1,
   };
-  const params = new ParamWriter()
-    .u32(o.M).u32(o.m).u32(o.n).u32(o.xStride ?? o.n)
-    .u32(o.outStride ?? o.m).u32(o.xOffset ?? 0).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0);
   const p = k.pipeline("qtip", source, constants, "matmul");
-  const args = [o.x, o.trellis, lut, o.out, k.params(params)];
-  k.dispatch(pass, p, args, Math.ceil(o.m / MATMUL_BO), Math.ceil(o.M / MATMUL_BT));
+  const bounds = [0, ...starts, o.m];
+  for (let g = 0; g + 1 < bounds.length; g++) {
+    const m = bounds[g + 1] - bounds[g];
+    const params = new ParamWriter()
+      .u32(o.M).u32(m).u32(o.n).u32(o.xStride ?? o.n)
+      .u32(o.outStride ?? o.m).u32((o.xOffset ?? 0) + g * (o.parts?.partStride ?? 0))
+      .u32((o.outOffset ?? 0) + bounds[g]).u32(o.accumulate ? 1 : 0)
+      .u32(bounds[g] / 16).u32(g * (o.parts?.lutStride ?? 1 << tlutBits)).u32(0).u32(0);
+    const args = [o.x, o.trellis, lut, o.out, k.params(params)];
+    k.dispatch(pass, p, args, Math.ceil(m / MATMUL_BO), Math.ceil(o.M / MATMUL_BT));
+  }
 }

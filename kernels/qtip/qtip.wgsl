@@ -30,6 +30,10 @@ struct Params {
   xOffset: u32,
   outOffset: u32,
   accumulate: u32,
+  tileRow0: u32, // first tile-row of this part in the (stacked) trellis
+  lutOffset: u32, // first LUT entry of this part
+  _pad0: u32,
+  _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -45,7 +49,7 @@ var<workgroup> xt: array<f32, 2048>; // matmul (BK, BT): xt[k * BT + token]
 fn loadLut(tid: u32, threads: u32) {
   if (CODE == 0u) {
     for (var i = tid; i < LUT_SIZE; i += threads) {
-      lutS[i] = lut[i];
+      lutS[i] = lut[params.lutOffset + i];
     }
   }
 }
@@ -134,7 +138,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       let J = (k0 >> 4u) + tc;
       var v = vec2<f32>(0.0);
       if (row0 + tr * 16u < params.m && J < tilesPerRow) {
-        v = tilePair(HEADER + (((row0 >> 4u) + tr) * tilesPerRow + J) * tileWords, 2u * K * P);
+        v = tilePair(HEADER + ((params.tileRow0 + (row0 >> 4u) + tr) * tilesPerRow + J) * tileWords, 2u * K * P);
       }
       let pos = pairPosition(P, mma);
       let kk = tc * 16u + pos.y;

@@ -11,8 +11,8 @@
 // reads the tile's 16 columns of x as 4 vec4 per token. A warp reads 4 consecutive tiles: coalesced. The slots
 // meet in a reduction at the end (subgroup shuffles, then workgroup memory; or a workgroup-memory tree) that
 // reuses the LUT's workgroup memory.
-// Stacked linears (q/k/v, gate/up) run as one dispatch: tile-rows from PART1 and from PART2 on read the x of
-// part 1 and part 2, partStride vec4 further on.
+// Stacked linears (q/k/v, gate/up) run as one dispatch: tile-rows from part1 and from part2 on read the x and
+// the LUT of part 1 and part 2, partStride vec4 and lutPartStride entries further on.
 // HYB: the LUT lives in workgroup memory as packed f16 pairs, REPS copies interleaved (entry e of copy c at
 // e * REPS + c, c = tid % REPS), so the lanes of a warp seldom meet in a bank; bit 15 of t = s(s + 1) negates
 // the first value, which is the low half of the packed pair: one xor with (t & 0x8000).
@@ -43,6 +43,8 @@ struct Params {
   part1: u32, // first tile-row of part 1 (tileRows: none)
   part2: u32, // first tile-row of part 2 (tileRows: none)
   partStride: u32, // vec4 units between the x of consecutive parts
+  lutPartStride: u32, // LUT entries between the LUTs of consecutive parts
+  _pad0: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
@@ -89,11 +91,13 @@ fn main(
   @builtin(local_invocation_index) tid: u32,
 {{SG_BUILTINS}}
 ) {
+  let I = wid.y * nwg.x + wid.x;
+  let part = select(0u, 1u, I >= params.part1) + select(0u, 1u, I >= params.part2);
+  let lut0 = part * params.lutPartStride;
   for (var i = tid; i < LUT_WORDS; i += WG) {
-    smem[i] = pack2x16float(lut[i >> REP_SHIFT]);
+    smem[i] = pack2x16float(lut[lut0 + (i >> REP_SHIFT)]);
   }
   workgroupBarrier();
-  let I = wid.y * nwg.x + wid.x;
   if (I >= params.tileRows) {
     return;
   }
@@ -101,7 +105,6 @@ fn main(
   let slot = tid >> 3u;
   let rep = tid & REP_MASK;
   let tpr = params.tilesPerRow;
-  let part = select(0u, 1u, I >= params.part1) + select(0u, 1u, I >= params.part2);
   let xRow = params.xOffset + part * params.partStride;
   let laneBase = HEADER + I * tpr * TILE_WORDS + lane * K;
   // The word after the lane's K words: the next lane's first, or the tile's first for lane 7.

@@ -174,49 +174,53 @@ Deno.test({
 });
 
 Deno.test({
-  name: "qtip_mv: stacked parts read their own x rows",
+  name: "qtipMatmul: stacked parts read their own x rows and LUTs (matvec and tiled matmul)",
   ignore: !gpu,
   async fn() {
     const k = (await testKernels())!;
-    // q, k, v of a GQA model fused along m (64, 32 and 32 rows, one shared LUT), n = 128, M = 2; each part's
+    // q, k, v of a GQA model fused along m (64, 32 and 32 rows, each with its own LUT), n = 128; each part's
     // x rows sit partStride elements after the previous part's.
-    const n = 128, M = 2, partStride = M * n + 8;
-    const parts = [64, 32, 32].map((m, i) => makeLinear("hyb", 2, "swizzled", m, n, 40 + i, 7));
+    const n = 128, m = 128;
+    const parts = [64, 32, 32].map((rows, i) => makeLinear("hyb", 2, "swizzled", rows, n, 40 + i));
     const fused = fuseGpuLayouts(parts.map((p) => p.gpu));
-    const xs = parts.map((_, i) => randomF32(M * n, 90 + i));
-    const xAll = new Float32Array(3 * partStride);
-    xs.forEach((xp, p) => xAll.set(xp, p * partStride));
-    const m = 128;
-    const out = scratch(k, M * m * 4);
-    await run(k, (pass) =>
-      qtipMatmul(k, pass, {
-        x: upload(k, xAll),
-        trellis: upload(k, fused),
-        lut: upload(k, parts[0].lut!),
-        out,
-        M,
-        m,
-        n,
-        code: "hyb",
-        K: 2,
-        mma: true,
-        parts: { starts: [64, 96], partStride },
-      }));
-    const got = await readF32(k, out, M * m);
-    let row0 = 0;
-    parts.forEach((lin, p) => {
-      const want = matmulRef(lin.hatW, xs[p], M, lin.m, n);
-      const scale = matmulRef(lin.hatW.map(Math.abs), xs[p].map(Math.abs), M, lin.m, n);
-      for (let t = 0; t < M; t++) {
-        for (let r = 0; r < lin.m; r++) {
-          const g = got[t * m + row0 + r], w = want[t * lin.m + r];
-          if (!(Math.abs(g - w) <= RTOL * scale[t * lin.m + r] + 1e-6)) {
-            throw new Error(`part ${p} token ${t} row ${r}: got ${g}, expected ${w}`);
+    const luts = new Float32Array(3 * 1024);
+    parts.forEach((p, i) => luts.set(p.lut!, i * 1024));
+    for (const M of [2, 20]) {
+      const partStride = M * n + 8;
+      const xs = parts.map((_, i) => randomF32(M * n, 90 + i + M));
+      const xAll = new Float32Array(3 * partStride);
+      xs.forEach((xp, p) => xAll.set(xp, p * partStride));
+      const out = scratch(k, M * m * 4);
+      await run(k, (pass) =>
+        qtipMatmul(k, pass, {
+          x: upload(k, xAll),
+          trellis: upload(k, fused),
+          lut: upload(k, luts),
+          out,
+          M,
+          m,
+          n,
+          code: "hyb",
+          K: 2,
+          mma: true,
+          parts: { starts: [64, 96], partStride },
+        }));
+      const got = await readF32(k, out, M * m);
+      let row0 = 0;
+      parts.forEach((lin, p) => {
+        const want = matmulRef(lin.hatW, xs[p], M, lin.m, n);
+        const scale = matmulRef(lin.hatW.map(Math.abs), xs[p].map(Math.abs), M, lin.m, n);
+        for (let t = 0; t < M; t++) {
+          for (let r = 0; r < lin.m; r++) {
+            const g = got[t * m + row0 + r], w = want[t * lin.m + r];
+            if (!(Math.abs(g - w) <= RTOL * scale[t * lin.m + r] + 1e-6)) {
+              throw new Error(`M=${M} part ${p} token ${t} row ${r}: got ${g}, expected ${w}`);
+            }
           }
         }
-      }
-      row0 += lin.m;
-    });
+        row0 += lin.m;
+      });
+    }
   },
 });
 

@@ -6,7 +6,7 @@
 // and K/V as f16 in the paged cache (block blockTable[seq, pos / blockSize], slot pos % blockSize), as
 // kernels/rope and kernels/attention/kv_write do separately.
 // Bindings: y f32 (T, yStride) from yOffset, side f32 (sv of q | k | v from svOff); had u32; rope f32 (maxPos,
-//   headDim / 2, 2); rowMeta u32 (tokenSeq from seqOffset, tokenPos from posOffset); blockTable u32;
+//   headDim / 2, 2); tokenSeq, tokenPos u32 (T); blockTable u32;
 //   qOut f32 (T, qStride) from qOffset; kCache, vCache u32 (numBlocks, nKvHeads, blockSize, headDim / 2).
 // Dispatch: (T, 3) workgroups. Reference: transform_ref.ts `ropeKvRef`.
 
@@ -26,8 +26,8 @@ struct Params {
   svOff: u32,
   qStride: u32,
   qOffset: u32,
-  seqOffset: u32,
-  posOffset: u32,
+  _pad0: u32,
+  _pad1: u32,
   ropeMaxPos: u32,
   blockSize: u32,
   maxBlocksPerSeq: u32,
@@ -41,12 +41,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> side: array<f32>;
 @group(0) @binding(2) var<storage, read> had: array<u32>;
 @group(0) @binding(3) var<storage, read> rope: array<f32>;
-@group(0) @binding(4) var<storage, read> rowMeta: array<u32>;
-@group(0) @binding(5) var<storage, read> blockTable: array<u32>;
-@group(0) @binding(6) var<storage, read_write> qOut: array<f32>;
-@group(0) @binding(7) var<storage, read_write> kCache: array<u32>;
-@group(0) @binding(8) var<storage, read_write> vCache: array<u32>;
-@group(0) @binding(9) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read> tokenSeq: array<u32>;
+@group(0) @binding(5) var<storage, read> tokenPos: array<u32>;
+@group(0) @binding(6) var<storage, read> blockTable: array<u32>;
+@group(0) @binding(7) var<storage, read_write> qOut: array<f32>;
+@group(0) @binding(8) var<storage, read_write> kCache: array<u32>;
+@group(0) @binding(9) var<storage, read_write> vCache: array<u32>;
+@group(0) @binding(10) var<uniform> params: Params;
 
 var<workgroup> sm: array<f32, SM>;
 
@@ -73,7 +74,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     at = transformSm(0u, m, spec, tid);
     scale = spec.scale;
   }
-  let pos = rowMeta[params.posOffset + t];
+  let pos = tokenPos[t];
   let hd = params.headDim;
   let half = hd / 2u;
   let ropeRow = min(pos, params.ropeMaxPos - 1u) * half;
@@ -109,7 +110,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return;
   }
   workgroupBarrier();
-  let seq = rowMeta[params.seqOffset + t];
+  let seq = tokenSeq[t];
   let blk = blockTable[seq * params.maxBlocksPerSeq + pos / params.blockSize];
   let slot = pos % params.blockSize;
   for (var e = tid; e < m / 2u; e += WG) {

@@ -211,7 +211,8 @@ export interface RopeKvOptions {
   vec: BufferArg;
   had: HadTable;
   rope: BufferArg; // f32 (ropeMaxPos, headDim / 2, 2): buildRopeTable
-  meta: BufferArg; // u32: tokenSeq from seqOffset, tokenPos from posOffset
+  tokenSeq: BufferArg; // u32 (T): block-table row of each token
+  tokenPos: BufferArg; // u32 (T): position of each token
   blockTable: BufferArg;
   qOut: BufferArg; // f32 (T, qStride) from qOffset
   kCache: BufferArg;
@@ -223,8 +224,6 @@ export interface RopeKvOptions {
   blockSize: number;
   maxBlocksPerSeq: number;
   ropeMaxPos: number;
-  seqOffset: number;
-  posOffset: number;
   yStride?: number; // default (nHeads + 2 nKvHeads) headDim
   yOffset?: number;
   qStride?: number; // default nHeads * headDim
@@ -248,7 +247,7 @@ export function ropeKv(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvOptions
   const params = new ParamWriter()
     .u32(qDim).u32(kvDim).u32(o.headDim).u32(flags)
     .u32(o.yStride ?? qDim + 2 * kvDim).u32(o.yOffset ?? 0).u32(o.sv ?? 0).u32(o.qStride ?? qDim)
-    .u32(o.qOffset ?? 0).u32(o.seqOffset).u32(o.posOffset).u32(o.ropeMaxPos)
+    .u32(o.qOffset ?? 0).u32(0).u32(0).u32(o.ropeMaxPos)
     .u32(o.blockSize).u32(o.maxBlocksPerSeq).u32(o.nKvHeads).u32(0);
   writeHad(params, o.hq);
   writeHad(params, o.hkv);
@@ -260,7 +259,8 @@ export function ropeKv(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvOptions
       o.vec,
       o.had.buffer,
       o.rope,
-      o.meta,
+      o.tokenSeq,
+      o.tokenPos,
       o.blockTable,
       o.qOut,
       o.kCache,
