@@ -41,16 +41,15 @@ export interface PlanLimits {
 
 /** Bytes of each activation buffer of forward.ts (`Activations`). */
 export interface ActivationBytes {
+  /** Each of the two residual-stream buffers. */
   x: number;
-  xb: number;
+  /** A stack's inputs: up to three parts (q, k, v) of dim, or one of qDim or hiddenDim. */
+  xin: number;
+  /** A stack's outputs side by side: the widest of q|k|v, dim and gate|up. */
+  y: number;
   q: number;
-  k: number;
-  v: number;
   att: number;
-  gate: number;
-  up: number;
-  mlp: number;
-  last: number;
+  h: number;
   lastNormed: number;
   attnScratch: number;
 }
@@ -66,8 +65,6 @@ export interface BufferPlan {
   /** Positions the RoPE table covers (maxContext + maxRoundSteps, for the same overshoot). */
   ropeMaxPos: number;
   activations: ActivationBytes;
-  /** Each of the three scratch buffers the QTIP linears share (linear.ts `LinearScratch`). */
-  linearScratchBytes: number;
   /** u32 (maxSeqs, maxBlocksPerSeq). */
   blockTableBytes: number;
   /** u32 (maxSeqs): the latest sampled id of each slot. */
@@ -144,15 +141,11 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
     ropeMaxPos: maxContext + maxRoundSteps,
     activations: {
       x: T * cfg.dim * 4,
-      xb: T * cfg.dim * 4,
+      xin: T * Math.max(3 * cfg.dim, qDim, cfg.hiddenDim) * 4,
+      y: T * Math.max(qDim + 2 * kvDim, cfg.dim, 2 * cfg.hiddenDim) * 4,
       q: T * qDim * 4,
-      k: T * kvDim * 4,
-      v: T * kvDim * 4,
       att: T * qDim * 4,
-      gate: T * cfg.hiddenDim * 4,
-      up: T * cfg.hiddenDim * 4,
-      mlp: T * cfg.hiddenDim * 4,
-      last: logitRows * cfg.dim * 4,
+      h: T * cfg.hiddenDim * 4,
       lastNormed: logitRows * cfg.dim * 4,
       attnScratch: attentionScratchBytes({
         // Only the split-K decode kernel uses scratch, and only for batches where no sequence has more
@@ -163,7 +156,6 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
         maxContext: maxContext + maxRoundSteps,
       }),
     },
-    linearScratchBytes: T * Math.max(cfg.hiddenDim, cfg.dim, qDim) * 4,
     blockTableBytes: maxSeqs * maxBlocksPerSeq * 4,
     lastTokenBytes: maxSeqs * 4,
     historyBytes: steps * maxSeqs * 4,

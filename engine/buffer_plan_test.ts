@@ -62,9 +62,10 @@ Deno.test("planBuffers() leaves room for a round's overshoot in block tables and
 Deno.test("planBuffers() gives every activation maxBatchTokens rows and logits one row per slot", () => {
   const p = planBuffers(LLAMA2_7B, { ...LIMITS, kvTokens: 256 });
   assert.equal(p.activations.x, 512 * 4096 * 4);
-  assert.equal(p.activations.gate, 512 * 11008 * 4);
-  assert.equal(p.activations.last, 512 * 4096 * 4, "logit rows: max(maxBatchTokens, maxSeqs)");
-  assert.equal(p.linearScratchBytes, 512 * 11008 * 4);
+  assert.equal(p.activations.xin, 512 * 3 * 4096 * 4, "q, k and v inputs of dim each");
+  assert.equal(p.activations.y, 512 * 2 * 11008 * 4, "gate and up outputs side by side");
+  assert.equal(p.activations.h, 512 * 11008 * 4);
+  assert.equal(p.activations.lastNormed, 512 * 4096 * 4, "logit rows: max(maxBatchTokens, maxSeqs)");
   assert.equal(p.logitsBytes, 64 * 32000 * 4);
   assert.equal(p.prefillTokensBytes, 512 * 4);
   assert.equal(p.metaWords, Math.max(33 * seg(64), 2 * seg(512) + seg(512)));

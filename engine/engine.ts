@@ -133,16 +133,12 @@ export class Engine {
     const a = plan.activations;
     const act: Activations = {
       maxTokens: limits.maxBatchTokens,
-      x: buf("x", a.x),
-      xb: buf("xb", a.xb),
+      x: [buf("x0", a.x), buf("x1", a.x)],
+      xin: buf("xin", a.xin),
+      y: buf("y", a.y),
       q: buf("q", a.q),
-      k: buf("k", a.k),
-      v: buf("v", a.v),
       att: buf("att", a.att),
-      gate: buf("gate", a.gate),
-      up: buf("up", a.up),
-      mlp: buf("mlp", a.mlp),
-      last: buf("last", a.last),
+      h: buf("h", a.h),
       lastNormed: buf("lastNormed", a.lastNormed),
       attnScratch: buf("attnScratch", a.attnScratch),
     };
@@ -191,18 +187,10 @@ export class Engine {
       maxBindingBytes: dev.limits.maxStorageBufferBindingSize,
     };
     const plan = planBuffers(cfg, limits);
-    const scratch = (label: string) =>
-      dev.createBuffer({ label, size: plan.linearScratchBytes, usage: GPUBufferUsage.STORAGE });
     const progress = opts.progress === false
       ? undefined
       : new LoadProgress(ckpt.totalBytes, "loading weights");
-    const weights = await loadWeights(
-      ckpt,
-      dev,
-      { a: scratch("linA"), b: scratch("linB"), had: scratch("hadScratch") },
-      progress,
-      { maxPartBytes: opts.maxPartBytes },
-    );
+    const weights = await loadWeights(ckpt, dev, progress, { maxPartBytes: opts.maxPartBytes });
     progress?.done();
     dev.pushErrorScope("out-of-memory");
     const engine = new Engine({ gpu, ckpt, weights, limits, plan, prefixCache: opts.prefixCache ?? true });

@@ -1,34 +1,37 @@
 // The transformer, top to bottom, for one flat batch of tokens from any mix of sequences
 // (llama2.c's forward(), batched): embedding -> nLayers x (attention block, MLP block) -> final
-// norm on the rows that need logits -> lm_head. Every step is one kernel call on the GPU; the
-// batch's metadata (token ids, positions, block tables) already lives in GPU buffers.
+// norm on the rows that need logits -> lm_head. The batch's metadata (token ids, positions, block
+// tables) already lives in GPU buffers.
+//
+// Each linear stack (q/k/v, o, gate/up, down: engine/linear.ts) is one matmul; the steps between them are
+// fused kernels (kernels/transform) that also apply what a QTIP stack needs around its matmul: the input
+// transform H^T(SU x) before it, the output transform SV H(y) after it, both switched off for fp16 stacks.
+// So a layer is 11 dispatches (12 when attention splits its context):
+//   norm+in  qkv  rope/kv  attention  [o in]  o  finish+norm+in  gate/up  mlp middle  [down in]  down
+// and the residual add of a block happens in the next block's first step ("finish"), which reads the
+// residual stream from one buffer and writes it to the other.
 import {
   attention,
+  blockTransform,
   type BufferArg,
   embedding,
-  gatherRows,
   type Kernels,
-  kvWrite,
-  rmsnorm,
-  rope,
-  siluMul,
+  normTransform,
+  ropeKv,
 } from "../kernels/mod.ts";
 import type { ModelConfig } from "./model_config.ts";
-import type { ModelWeights } from "./weights.ts";
+import type { LinearStack } from "./linear.ts";
+import type { LayerWeights, ModelWeights } from "./weights.ts";
 
 /** Activation buffers, sized once for the largest batch (maxTokens rows). */
 export interface Activations {
   maxTokens: number;
-  x: GPUBuffer; // f32 (maxTokens, dim): the residual stream
-  xb: GPUBuffer; // f32 (maxTokens, dim): normed input of a block
+  x: [GPUBuffer, GPUBuffer]; // f32 (maxTokens, dim): the residual stream, written alternately
+  xin: GPUBuffer; // f32: a stack's inputs, part g row t at g * maxTokens * inDim + t * inDim
+  y: GPUBuffer; // f32 (maxTokens, widest stack output): a stack's outputs side by side
   q: GPUBuffer; // f32 (maxTokens, nHeads * headDim)
-  k: GPUBuffer; // f32 (maxTokens, nKvHeads * headDim)
-  v: GPUBuffer; // f32 (maxTokens, nKvHeads * headDim)
   att: GPUBuffer; // f32 (maxTokens, nHeads * headDim)
-  gate: GPUBuffer; // f32 (maxTokens, hiddenDim)
-  up: GPUBuffer; // f32 (maxTokens, hiddenDim)
-  mlp: GPUBuffer; // f32 (maxTokens, hiddenDim): silu(gate) * up
-  last: GPUBuffer; // f32 (maxLogitRows, dim): rows that need logits
+  h: GPUBuffer; // f32 (maxTokens, hiddenDim): the MLP's silu(gate) * up
   lastNormed: GPUBuffer; // f32 (maxLogitRows, dim)
   attnScratch: GPUBuffer; // split-K partials of the decode attention kernel
 }
@@ -61,6 +64,11 @@ export interface ForwardBatch {
   ropeMaxPos: number;
 }
 
+/** Where a stack's inputs go: parts T * inDim apart when each reads its own, else one shared input. */
+function partStride(s: LinearStack, T: number): number {
+  return s.separateInputs ? T * s.inDim : 0;
+}
+
 /** What every forward pass runs on: the model and the engine's device-resident buffers. */
 export interface ForwardModel {
   kernels: Kernels;
@@ -75,12 +83,14 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
   const { kernels, cfg, weights: w, act, kv, rope: ropeTable } = model;
   const T = b.nTokens;
   const { dim, nHeads, nKvHeads, headDim, hiddenDim } = cfg;
+  const eps = cfg.normEps;
+  const had = w.had;
   w.embed.forEach((part, i) =>
     embedding(kernels, pass, {
       tokens: b.tokens,
       tokensOffset: b.tokensOffset,
       table: part.buffer,
-      out: act.x,
+      out: act.x[0],
       T,
       dim,
       vocab: part.rows,
@@ -89,38 +99,55 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
       keepOutside: i > 0,
     })
   );
-  for (let l = 0; l < cfg.nLayers; l++) {
+  // The residual stream lives in act.x[cur]; a step that finishes a linear writes it to the other buffer.
+  let cur = 0;
+  let prev: LayerWeights | null = null;
+  for (let l = 0; l < w.layers.length; l++) {
     const L = w.layers[l];
-    // Attention block: x += Wo attention(rope(Wq xb), rope(Wk xb), Wv xb), xb = rmsnorm(x).
-    rmsnorm(kernels, pass, { x: act.x, weight: L.attnNorm, out: act.xb, rows: T, dim, eps: cfg.normEps });
-    L.q.encode(kernels, pass, { x: act.xb, out: act.q, rows: T });
-    L.k.encode(kernels, pass, { x: act.xb, out: act.k, rows: T });
-    L.v.encode(kernels, pass, { x: act.xb, out: act.v, rows: T });
-    rope(kernels, pass, {
-      q: act.q,
-      k: act.k,
-      positions: b.tokenPos,
-      cosSin: ropeTable,
+    // Attention block. (1) x += SV_down H(y) of the previous layer; xin_g = H^T(SU_g rmsnorm(x)), g = q, k, v.
+    normTransform(kernels, pass, {
+      xIn: act.x[cur],
+      xOut: act.x[1 - cur],
+      vec: L.side,
+      had,
+      out: act.xin,
+      rows: T,
+      parts: L.qkv.separateInputs ? 3 : 1,
+      dim,
+      eps,
+      outPartStride: partStride(L.qkv, T),
+      finish: prev ? { y: act.y, vec: prev.side, sv: prev.at.svD, had: prev.down.outHad?.[0] } : undefined,
+      norm: { gamma: L.at.attnGamma },
+      su: L.at.suQkv,
+      inHad: L.qkv.inHad,
+    });
+    if (prev) cur = 1 - cur;
+    // (2) y = [Wq xin_q | Wk xin_k | Wv xin_v]
+    L.qkv.encode(kernels, pass, { x: act.xin, partStride: partStride(L.qkv, T), out: act.y, rows: T });
+    // (3) q = rope(SV_q H(y_q)); the cache gets rope(SV_k H(y_k)) and SV_v H(y_v) at each token's position.
+    ropeKv(kernels, pass, {
+      y: act.y,
+      vec: L.side,
+      had,
+      rope: ropeTable,
+      tokenSeq: b.tokenSeq,
+      tokenPos: b.tokenPos,
+      blockTable: b.blockTable,
+      qOut: act.q,
+      kCache: kv.k[l],
+      vCache: kv.v[l],
       T,
       nHeads,
       nKvHeads,
       headDim,
-      maxPos: b.ropeMaxPos,
-    });
-    kvWrite(kernels, pass, {
-      k: act.k,
-      v: act.v,
-      kCache: kv.k[l],
-      vCache: kv.v[l],
-      tokenSeq: b.tokenSeq,
-      tokenPos: b.tokenPos,
-      blockTable: b.blockTable,
-      T,
-      nKvHeads,
-      headDim,
       blockSize: kv.blockSize,
       maxBlocksPerSeq: kv.maxBlocksPerSeq,
+      ropeMaxPos: b.ropeMaxPos,
+      sv: L.at.svQkv,
+      hq: L.qkv.outHad?.[0],
+      hkv: L.qkv.outHad?.[1],
     });
+    // (4) att = softmax(q k^T / sqrt(headDim)) v over each sequence's cache.
     attention(kernels, pass, {
       q: act.q,
       kCache: kv.k[l],
@@ -139,28 +166,89 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
       maxQueryTokens: b.maxQueryTokens,
       maxContext: b.maxContext,
     });
-    L.o.encode(kernels, pass, { x: act.att, out: act.x, rows: T, accumulate: true });
-    // MLP block: x += Wd (silu(Wg xb) * Wu xb), xb = rmsnorm(x).
-    rmsnorm(kernels, pass, { x: act.x, weight: L.ffnNorm, out: act.xb, rows: T, dim, eps: cfg.normEps });
-    L.gate.encode(kernels, pass, { x: act.xb, out: act.gate, rows: T });
-    L.up.encode(kernels, pass, { x: act.xb, out: act.up, rows: T });
-    siluMul(kernels, pass, { gate: act.gate, up: act.up, out: act.mlp, T, n: hiddenDim });
-    L.down.encode(kernels, pass, { x: act.mlp, out: act.x, rows: T, accumulate: true });
-  }
-  let rows = T;
-  let src = act.x;
-  if (b.logitRows) {
-    rows = b.logitRows.count;
-    gatherRows(kernels, pass, {
-      src: act.x,
-      idx: b.logitRows.idx,
-      dst: act.last,
-      count: rows,
-      width: dim,
-      rowStride: dim,
+    // (5) y = Wo H^T(SU_o att)  (fp16: y = Wo att)
+    let oIn: GPUBuffer = act.att;
+    if (L.o.inHad) {
+      blockTransform(kernels, pass, {
+        x: act.att,
+        vec: L.side,
+        had,
+        out: act.xin,
+        T,
+        n: L.o.inDim,
+        gated: false,
+        spec: L.o.inHad,
+        su: L.at.suO,
+      });
+      oIn = act.xin;
+    }
+    L.o.encode(kernels, pass, { x: oIn, partStride: 0, out: act.y, rows: T });
+    // MLP block. (6) x += SV_o H(y); xin_g = H^T(SU_g rmsnorm(x)), g = gate, up.
+    normTransform(kernels, pass, {
+      xIn: act.x[cur],
+      xOut: act.x[1 - cur],
+      vec: L.side,
+      had,
+      out: act.xin,
+      rows: T,
+      parts: L.gateUp.separateInputs ? 2 : 1,
+      dim,
+      eps,
+      outPartStride: partStride(L.gateUp, T),
+      finish: { y: act.y, sv: L.at.svO, had: L.o.outHad?.[0] },
+      norm: { gamma: L.at.ffnGamma },
+      su: L.at.suGu,
+      inHad: L.gateUp.inHad,
     });
-    src = act.last;
+    cur = 1 - cur;
+    // (7) y = [Wg xin_g | Wu xin_u]; (8) h = silu(SV_g H(y_g)) * SV_u H(y_u) * SU_down.
+    L.gateUp.encode(kernels, pass, { x: act.xin, partStride: partStride(L.gateUp, T), out: act.y, rows: T });
+    blockTransform(kernels, pass, {
+      x: act.y,
+      vec: L.side,
+      had,
+      out: act.h,
+      T,
+      n: hiddenDim,
+      gated: true,
+      spec: L.gateUp.outHad?.[0],
+      sv: L.at.svGu,
+      su: L.at.suD,
+    });
+    // (9) y = Wd H^T(h)  (fp16: y = Wd h); the next layer's first step adds SV_d H(y) to x.
+    let downIn: GPUBuffer = act.h;
+    if (L.down.inHad) {
+      blockTransform(kernels, pass, {
+        x: act.h,
+        vec: L.side,
+        had,
+        out: act.xin,
+        T,
+        n: hiddenDim,
+        gated: false,
+        spec: L.down.inHad,
+      });
+      downIn = act.xin;
+    }
+    L.down.encode(kernels, pass, { x: downIn, partStride: 0, out: act.y, rows: T });
+    prev = L;
   }
-  rmsnorm(kernels, pass, { x: src, weight: w.finalNorm, out: act.lastNormed, rows, dim, eps: cfg.normEps });
-  w.lmHead.encode(kernels, pass, { x: act.lastNormed, out: b.logits, rows });
+  // The last residual add and the final norm, on the rows that need logits only; then lm_head.
+  const rows = b.logitRows?.count ?? T;
+  normTransform(kernels, pass, {
+    xIn: act.x[cur],
+    xOut: act.x[1 - cur],
+    vec: w.finalNorm,
+    had,
+    out: act.lastNormed,
+    rows,
+    parts: 1,
+    dim,
+    eps,
+    finish: prev ? { y: act.y, vec: prev.side, sv: prev.at.svD, had: prev.down.outHad?.[0] } : undefined,
+    writeX: false,
+    norm: { gamma: 0 },
+    gather: b.logitRows ? { meta: b.logitRows.idx } : undefined,
+  });
+  w.lmHead.encode(kernels, pass, { x: act.lastNormed, partStride: 0, out: b.logits, rows });
 }

@@ -1,39 +1,16 @@
-// Linear layers as the forward pass sees them: y (+)= W x over a batch of rows. Quantized weights plug
-// in by swapping the layer (gpt-fast's quantize.py does the same), never by branching in forward.ts.
+// Linear layers as the forward pass sees them. Linears that read the same input run as one stack (q/k/v,
+// gate/up; o and down are stacks of one): the stack's matmul writes the parts side by side in one output row,
+// y = [W_0 x_0 | W_1 x_1 | ...]. Quantized weights plug in by swapping the stack (gpt-fast's quantize.py does
+// the same), never by branching in forward.ts: a QTIP stack says which Hadamard transforms its inputs and
+// outputs need, and the fused steps around it (kernels/transform) apply them.
 import {
   type BufferArg,
-  hadamard,
+  type HadSpec,
   type Kernels,
   matmulF16,
   type QtipCode,
   qtipMatmul,
 } from "../kernels/mod.ts";
-
-/** Scratch activations shared by every QTIP layer: (maxTokens, maxFeatures) f32 each. */
-export interface LinearScratch {
-  a: GPUBuffer;
-  b: GPUBuffer;
-  /** Second-pass buffer of Hadamard transforms too long for workgroup memory. */
-  had: GPUBuffer;
-}
-
-export interface LinearEncodeOptions {
-  x: BufferArg; // f32 (rows, inDim)
-  out: BufferArg; // f32 (rows, outDim)
-  rows: number;
-  /** out += W x instead of out = W x (fuses the residual add). */
-  accumulate?: boolean;
-}
-
-export interface Linear {
-  readonly name: string;
-  readonly inDim: number;
-  readonly outDim: number;
-  /** Bytes of weight memory the layer reads per pass. */
-  readonly weightBytes: number;
-  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void;
-  destroy(): void;
-}
 
 /** Rows [rowStart, rowStart + rows) of a 2-D f16 tensor in one GPU buffer. A tensor larger than one
  * storage binding (Llama 3.1 405B's 4.2 GB embedding) is held as several parts. */
@@ -43,110 +20,157 @@ export interface RowPart {
   rows: number;
 }
 
-/** Dense fp16 weight, Hugging Face layout (outDim, inDim), in one or more row parts. */
-export class F16Linear implements Linear {
+export interface StackEncodeOptions {
+  /** f32 inputs: part g, row t at g * partStride + t * inDim (partStride 0: one input for every part). */
+  x: BufferArg;
+  partStride: number;
+  out: BufferArg; // f32 (rows, outDim): the parts' outputs side by side
+  rows: number;
+}
+
+export interface LinearStack {
+  readonly name: string;
+  readonly inDim: number;
+  readonly outDims: readonly number[];
+  /** Sum of outDims: the width of an output row. */
+  readonly outDim: number;
+  /** Bytes of weight memory one pass reads. */
   readonly weightBytes: number;
+  /** Each part reads its own input (QTIP: H^T(SU_g x) differs per part) or all read one (fp16). */
+  readonly separateInputs: boolean;
+  /** The input-side transform every part's input needs (QTIP), or null. */
+  readonly inHad: HadSpec | null;
+  /** The output-side transform of each part (QTIP), or null. */
+  readonly outHad: readonly HadSpec[] | null;
+  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: StackEncodeOptions): void;
+  destroy(): void;
+}
+
+/** Dense fp16 weights, Hugging Face layout (outDim, inDim) per part, each in one or more row parts. */
+export class F16Stack implements LinearStack {
+  readonly outDim: number;
+  readonly weightBytes: number;
+  readonly separateInputs = false;
+  readonly inHad = null;
+  readonly outHad = null;
 
   constructor(
     readonly name: string,
     readonly inDim: number,
-    readonly outDim: number,
-    readonly parts: readonly RowPart[], // f16 rows of (outDim, inDim)
+    readonly outDims: readonly number[],
+    readonly parts: readonly (readonly RowPart[])[],
   ) {
-    this.weightBytes = inDim * outDim * 2;
+    this.outDim = outDims.reduce((a, b) => a + b, 0);
+    this.weightBytes = inDim * this.outDim * 2;
   }
 
-  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void {
-    for (const part of this.parts) {
-      matmulF16(kernels, pass, {
+  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: StackEncodeOptions): void {
+    let col = 0;
+    this.parts.forEach((rowParts, g) => {
+      for (const part of rowParts) {
+        matmulF16(kernels, pass, {
+          x: o.x,
+          w: part.buffer,
+          out: o.out,
+          M: o.rows,
+          N: part.rows,
+          K: this.inDim,
+          outOffset: col + part.rowStart,
+          outStride: this.outDim,
+        });
+      }
+      col += this.outDims[g];
+    });
+  }
+
+  destroy(): void {
+    for (const rowParts of this.parts) for (const part of rowParts) part.buffer.destroy();
+  }
+}
+
+/** Consecutive parts of one bitrate: their trellises stacked along m, their LUTs side by side. */
+export interface QtipSegment {
+  firstPart: number;
+  parts: number;
+  bits: 2 | 3 | 4;
+  /** Pairs in the swizzled checkpoints' m16n8k16 order (the layout's GPU_LAYOUT_MMA flag). */
+  mma: boolean;
+  /** u32 GPU layout of the parts' hatW stacked along m (kernels/qtip/qtip_layout.ts). */
+  trellis: GPUBuffer;
+  /** f32 (parts, 2^tlutBits, 2): each part's HYB tlut; a 16-byte dummy for 1MAD/3INST. */
+  lut: GPUBuffer;
+}
+
+export interface QtipStackWeights {
+  code: QtipCode;
+  tlutBits: number;
+  /** Usually one; a v_proj at its own bitrate makes q/k/v two. */
+  segments: QtipSegment[];
+}
+
+/**
+ * QTIP linears (docs/QTIP_FORMAT.md, "The linear layer"): y_g = SV_g * H_m (hatW_g (H_n^T (SU_g * x))). This stack runs the middle,
+ * hatW decoded from the trellis inside the matmul (one dispatch per segment); the transforms, SU and SV
+ * belong to the fused steps before and after it (inHad, outHad, and the layer's side vectors).
+ */
+export class QtipStack implements LinearStack {
+  readonly outDim: number;
+  readonly weightBytes: number;
+  readonly separateInputs = true;
+
+  constructor(
+    readonly name: string,
+    readonly inDim: number,
+    readonly outDims: readonly number[],
+    readonly w: QtipStackWeights,
+    readonly inHad: HadSpec,
+    readonly outHad: readonly HadSpec[],
+  ) {
+    this.outDim = outDims.reduce((a, b) => a + b, 0);
+    let trellisBits = 0;
+    for (const s of w.segments) {
+      for (let g = s.firstPart; g < s.firstPart + s.parts; g++) trellisBits += inDim * outDims[g] * s.bits;
+    }
+    // Trellis bits, plus SU (f16) and SV (f32) per part.
+    this.weightBytes = trellisBits / 8 + outDims.length * inDim * 2 + this.outDim * 4;
+  }
+
+  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: StackEncodeOptions): void {
+    for (const s of this.w.segments) {
+      let col = 0;
+      for (let g = 0; g < s.firstPart; g++) col += this.outDims[g];
+      const starts: number[] = [];
+      let m = 0;
+      for (let g = s.firstPart; g < s.firstPart + s.parts; g++) {
+        if (g > s.firstPart) starts.push(m);
+        m += this.outDims[g];
+      }
+      qtipMatmul(kernels, pass, {
         x: o.x,
-        w: part.buffer,
+        xOffset: s.firstPart * o.partStride,
+        trellis: s.trellis,
+        lut: s.lut,
         out: o.out,
-        M: o.rows,
-        N: part.rows,
-        K: this.inDim,
-        accumulate: o.accumulate ?? false,
-        outOffset: part.rowStart,
+        outOffset: col,
         outStride: this.outDim,
+        M: o.rows,
+        m,
+        n: this.inDim,
+        code: this.w.code,
+        K: s.bits,
+        mma: s.mma,
+        tlutBits: this.w.tlutBits,
+        parts: starts.length
+          ? { starts, partStride: o.partStride, lutStride: 1 << this.w.tlutBits }
+          : undefined,
       });
     }
   }
 
   destroy(): void {
-    for (const part of this.parts) part.buffer.destroy();
-  }
-}
-
-export interface QtipWeights {
-  trellis: GPUBuffer; // u32, the kernel's layout (kernels/qtip/qtip_layout.ts)
-  lut: GPUBuffer; // f32 (2^tlutBits, 2) for HYB; a 16-byte dummy otherwise
-  su: GPUBuffer; // f16 (inDim)
-  sv: GPUBuffer; // f32 (outDim)
-  code: QtipCode;
-  bits: 2 | 3 | 4;
-  /** Pairs in the swizzled checkpoints' m16n8k16 order (the layout's GPU_LAYOUT_MMA flag). */
-  mma: boolean;
-  /** 0: plain; 1: input-side Hadamard per chunk of inDim / tpRank; 2: output side per outDim / tpRank. */
-  rcp: number;
-  tpRank: number;
-}
-
-/**
- * QTIP linear (docs/QTIP_FORMAT.md, "The linear layer"): y = SV ⊙ H_m (hatW (H_n^T (SU ⊙ x))), with hatW
- * decoded from the trellis inside the matmul kernel. Three dispatches: input transform, fused
- * dequantize-matmul, output transform (which also applies SV and the optional residual add).
- */
-export class QtipLinear implements Linear {
-  readonly weightBytes: number;
-
-  constructor(
-    readonly name: string,
-    readonly inDim: number,
-    readonly outDim: number,
-    readonly w: QtipWeights,
-    readonly scratch: LinearScratch,
-  ) {
-    this.weightBytes = (inDim * outDim * w.bits) / 8 + inDim * 2 + outDim * 4;
-  }
-
-  encode(kernels: Kernels, pass: GPUComputePassEncoder, o: LinearEncodeOptions): void {
-    const { a, b, had } = this.scratch;
-    hadamard(kernels, pass, {
-      x: o.x,
-      out: a,
-      rows: o.rows,
-      n: this.inDim,
-      transpose: true,
-      pre: this.w.su,
-      chunk: this.w.rcp === 1 ? this.inDim / this.w.tpRank : undefined,
-      scratch: had,
-    });
-    qtipMatmul(kernels, pass, {
-      x: a,
-      trellis: this.w.trellis,
-      lut: this.w.lut,
-      out: b,
-      M: o.rows,
-      m: this.outDim,
-      n: this.inDim,
-      code: this.w.code,
-      K: this.w.bits,
-      mma: this.w.mma,
-    });
-    hadamard(kernels, pass, {
-      x: b,
-      out: o.out,
-      rows: o.rows,
-      n: this.outDim,
-      transpose: false,
-      post: this.w.sv,
-      accumulate: o.accumulate ?? false,
-      chunk: this.w.rcp === 2 ? this.outDim / this.w.tpRank : undefined,
-      scratch: had,
-    });
-  }
-
-  destroy(): void {
-    for (const buf of [this.w.trellis, this.w.lut, this.w.su, this.w.sv]) buf.destroy();
+    for (const s of this.w.segments) {
+      s.trellis.destroy();
+      s.lut.destroy();
+    }
   }
 }

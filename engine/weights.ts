@@ -10,31 +10,47 @@ import {
   qtipCode,
   qtipLinearK,
 } from "./model_config.ts";
-import { F16Linear, type Linear, type LinearScratch, QtipLinear, type RowPart } from "./linear.ts";
+import { F16Stack, type LinearStack, type QtipSegment, QtipStack, type RowPart } from "./linear.ts";
 import type { LoadProgress } from "./progress.ts";
-import { toGpuLayout } from "../kernels/mod.ts";
+import { GPU_LAYOUT_HEADER, gpuLayoutWords, type HadSpec, HadTable, toGpuLayout } from "../kernels/mod.ts";
 
 export class WeightsError extends Error {
   override name = "WeightsError";
 }
 
+/** Offsets (in f32 elements) of a layer's side vectors in its `side` buffer. SU and SV exist for QTIP
+ * stacks only; a stack's parts are side by side (SU of q, k, v: 3 x dim; SV: qDim + 2 kvDim). */
+export interface SideOffsets {
+  attnGamma: number;
+  ffnGamma: number;
+  suQkv?: number;
+  svQkv?: number;
+  suO?: number;
+  svO?: number;
+  suGu?: number;
+  svGu?: number;
+  suD?: number;
+  svD?: number;
+}
+
 export interface LayerWeights {
-  attnNorm: GPUBuffer; // f16 (dim)
-  ffnNorm: GPUBuffer; // f16 (dim)
-  q: Linear; // (nHeads * headDim, dim)
-  k: Linear; // (nKvHeads * headDim, dim)
-  v: Linear; // (nKvHeads * headDim, dim)
-  o: Linear; // (dim, nHeads * headDim)
-  gate: Linear; // (hiddenDim, dim)
-  up: Linear; // (hiddenDim, dim)
-  down: Linear; // (dim, hiddenDim)
+  /** f32: the norm weights (rounded to f16, as the checkpoint's dtype is read), SU and SV. */
+  side: GPUBuffer;
+  at: SideOffsets;
+  qkv: LinearStack; // q (nHeads * headDim), k, v (nKvHeads * headDim) from dim
+  o: LinearStack; // dim from nHeads * headDim
+  gateUp: LinearStack; // gate, up (hiddenDim each) from dim
+  down: LinearStack; // dim from hiddenDim
 }
 
 export interface ModelWeights {
   embed: RowPart[]; // f16 (vocabSize, dim), in parts when larger than one storage binding
   layers: LayerWeights[];
-  finalNorm: GPUBuffer; // f16 (dim)
-  lmHead: Linear; // (vocabSize, dim); shares `embed` when tied
+  /** f32 (dim): the final norm's weight. */
+  finalNorm: GPUBuffer;
+  lmHead: F16Stack; // (vocabSize, dim); shares `embed` when tied
+  /** Sign bits of every Hadamard factor the model's transforms use. */
+  had: HadTable;
   /** Bytes of GPU memory the weights occupy. */
   bytes: number;
   /** Bytes one decode step reads (every linear once, plus the lm_head). */
@@ -193,94 +209,174 @@ async function readScalarInt(ckpt: Checkpoint, name: string): Promise<number> {
   return info.dtype === "I64" ? Number(dv.getBigInt64(0, true)) : dv.getInt32(0, true);
 }
 
-async function loadLinear(
+/** A small vector as f32 on the host: f32 tensors as they are, others rounded to f16 first (as loadF16). */
+async function readVector(
+  ckpt: Checkpoint,
+  name: string,
+  length: number,
+  dtypes = F16_DTYPES,
+): Promise<Float32Array> {
+  const info = ckpt.expectTensor(name, dtypes, [length]);
+  const bytes = await ckpt.readTensor(name);
+  if (info.dtype === "F32" && dtypes.length === 1) return new Float32Array(bytes.slice().buffer);
+  return Float32Array.from(new Float16Array(convertToF16(info.dtype, bytes).buffer));
+}
+
+interface StackPart {
+  linear: LinearName;
+  name: string;
+  outDim: number;
+}
+
+interface LoadedStack {
+  stack: LinearStack;
+  /** QTIP: SU of each part side by side (parts x inDim), SV side by side (outDim). */
+  su?: Float32Array;
+  sv?: Float32Array;
+}
+
+/**
+ * Loads linears that read one input as a stack: fp16 parts as they are; QTIP parts with their trellises laid
+ * out for the kernel and stacked along m (parts of different K, e.g. a v_proj at its own bitrate, become
+ * separate segments), their LUTs side by side, and SU / SV returned for the layer's side buffer.
+ */
+async function loadStack(
   ckpt: Checkpoint,
   up: Uploader,
-  where: { layer: number; linear: LinearName; name: string },
-  outDim: number,
+  had: HadTable,
+  layer: number,
+  label: string,
+  parts: StackPart[],
   inDim: number,
-  scratch: LinearScratch,
-): Promise<Linear> {
-  const q = ckpt.config.quant;
-  const name = where.name;
-  if (!q || !isQuantizedLinear(ckpt.config, where.layer, where.linear)) {
-    const w = await loadF16(ckpt, up, `${name}.weight`, [outDim, inDim]);
-    return new F16Linear(name, inDim, outDim, [{ buffer: w, rowStart: 0, rows: outDim }]);
+): Promise<LoadedStack> {
+  const c = ckpt.config;
+  const quantized = parts.map((p) => isQuantizedLinear(c, layer, p.linear));
+  const q = c.quant;
+  if (!q || quantized.every((x) => !x)) {
+    const rowParts = [];
+    for (const p of parts) {
+      rowParts.push([{
+        buffer: await loadF16(ckpt, up, `${p.name}.weight`, [p.outDim, inDim]),
+        rowStart: 0,
+        rows: p.outDim,
+      }]);
+    }
+    return { stack: new F16Stack(label, inDim, parts.map((p) => p.outDim), rowParts) };
   }
-  const code = qtipCode(q);
-  const bits = qtipLinearK(q, where.linear) as 2 | 3 | 4;
-  const wordsPerTile = (q.tdX * q.tdY * bits) / 16;
-  const tiles = (outDim / q.tdX) * (inDim / q.tdY);
-  const trellisName = `${name}.trellis`;
-  ckpt.expectTensor(trellisName, ["I16", "U16"], [tiles, wordsPerTile]);
-  const raw = await ckpt.readTensor(trellisName);
-  const words = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
-  // The official conversion writes the CUDA kernel's swizzled layout exactly when its has_kernel()
-  // accepts the configuration (lib/utils/kernel_check.py); otherwise plain pack_trellis order.
-  const swizzled = code === "hyb" && q.L === 16 && q.V === 2 && bits >= 2 && bits <= 4 &&
-    q.tlutBits === 9 && q.tdX === 16 && q.tdY === 16;
-  const gpuWords = toGpuLayout(words, {
-    m: outDim,
-    n: inDim,
-    K: bits,
-    V: q.V,
-    layout: swizzled ? "swizzled" : "plain",
-  });
-  const trellis = up.createBuffer(trellisName, gpuWords.byteLength);
-  await up.write(trellis, 0, gpuWords, raw.byteLength);
-
-  let lut: GPUBuffer;
-  if (code === "hyb") {
-    const lutName = `${name}.tlut`;
-    ckpt.expectTensor(lutName, ["F16", "F32"], [1 << q.tlutBits, q.V]);
-    const info = ckpt.tensor(lutName);
-    const bytes = await ckpt.readTensor(lutName);
-    const values = info.dtype === "F32"
-      ? new Float32Array(bytes.slice().buffer)
-      : Float32Array.from(new Float16Array(bytes.slice().buffer));
-    lut = up.createBuffer(lutName, values.byteLength);
-    await up.write(lut, 0, values, bytes.byteLength);
-  } else {
-    lut = up.createBuffer(`${name}.lut (unused)`, 16);
-  }
-  const su = await loadF16(ckpt, up, `${name}.SU`, [inDim]);
-  const svName = `${name}.SV`;
-  ckpt.expectTensor(svName, ["F32"], [outDim]);
-  const svBytes = await ckpt.readTensor(svName);
-  const sv = up.createBuffer(svName, svBytes.byteLength);
-  await up.write(sv, 0, svBytes, svBytes.byteLength);
-
-  const rcp = ckpt.has(`${name}.rcp`) ? await readScalarInt(ckpt, `${name}.rcp`) : 0;
-  const tpRank = ckpt.has(`${name}.tp_rank`) ? await readScalarInt(ckpt, `${name}.tp_rank`) : 1;
-  if (rcp !== 0 && rcp !== 1 && rcp !== 2) {
-    throw new WeightsError(`Cannot load tensor "${name}.rcp": expected 0, 1 or 2, got ${rcp}`);
-  }
-  const split = rcp === 1 ? inDim : outDim;
-  if (rcp !== 0 && (tpRank < 1 || split % tpRank !== 0)) {
+  if (quantized.some((x) => !x)) {
     throw new WeightsError(
-      `Cannot load tensor "${name}.tp_rank": ${tpRank} does not divide ${
-        rcp === 1 ? "in" : "out"
-      } features ${split}`,
+      `Cannot load ${label}: ${parts.filter((_, i) => !quantized[i]).map((p) => p.name).join(", ")} ` +
+        `is in quip_params.skip_list while ${
+          parts.filter((_, i) => quantized[i]).map((p) => p.name).join(", ")
+        } ` +
+        `is quantized; Trellis runs linears that share an input either all quantized or all fp16`,
     );
   }
-  return new QtipLinear(name, inDim, outDim, {
-    trellis,
-    lut,
-    su,
-    sv,
-    code,
-    bits,
-    mma: swizzled,
-    rcp,
-    tpRank,
-  }, scratch);
+  const code = qtipCode(q);
+  const V = code === "hyb" ? 2 : 1;
+  const lutEntries = 1 << q.tlutBits;
+  const su = new Float32Array(parts.length * inDim);
+  const outDim = parts.reduce((a, p) => a + p.outDim, 0);
+  const sv = new Float32Array(outDim);
+  const inChunks = new Set<number>();
+  const outHad: HadSpec[] = [];
+  const segments: (QtipSegment & { at: number })[] = [];
+  let col = 0;
+  for (let g = 0; g < parts.length; g++) {
+    const p = parts[g];
+    const bits = qtipLinearK(q, p.linear) as 2 | 3 | 4;
+    // The official conversion writes the CUDA kernel's swizzled layout exactly when its has_kernel()
+    // accepts the configuration (lib/utils/kernel_check.py); otherwise plain pack_trellis order.
+    const swizzled = code === "hyb" && q.L === 16 && q.V === 2 && bits >= 2 && bits <= 4 &&
+      q.tlutBits === 9 && q.tdX === 16 && q.tdY === 16;
+    // A new segment where the bitrate changes.
+    let seg = segments[segments.length - 1];
+    if (!seg || seg.bits !== bits) {
+      const same = parts.slice(g).findIndex((r) => qtipLinearK(q, r.linear) !== bits);
+      const members = parts.slice(g, same < 0 ? parts.length : g + same);
+      const words = GPU_LAYOUT_HEADER +
+        members.reduce((a, r) => a + gpuLayoutWords(r.outDim, inDim, bits) - GPU_LAYOUT_HEADER, 0);
+      const segLabel = `${label}[${members.map((r) => r.linear).join("+")}]`;
+      seg = {
+        firstPart: g,
+        parts: members.length,
+        bits,
+        mma: swizzled,
+        trellis: up.createBuffer(`${segLabel}.trellis`, words * 4),
+        lut: up.createBuffer(`${segLabel}.lut`, code === "hyb" ? members.length * lutEntries * 8 : 16),
+        at: GPU_LAYOUT_HEADER,
+      };
+      segments.push(seg);
+    }
+    const wordsPerTile = (q.tdX * q.tdY * bits) / 16;
+    const tiles = (p.outDim / q.tdX) * (inDim / q.tdY);
+    const trellisName = `${p.name}.trellis`;
+    ckpt.expectTensor(trellisName, ["I16", "U16"], [tiles, wordsPerTile]);
+    const raw = await ckpt.readTensor(trellisName);
+    const words = new Uint16Array(raw.slice().buffer);
+    const gpuWords = toGpuLayout(words, {
+      m: p.outDim,
+      n: inDim,
+      K: bits,
+      V,
+      layout: swizzled ? "swizzled" : "plain",
+    });
+    if (g === seg.firstPart) await up.write(seg.trellis, 0, gpuWords.subarray(0, GPU_LAYOUT_HEADER), 0);
+    await up.write(seg.trellis, seg.at * 4, gpuWords.subarray(GPU_LAYOUT_HEADER), raw.byteLength);
+    seg.at += gpuWords.length - GPU_LAYOUT_HEADER;
+    if (code === "hyb") {
+      const lutName = `${p.name}.tlut`;
+      ckpt.expectTensor(lutName, ["F16", "F32"], [lutEntries, q.V]);
+      const info = ckpt.tensor(lutName);
+      const bytes = await ckpt.readTensor(lutName);
+      const values = info.dtype === "F32"
+        ? new Float32Array(bytes.slice().buffer)
+        : Float32Array.from(new Float16Array(bytes.slice().buffer));
+      await up.write(seg.lut, (g - seg.firstPart) * lutEntries * 8, values, bytes.byteLength);
+    }
+    su.set(await readVector(ckpt, `${p.name}.SU`, inDim), g * inDim);
+    sv.set(await readVector(ckpt, `${p.name}.SV`, p.outDim, ["F32"]), col);
+    const rcp = ckpt.has(`${p.name}.rcp`) ? await readScalarInt(ckpt, `${p.name}.rcp`) : 0;
+    const tpRank = ckpt.has(`${p.name}.tp_rank`) ? await readScalarInt(ckpt, `${p.name}.tp_rank`) : 1;
+    if (rcp !== 0 && rcp !== 1 && rcp !== 2) {
+      throw new WeightsError(`Cannot load tensor "${p.name}.rcp": expected 0, 1 or 2, got ${rcp}`);
+    }
+    const split = rcp === 1 ? inDim : p.outDim;
+    if (rcp !== 0 && (tpRank < 1 || split % tpRank !== 0)) {
+      throw new WeightsError(
+        `Cannot load tensor "${p.name}.tp_rank": ${tpRank} does not divide ${
+          rcp === 1 ? "in" : "out"
+        } features ${split}`,
+      );
+    }
+    inChunks.add(rcp === 1 ? inDim / tpRank : inDim);
+    outHad.push(had.spec(p.outDim, false, rcp === 2 ? p.outDim / tpRank : p.outDim));
+    col += p.outDim;
+  }
+  if (inChunks.size !== 1) {
+    throw new WeightsError(
+      `Cannot load ${label}: its linears split the input transform differently (rcp / tp_rank); Trellis needs one`,
+    );
+  }
+  const stack = new QtipStack(
+    label,
+    inDim,
+    parts.map((p) => p.outDim),
+    {
+      code,
+      tlutBits: q.tlutBits,
+      segments: segments.map(({ at: _at, ...s }) => s),
+    },
+    had.spec(inDim, true, [...inChunks][0]),
+    outHad,
+  );
+  return { stack, su, sv };
 }
 
 /** Loads every weight of a Llama checkpoint onto the device. */
 export async function loadWeights(
   ckpt: Checkpoint,
   device: GPUDevice,
-  scratch: LinearScratch,
   progress?: LoadProgress,
   opts: { maxPartBytes?: number } = {},
 ): Promise<ModelWeights> {
@@ -288,6 +384,7 @@ export async function loadWeights(
   const up = new Uploader(device, progress);
   const qDim = c.nHeads * c.headDim;
   const kvDim = c.nKvHeads * c.headDim;
+  const had = new HadTable(device, c.quant ? [c.dim, qDim, kvDim, c.hiddenDim] : []);
   const embed = await loadF16Rows(
     ckpt,
     up,
@@ -299,32 +396,70 @@ export async function loadWeights(
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.nLayers; l++) {
     const p = `model.layers.${l}`;
-    const lin = (n: string, out: number, inp: number) => {
-      const linear = n.split(".")[1] as LinearName;
-      return loadLinear(ckpt, up, { layer: l, linear, name: `${p}.${n}` }, out, inp, scratch);
-    };
-    layers.push({
-      attnNorm: await loadF16(ckpt, up, `${p}.input_layernorm.weight`, [c.dim]),
-      ffnNorm: await loadF16(ckpt, up, `${p}.post_attention_layernorm.weight`, [c.dim]),
-      q: await lin("self_attn.q_proj", qDim, c.dim),
-      k: await lin("self_attn.k_proj", kvDim, c.dim),
-      v: await lin("self_attn.v_proj", kvDim, c.dim),
-      o: await lin("self_attn.o_proj", c.dim, qDim),
-      gate: await lin("mlp.gate_proj", c.hiddenDim, c.dim),
-      up: await lin("mlp.up_proj", c.hiddenDim, c.dim),
-      down: await lin("mlp.down_proj", c.dim, c.hiddenDim),
+    const part = (linear: LinearName, block: string, outDim: number): StackPart => ({
+      linear,
+      name: `${p}.${block}.${linear}`,
+      outDim,
     });
+    const qkv = await loadStack(ckpt, up, had, l, `${p}.qkv`, [
+      part("q_proj", "self_attn", qDim),
+      part("k_proj", "self_attn", kvDim),
+      part("v_proj", "self_attn", kvDim),
+    ], c.dim);
+    const o = await loadStack(ckpt, up, had, l, `${p}.o`, [part("o_proj", "self_attn", c.dim)], qDim);
+    const gateUp = await loadStack(ckpt, up, had, l, `${p}.gate_up`, [
+      part("gate_proj", "mlp", c.hiddenDim),
+      part("up_proj", "mlp", c.hiddenDim),
+    ], c.dim);
+    const down = await loadStack(
+      ckpt,
+      up,
+      had,
+      l,
+      `${p}.down`,
+      [part("down_proj", "mlp", c.dim)],
+      c.hiddenDim,
+    );
+    // The side buffer: the norms, then each QTIP stack's SU and SV.
+    const vectors: Float32Array[] = [
+      await readVector(ckpt, `${p}.input_layernorm.weight`, c.dim),
+      await readVector(ckpt, `${p}.post_attention_layernorm.weight`, c.dim),
+    ];
+    const at: SideOffsets = { attnGamma: 0, ffnGamma: c.dim };
+    let end = 2 * c.dim;
+    const add = (v: Float32Array | undefined): number | undefined => {
+      if (!v) return undefined;
+      vectors.push(v);
+      end += v.length;
+      return end - v.length;
+    };
+    at.suQkv = add(qkv.su);
+    at.svQkv = add(qkv.sv);
+    at.suO = add(o.su);
+    at.svO = add(o.sv);
+    at.suGu = add(gateUp.su);
+    at.svGu = add(gateUp.sv);
+    at.suD = add(down.su);
+    at.svD = add(down.sv);
+    const side = up.createBuffer(`${p}.side`, end * 4);
+    let o0 = 0;
+    for (const v of vectors) {
+      await up.write(side, o0 * 4, v, 0);
+      o0 += v.length;
+    }
+    layers.push({ side, at, qkv: qkv.stack, o: o.stack, gateUp: gateUp.stack, down: down.stack });
   }
-  const finalNorm = await loadF16(ckpt, up, "model.norm.weight", [c.dim]);
+  const finalNorm = up.createBuffer("model.norm.weight", c.dim * 4);
+  await up.write(finalNorm, 0, await readVector(ckpt, "model.norm.weight", c.dim), c.dim * 2);
   const tied = c.tieWordEmbeddings || !ckpt.has("lm_head.weight");
   const lmHeadParts = tied
     ? embed
     : await loadF16Rows(ckpt, up, "lm_head.weight", c.vocabSize, c.dim, opts.maxPartBytes);
-  const lmHead = new F16Linear("lm_head", c.dim, c.vocabSize, lmHeadParts);
+  const lmHead = new F16Stack("lm_head", c.dim, [c.vocabSize], [lmHeadParts]);
   await up.finish();
   let bytesPerToken = lmHead.weightBytes;
   for (const L of layers) {
-    for (const lin of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) bytesPerToken += lin.weightBytes;
+    for (const s of [L.qkv, L.o, L.gateUp, L.down]) bytesPerToken += s.weightBytes;
   }
   const q = c.quant;
   return {
@@ -332,6 +467,7 @@ export async function loadWeights(
     layers,
     finalNorm,
     lmHead,
+    had,
     bytes: up.bytes,
     bytesPerToken,
     quantization: q ? `qtip-${q.decodeMode}-${q.K}bit` : "fp16",
@@ -341,10 +477,10 @@ export async function loadWeights(
 export function destroyWeights(w: ModelWeights): void {
   for (const part of w.embed) part.buffer.destroy();
   w.finalNorm.destroy();
+  w.had.destroy();
   for (const L of w.layers) {
-    L.attnNorm.destroy();
-    L.ffnNorm.destroy();
-    for (const lin of [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]) lin.destroy();
+    L.side.destroy();
+    for (const s of [L.qkv, L.o, L.gateUp, L.down]) s.destroy();
   }
-  if (w.lmHead instanceof F16Linear && w.lmHead.parts !== w.embed) w.lmHead.destroy();
+  if (w.lmHead.parts[0] !== w.embed) w.lmHead.destroy();
 }

@@ -6,8 +6,8 @@
 //   3. out[g][t] = scale_i * H_i^T(z * su_g)    (QTIP input side of part g), or z * su_g, or z.
 // QTIP: y = diag(SV) H_m hatW H_n^T diag(SU) x, so the matvec between two such steps sees exactly the
 // H_n^T(SU x) this writes, and the next step finishes with H_m and SV (qtip-format.md, "The linear layer").
-// Bindings: xIn f32 (rows, xStride) from xInOffset; y f32 (rows, yStride) from yOffset, side f32 (the layer's
-//   side vectors: sv, gamma, su_g at su + g * dim); had u32 sign bits (transform_lib.wgsl); rowMeta u32 (row
+// Bindings: xIn f32 (rows, xStride) from xInOffset; y f32 (rows, yStride) from yOffset; post f32 (the previous
+//   linear's side vectors: sv); side f32 (this step's: gamma, su_g at su + g * dim); had u32 sign bits (transform_lib.wgsl); rowMeta u32 (row
 //   indices from idxOffset); xOut f32 (rows, xStride) from xOutOffset; out f32, part g row t at outOffset +
 //   g * outPartStride + t * outStride; params.
 // Dispatch: (rows, parts) workgroups. Workgroup memory: the row, plus as much again when a transform mixes
@@ -48,12 +48,13 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> xIn: array<f32>;
 @group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read> side: array<f32>;
-@group(0) @binding(3) var<storage, read> had: array<u32>;
-@group(0) @binding(4) var<storage, read> rowMeta: array<u32>;
-@group(0) @binding(5) var<storage, read_write> xOut: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
-@group(0) @binding(7) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> post: array<f32>;
+@group(0) @binding(3) var<storage, read> side: array<f32>;
+@group(0) @binding(4) var<storage, read> had: array<u32>;
+@group(0) @binding(5) var<storage, read> rowMeta: array<u32>;
+@group(0) @binding(6) var<storage, read_write> xOut: array<f32>;
+@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
 
 var<workgroup> sm: array<f32, SM>;
 var<workgroup> red: array<f32, WG>;
@@ -85,7 +86,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = tid; i < n; i += WG) {
       var p = sm[at + i] * scale;
       if ((f & F_SV) != 0u) {
-        p *= side[params.svOff + i];
+        p *= post[params.svOff + i];
       }
       sm[i] = xIn[xBase + i] + p;
     }

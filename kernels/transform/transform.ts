@@ -149,7 +149,8 @@ export interface NormTransformOptions {
     y: BufferArg; // f32 (rows, yStride) from yOffset
     yStride?: number;
     yOffset?: number;
-    sv?: number; // offset of SV in vec
+    vec?: BufferArg; // the side vectors holding SV (default: vec)
+    sv?: number; // offset of SV in finish.vec
     had?: HadSpec | null; // output-side transform of dim
   };
   /** Write the residual to xOut (default: when finishing). */
@@ -194,6 +195,7 @@ export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTr
     [
       o.xIn,
       fin?.y ?? dummy(k, 0),
+      fin?.vec ?? o.vec,
       o.vec,
       o.had.buffer,
       o.gather?.meta ?? dummy(k, 1),
