@@ -26,14 +26,20 @@ import {
   promptLogitsLayout,
   u32Range,
 } from "./batch.ts";
-import { readTopPairs, Sampler, type SampleRow } from "./sampler.ts";
+import { readTopPairs, Sampler, type SampleRow, usesPenalties } from "./sampler.ts";
 import { Readback } from "./readback.ts";
 import type { KvBlockAllocator } from "./kv_cache.ts";
 import { type AddSequenceOptions, type EngineSequence, SequenceTable } from "./sequences.ts";
 import { EngineError } from "./errors.ts";
 import { LoadProgress } from "./progress.ts";
 import type { SamplingParams } from "./types.ts";
-import { buildRopeTable, gatherU32, type Kernels, scatterU32 } from "../kernels/mod.ts";
+import {
+  buildRopeTable,
+  type CapturedDispatch,
+  gatherU32,
+  type Kernels,
+  scatterU32,
+} from "../kernels/mod.ts";
 
 export { EngineError };
 export type { AddSequenceOptions, EngineSequence, SequenceRequest } from "./sequences.ts";
@@ -100,6 +106,8 @@ export class Engine {
   #logits: GPUBuffer; // f32 (maxSeqs, vocab)
   #sampler: Sampler;
   #readback: Readback;
+  /** Captured decode steps by shape (kernels/core.ts capture): replaying one costs three calls a dispatch. */
+  #stepCache = new Map<string, CapturedDispatch[]>();
 
   private constructor(o: {
     gpu: Gpu;
@@ -383,17 +391,42 @@ export class Engine {
     const pass = enc.beginComputePass({ label: "decode" });
     const slots = u32Range(this.#meta, 0, S);
     gatherU32(this.kernels, pass, { src: this.#lastToken, idx: slots, dst: this.#history, count: S });
+    // A step is the same dispatches whenever its shape repeats: capture it once, replay it after. Attention's
+    // work split depends on the context, so steps are cached per 256-position bucket of it.
+    const penalized = stepRows[0].some((r) => usesPenalties(r.sampling));
+    const nTopRound = Math.max(0, ...seqs.map((s) => s.topLogprobs));
+    const bucket = Math.min(
+      Math.ceil(round.steps[0].maxContext / 256) * 256,
+      this.maxContext + this.maxRoundSteps,
+    );
     round.steps.forEach((layout, st) => {
-      encodeForward(pass, this.#model, this.#forwardBatch(layout, this.#history, this.#logits));
-      this.#sampler.encode(pass, {
-        rows: stepRows[st],
-        step: st,
-        logits: this.#logits,
-        inputs: this.#history,
-        tokens: this.#history,
-        logprobs: this.#historyLogprobs,
-        topInto: "step",
-      });
+      const key = `${S}|${st}|${bucket}|${penalized ? 1 : 0}|${nTopRound}`;
+      let list = this.#stepCache.get(key);
+      if (list) {
+        this.#stepCache.delete(key); // most recently used last
+      } else {
+        list = this.kernels.capture((p) => {
+          encodeForward(
+            p,
+            this.#model,
+            this.#forwardBatch({ ...layout, maxContext: bucket }, this.#history, this.#logits),
+          );
+          this.#sampler.encode(p, {
+            rows: stepRows[st],
+            step: st,
+            logits: this.#logits,
+            inputs: this.#history,
+            tokens: this.#history,
+            logprobs: this.#historyLogprobs,
+            topInto: "step",
+          });
+        });
+        if (this.#stepCache.size >= STEP_CACHE_SIZE) {
+          this.#stepCache.delete(this.#stepCache.keys().next().value!);
+        }
+      }
+      this.#stepCache.set(key, list);
+      this.kernels.replay(pass, list);
     });
     scatterU32(this.kernels, pass, {
       src: this.#history,
@@ -492,6 +525,9 @@ export class Engine {
     this.gpu.device.destroy();
   }
 }
+
+/** Captured decode steps kept (least recently used dropped first). */
+const STEP_CACHE_SIZE = 512;
 
 function createRopeTable(dev: GPUDevice, c: ModelConfig, maxPos: number): GPUBuffer {
   const table = buildRopeTable({

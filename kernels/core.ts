@@ -214,8 +214,9 @@ export class Kernels {
 
   /** Dispatches recorded since creation (benchmarks report dispatches per decode step). */
   dispatches = 0;
+  #capture: CapturedDispatch[] | null = null;
 
-  /** Records one dispatch of `pipeline` with `args` bound in order. */
+  /** Records one dispatch of `pipeline` with `args` bound in order (or captures it, inside capture()). */
   dispatch(
     pass: GPUComputePassEncoder,
     pipeline: GPUComputePipeline,
@@ -229,12 +230,66 @@ export class Kernels {
       throw new KernelError(`Dispatch of "${pipeline.label}" too large: [${x}, ${y}, ${z}] exceeds ${max}`);
     }
     if (x === 0 || y === 0 || z === 0) return;
+    const group = this.bind(pipeline, args);
+    if (this.#capture) {
+      this.#capture.push({ pipeline, group, x, y, z });
+      return;
+    }
     this.dispatches++;
     pass.setPipeline(pipeline);
-    pass.setBindGroup(0, this.bind(pipeline, args));
+    pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
   }
+
+  /**
+   * The dispatches `encode` makes, as a list that replay() records again with three calls each and no other
+   * work: WebGPU cannot reuse a compute command buffer, but a decode step is the same list every time.
+   * Everything a captured dispatch reads must stay valid while the list is used (buffers are not destroyed;
+   * Params slots are never rewritten). `encode` gets a pass it must not touch except through kernels.
+   */
+  capture(encode: (pass: GPUComputePassEncoder) => void): CapturedDispatch[] {
+    if (this.#capture) throw new KernelError("capture() does not nest");
+    const list: CapturedDispatch[] = [];
+    this.#capture = list;
+    try {
+      encode(NO_PASS);
+    } finally {
+      this.#capture = null;
+    }
+    return list;
+  }
+
+  /** Records a captured list into `pass`. */
+  replay(pass: GPUComputePassEncoder, list: readonly CapturedDispatch[]): void {
+    let last: GPUComputePipeline | null = null;
+    for (let i = 0; i < list.length; i++) {
+      const d = list[i];
+      if (d.pipeline !== last) {
+        pass.setPipeline(d.pipeline);
+        last = d.pipeline;
+      }
+      pass.setBindGroup(0, d.group);
+      pass.dispatchWorkgroups(d.x, d.y, d.z);
+    }
+    this.dispatches += list.length;
+  }
 }
+
+/** One dispatch as capture() keeps it. */
+export interface CapturedDispatch {
+  pipeline: GPUComputePipeline;
+  group: GPUBindGroup;
+  x: number;
+  y: number;
+  z: number;
+}
+
+/** The pass handed to encoders during capture(): any direct use is a bug, so every method throws. */
+const NO_PASS = new Proxy({}, {
+  get() {
+    throw new KernelError("An encoder used the compute pass directly during capture()");
+  },
+}) as GPUComputePassEncoder;
 
 /** Splits a 1-D workgroup count into (x, y) within the per-dimension limit. */
 export function grid2d(k: Kernels, count: number): [number, number] {
