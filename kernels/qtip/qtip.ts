@@ -142,23 +142,29 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
     k.dispatch(pass, p, [o.x, o.trellis, lut, o.out, k.params(params)], gx, gy);
     return;
   }
-  // The tiled matmul takes stacked parts one at a time.
+  // The tiled matmul takes stacked parts one at a time. Long batches (prefill) get 128-row blocks, so each
+  // decoded weight serves more FMAs per byte of workgroup memory; short ones 64, for more workgroups.
+  const rb = o.M >= 128 ? 2 : 1;
   const constants = {
     CODE: CODES[o.code],
     K: o.K,
     TLUT_BITS: o.code === "hyb" ? tlutBits : 0,
     LUT_SIZE: o.code === "hyb" ? 1 << tlutBits : 1,
+    RB: rb,
   };
   const p = k.pipeline("qtip", source, constants, "matmul");
   const bounds = [0, ...starts, o.m];
+  const xStride = o.xStride ?? o.n;
   for (let g = 0; g + 1 < bounds.length; g++) {
     const m = bounds[g + 1] - bounds[g];
+    const xOffset = (o.xOffset ?? 0) + g * (o.parts?.partStride ?? 0);
+    const aligned = xStride % 4 === 0 && xOffset % 4 === 0 ? 1 : 0;
     const params = new ParamWriter()
-      .u32(o.M).u32(m).u32(o.n).u32(o.xStride ?? o.n)
-      .u32(o.outStride ?? o.m).u32((o.xOffset ?? 0) + g * (o.parts?.partStride ?? 0))
+      .u32(o.M).u32(m).u32(o.n).u32(xStride)
+      .u32(o.outStride ?? o.m).u32(xOffset)
       .u32((o.outOffset ?? 0) + bounds[g]).u32(o.accumulate ? 1 : 0)
-      .u32(bounds[g] / 16).u32(g * (o.parts?.lutStride ?? 1 << tlutBits)).u32(0).u32(0);
-    const args = [o.x, o.trellis, lut, o.out, k.params(params)];
-    k.dispatch(pass, p, args, Math.ceil(m / MATMUL_BO), Math.ceil(o.M / MATMUL_BT));
+      .u32(bounds[g] / 16).u32(g * (o.parts?.lutStride ?? 1 << tlutBits)).u32(aligned).u32(0);
+    const args = [o.x, o.trellis, lut, o.out, k.params(params), o.x];
+    k.dispatch(pass, p, args, Math.ceil(m / (MATMUL_BO * rb)), Math.ceil(o.M / MATMUL_BT));
   }
 }

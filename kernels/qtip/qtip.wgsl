@@ -7,8 +7,10 @@
 //           out f32 (M, outStride) written (or accumulated) at outOffset; params.
 // Overrides: CODE 0 HYB / 1 1MAD / 2 3INST; K bits per weight (2, 3, 4); TLUT_BITS and LUT_SIZE = 2^TLUT_BITS.
 // Entry point (decode batches use the generated matvec of qtip_mv.ts instead):
-//   matmul (any M): one workgroup of 256 per 64 rows x 64 tokens, x = ceil(m/64), y = ceil(M/64). Each
-//     32-column step decodes 8 tiles into workgroup memory once, then every thread does a 4 x 4 block.
+//   matmul (any M): one workgroup of 256 per BO = 64 RB rows x 64 tokens, x = ceil(m / BO), y = ceil(M / 64).
+//     Each 32-column step decodes the block's tiles into workgroup memory once (each weight then serves 64
+//     tokens), stages x transposed, and every thread accumulates 4 RB rows x 4 tokens with vec4 FMAs, its
+//     rows 4 tr .. 4 tr + 3 (+ 64) and tokens 4 tc .. 4 tc + 3 read as one vec4 each per column.
 // Reference: qtip_ref.ts `decodeHatW` then `matmulRef`.
 
 override CODE: u32 = 0u;
@@ -16,8 +18,10 @@ override K: u32 = 2u;
 override TLUT_BITS: u32 = 9u;
 override LUT_SIZE: u32 = 512u;
 
+override RB: u32 = 1u; // matmul row blocks of 64: BO = 64 RB rows per workgroup
+
 const HEADER: u32 = 4u;
-const BO: u32 = 64u; // matmul rows per workgroup
+override BO: u32 = 64u * RB; // matmul rows per workgroup
 const BT: u32 = 64u; // matmul tokens per workgroup
 const BK: u32 = 32u; // matmul columns per step (2 tiles)
 
@@ -32,19 +36,20 @@ struct Params {
   accumulate: u32,
   tileRow0: u32, // first tile-row of this part in the (stacked) trellis
   lutOffset: u32, // first LUT entry of this part
-  _pad0: u32,
+  aligned: u32, // xOffset and xStride are multiples of 4: x is read as vec4
   _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> trellis: array<u32>;
 @group(0) @binding(2) var<storage, read> lut: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> lutS: array<vec2<f32>, LUT_SIZE>;
-var<workgroup> ws: array<f32, 2048>; // matmul (BK, BO): ws[k * BO + row]
-var<workgroup> xt: array<f32, 2048>; // matmul (BK, BT): xt[k * BT + token]
+var<workgroup> ws: array<vec4<f32>, 1024>; // matmul (BK, BO) f32 as vec4 of 4 rows: ws[k * BO / 4 + row / 4]
+var<workgroup> xs: array<vec4<f32>, 512>; // matmul (BK, BT) f32 as vec4 of 4 tokens
 
 fn loadLut(tid: u32, threads: u32) {
   if (CODE == 0u) {
@@ -123,55 +128,94 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let mma = (trellis[1] & 1u) != 0u;
   let row0 = wid.x * BO;
   let tok0 = wid.y * BT;
-  let rg = tid & 15u;
-  let tg = tid >> 4u;
-  // acc[a][b]: row row0 + rg + 16a, token tok0 + tg + 16b.
-  var acc: array<vec4<f32>, 4>;
+  let tr = tid & 15u; // rows 4 tr .. 4 tr + 3 (and 64 more when RB = 2)
+  let tc = tid >> 4u; // tokens 4 tc .. 4 tc + 3
+  let aligned = params.aligned != 0u;
+  var a00 = vec4<f32>(0.0);
+  var a01 = vec4<f32>(0.0);
+  var a02 = vec4<f32>(0.0);
+  var a03 = vec4<f32>(0.0);
+  var a10 = vec4<f32>(0.0);
+  var a11 = vec4<f32>(0.0);
+  var a12 = vec4<f32>(0.0);
+  var a13 = vec4<f32>(0.0);
   for (var k0 = 0u; k0 < params.n; k0 += BK) {
     workgroupBarrier();
-    // Decode 4 tile-rows x 2 tile-columns: 1024 pairs, 4 per thread.
-    for (var i = 0u; i < 4u; i++) {
+    // Decode the (BO, BK) block of hatW: BO/16 tile-rows x 2 tile-columns, 128 pairs each.
+    for (var i = 0u; i < 4u * RB; i++) {
       let pi = tid + 256u * i;
       let P = pi & 127u;
-      let tr = pi >> 8u;
-      let tc = (pi >> 7u) & 1u;
-      let J = (k0 >> 4u) + tc;
+      let ti = pi >> 7u;
+      let trow = ti >> 1u;
+      let J = (k0 >> 4u) + (ti & 1u);
       var v = vec2<f32>(0.0);
-      if (row0 + tr * 16u < params.m && J < tilesPerRow) {
-        v = tilePair(HEADER + ((params.tileRow0 + (row0 >> 4u) + tr) * tilesPerRow + J) * tileWords, 2u * K * P);
+      if (row0 + trow * 16u < params.m && J < tilesPerRow) {
+        v = tilePair(HEADER + ((params.tileRow0 + (row0 >> 4u) + trow) * tilesPerRow + J) * tileWords, 2u * K * P);
       }
       let pos = pairPosition(P, mma);
-      let kk = tc * 16u + pos.y;
-      ws[kk * BO + tr * 16u + pos.x] = v.x;
-      ws[(kk + 1u) * BO + tr * 16u + pos.x] = v.y;
+      let r = trow * 16u + pos.x;
+      let c = (ti & 1u) * 16u + pos.y;
+      ws[(c * BO + r) >> 2u][r & 3u] = v.x;
+      ws[((c + 1u) * BO + r) >> 2u][r & 3u] = v.y;
     }
-    for (var i = 0u; i < 8u; i++) {
-      let xi = tid + 256u * i;
-      let kk = xi & 31u;
-      let t = xi >> 5u;
-      var v = 0.0;
-      if (tok0 + t < params.M && k0 + kk < params.n) {
-        v = x[params.xOffset + (tok0 + t) * params.xStride + k0 + kk];
+    // Stage x (BT tokens x BK columns) transposed: xs[k][token].
+    for (var i = 0u; i < 2u; i++) {
+      let idx = tid + 256u * i;
+      let t = idx & 63u;
+      let q = idx >> 6u;
+      var v = vec4<f32>(0.0);
+      if (tok0 + t < params.M && k0 + 4u * q < params.n) {
+        let at = params.xOffset + (tok0 + t) * params.xStride + k0 + 4u * q;
+        if (aligned) {
+          v = x4[at >> 2u];
+        } else {
+          v = vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
+        }
       }
-      xt[kk * BT + t] = v;
+      for (var j = 0u; j < 4u; j++) {
+        let e = (4u * q + j) * BT + t;
+        xs[e >> 2u][e & 3u] = v[j];
+      }
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
-      let wv = vec4<f32>(ws[kk * BO + rg], ws[kk * BO + rg + 16u], ws[kk * BO + rg + 32u], ws[kk * BO + rg + 48u]);
-      let xv = vec4<f32>(xt[kk * BT + tg], xt[kk * BT + tg + 16u], xt[kk * BT + tg + 32u], xt[kk * BT + tg + 48u]);
-      acc[0] += wv.x * xv;
-      acc[1] += wv.y * xv;
-      acc[2] += wv.z * xv;
-      acc[3] += wv.w * xv;
+      let xv = xs[kk * (BT / 4u) + tc];
+      let w0 = ws[kk * (BO / 4u) + tr];
+      a00 = fma(w0, vec4<f32>(xv.x), a00);
+      a01 = fma(w0, vec4<f32>(xv.y), a01);
+      a02 = fma(w0, vec4<f32>(xv.z), a02);
+      a03 = fma(w0, vec4<f32>(xv.w), a03);
+      if (RB == 2u) {
+        let w1 = ws[kk * (BO / 4u) + 16u + tr];
+        a10 = fma(w1, vec4<f32>(xv.x), a10);
+        a11 = fma(w1, vec4<f32>(xv.y), a11);
+        a12 = fma(w1, vec4<f32>(xv.z), a12);
+        a13 = fma(w1, vec4<f32>(xv.w), a13);
+      }
     }
   }
-  for (var a = 0u; a < 4u; a++) {
-    let row = row0 + rg + 16u * a;
-    for (var b = 0u; b < 4u; b++) {
-      let t = tok0 + tg + 16u * b;
-      if (row < params.m && t < params.M) {
-        store(params.outOffset + t * params.outStride + row, acc[a][b]);
-      }
+  let t0 = tok0 + 4u * tc;
+  storeRows(row0 + 4u * tr, t0, a00);
+  storeRows(row0 + 4u * tr, t0 + 1u, a01);
+  storeRows(row0 + 4u * tr, t0 + 2u, a02);
+  storeRows(row0 + 4u * tr, t0 + 3u, a03);
+  if (RB == 2u) {
+    storeRows(row0 + 64u + 4u * tr, t0, a10);
+    storeRows(row0 + 64u + 4u * tr, t0 + 1u, a11);
+    storeRows(row0 + 64u + 4u * tr, t0 + 2u, a12);
+    storeRows(row0 + 64u + 4u * tr, t0 + 3u, a13);
+  }
+}
+
+// Rows r .. r + 3 of token t (those inside the output).
+fn storeRows(r: u32, t: u32, v: vec4<f32>) {
+  if (t >= params.M) {
+    return;
+  }
+  let base = params.outOffset + t * params.outStride;
+  for (var i = 0u; i < 4u; i++) {
+    if (r + i < params.m) {
+      store(base + r + i, v[i]);
     }
   }
 }
