@@ -1,5 +1,5 @@
 // `deno task bench decode|prefill|batch`: end-to-end engine speed on synthetic checkpoints (bench/synth.ts)
-// through the Engine's own API (Engine.load, addSequence, prefill, decodeRound), the path the server's
+// through the Engine's own API (Engine.load, addSequence, prefill, prepare/submit/collectRound), the path the server's
 // Runner drives. Prompts are random ids and the prefix cache is off, so nothing is served from a cache.
 //
 // decode:  batch 1; TTFT = prefill of the prompt through the first sampled token on the host; then decode
@@ -76,6 +76,37 @@ function loadEngine(o: LoadOptions): Promise<Engine> {
   });
 }
 
+/**
+ * Decodes `total` more steps of `ids` in rounds of at most `roundSteps`, each round queued while the one
+ * before it runs (Engine.collectRound's `next`), as the server's Runner does. Returns the steps made.
+ */
+export async function pipelinedDecode(
+  eng: Engine,
+  ids: string[],
+  total: number,
+  roundSteps: number,
+  onRound?: (steps: number, ms: number) => void,
+): Promise<number> {
+  let made = 0;
+  let planned = Math.min(roundSteps, total);
+  let cur = eng.prepareRound(ids, planned);
+  eng.submitRound(cur);
+  let last = performance.now();
+  while (made < total) {
+    const more = Math.min(roundSteps, total - planned);
+    const next = more > 0 ? eng.prepareRound(ids, more) : undefined;
+    planned += more;
+    const r = await eng.collectRound(cur, next);
+    const now = performance.now();
+    onRound?.(r.steps, now - last);
+    last = now;
+    made += r.steps;
+    if (!next) break;
+    cur = next;
+  }
+  return made;
+}
+
 /** Runs one sequence's prompt and `gen` tokens; returns [ttftMs, decodeMs, decodedTokens]. */
 async function oneSequence(
   eng: Engine,
@@ -89,11 +120,7 @@ async function oneSequence(
     const t0 = performance.now();
     await eng.prefill([id]);
     const t1 = performance.now();
-    let made = 1;
-    while (made < gen) {
-      const r = await eng.decodeRound([id], Math.min(roundSteps, gen - made));
-      made += r.steps;
-    }
+    const made = 1 + await pipelinedDecode(eng, [id], gen - 1, roundSteps);
     return [t1 - t0, performance.now() - t1, made - 1];
   } finally {
     eng.removeSequence(id);
@@ -296,12 +323,13 @@ export async function runBatch(
         made += warm.steps;
         const rounds: { ms: number; steps: number }[] = [];
         const t2 = performance.now();
-        while (made < o.gen) {
-          const r0 = performance.now();
-          const r = await eng.decodeRound(ids, Math.min(o.roundSteps, o.gen - made));
-          rounds.push({ ms: performance.now() - r0, steps: r.steps });
-          made += r.steps;
-        }
+        made += await pipelinedDecode(
+          eng,
+          ids,
+          o.gen - made,
+          o.roundSteps,
+          (steps, ms) => rounds.push({ ms, steps }),
+        );
         const dt = performance.now() - t2;
         const steps = rounds.reduce((a, r) => a + r.steps, 0);
         const row: BatchRow = {

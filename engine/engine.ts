@@ -73,6 +73,19 @@ export interface TokenBatch {
   top?: [number, number][][];
 }
 
+/** A decode round recorded by prepareRound(): submitted by submitRound(), read by collectRound(). */
+export interface PendingRound {
+  seqs: EngineSequence[];
+  steps: number;
+  cmd: GPUCommandBuffer | null;
+  rb: GPUBuffer | null;
+  /** Bytes of ids (and of logprobs) and of top-logprob pairs in the readback. */
+  bytes: number;
+  topBytes: number;
+  nTop: number;
+  submittedAt?: number;
+}
+
 export interface RoundResult {
   /** Per sequence id, the ids produced this round in order, and their logprobs when asked. */
   tokens: Map<string, TokenBatch>;
@@ -343,10 +356,23 @@ export class Engine {
    * Runs `steps` decode steps for the given sequences (each must have finished prefill) and reads
    * every sampled id back at the end, in one map.
    */
-  async decodeRound(ids: string[], steps: number): Promise<RoundResult> {
+  decodeRound(ids: string[], steps: number): Promise<RoundResult> {
+    const r = this.prepareRound(ids, steps);
+    this.submitRound(r);
+    return this.collectRound(r);
+  }
+
+  /**
+   * Records a decode round without submitting it, so it can be queued the moment the round before it ends
+   * (collectRound's `next`). The sequences advance now: a later round continues where this one ends, and
+   * tokens past a stop that the host finds only later are dropped by the caller.
+   */
+  prepareRound(ids: string[], steps: number): PendingRound {
     const seqs = ids.map((id) => this.#seqs.get(id));
     const S = seqs.length;
-    if (S === 0 || steps <= 0) return { tokens: new Map(), steps: 0, gpuMs: 0 };
+    if (S === 0 || steps <= 0) {
+      return { seqs: [], steps: 0, cmd: null, rb: null, bytes: 0, topBytes: 0, nTop: 0 };
+    }
     if (steps > this.maxRoundSteps) {
       throw new EngineError(`Round of ${steps} steps exceeds ${this.maxRoundSteps}`);
     }
@@ -445,10 +471,38 @@ export class Engine {
     enc.copyBufferToBuffer(this.#history, S * 4, rb, 0, bytes);
     enc.copyBufferToBuffer(this.#historyLogprobs, S * 4, rb, bytes, bytes);
     if (topBytes) enc.copyBufferToBuffer(this.#sampler.topLogprobs, 0, rb, 2 * bytes, topBytes);
-    const t0 = performance.now();
-    dev.queue.submit([enc.finish()]);
-    const { data, mappedAt } = await this.#readback.collect(rb, total);
-    const gpuMs = mappedAt - t0;
+    for (const s of seqs) s.generated += steps;
+    return { seqs, steps, cmd: enc.finish(), rb, bytes, topBytes, nTop };
+  }
+
+  /** Queues a prepared round. */
+  submitRound(r: PendingRound): void {
+    if (!r.cmd) return;
+    r.submittedAt = performance.now();
+    this.gpu.device.queue.submit([r.cmd]);
+    r.cmd = null;
+  }
+
+  /**
+   * Waits for a submitted round and reads its tokens. With `next` (prepared, not submitted), submits it as
+   * soon as the queue is idle: Deno's mapAsync blocks its thread until then and resolves only ~10 ms later
+   * (shared/device/README.md), so submitting inside that gap keeps the GPU busy while this round's tokens
+   * are read and the round after `next` is recorded.
+   */
+  async collectRound(r: PendingRound, next?: PendingRound): Promise<RoundResult> {
+    if (!r.rb) {
+      if (next) this.submitRound(next);
+      return { tokens: new Map(), steps: 0, gpuMs: 0 };
+    }
+    const { seqs, steps, bytes, topBytes, nTop } = r;
+    const S = seqs.length;
+    const total = 2 * bytes + topBytes;
+    const { data, mappedAt } = await this.#readback.collect(
+      r.rb,
+      total,
+      next ? () => this.submitRound(next) : undefined,
+    );
+    const gpuMs = mappedAt - (r.submittedAt ?? mappedAt);
     const ids32 = new Uint32Array(data, 0, steps * S);
     const lps = new Float32Array(data, bytes, steps * S);
     const tokens = new Map<string, TokenBatch>();
@@ -461,7 +515,6 @@ export class Engine {
         out.logprobs.push(lps[st * S + j]);
         if (out.top) out.top.push(readTopPairs(top!, (st * S + j) * nTop * 2, s.topLogprobs));
       }
-      s.generated += steps;
       tokens.set(s.id, out);
     });
     return { tokens, steps, gpuMs };

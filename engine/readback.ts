@@ -21,10 +21,17 @@ export class Readback {
 
   /**
    * Waits until the submitted work has filled `rb`, copies its first `bytes` out and returns it to the
-   * pool. `mappedAt` is performance.now() when the map resolved.
+   * pool. `mappedAt` is performance.now() when the map resolved. `whenIdle` runs right after mapAsync's
+   * call returns: in Deno that call blocks until the queue is idle, and the promise settles ~10 ms later.
    */
-  async collect(rb: GPUBuffer, bytes: number): Promise<{ data: ArrayBuffer; mappedAt: number }> {
-    await rb.mapAsync(GPUMapMode.READ, 0, bytes);
+  async collect(
+    rb: GPUBuffer,
+    bytes: number,
+    whenIdle?: () => void,
+  ): Promise<{ data: ArrayBuffer; mappedAt: number }> {
+    const mapped = rb.mapAsync(GPUMapMode.READ, 0, bytes);
+    whenIdle?.();
+    await mapped;
     const mappedAt = performance.now();
     const data = rb.getMappedRange(0, bytes).slice(0);
     rb.unmap();

@@ -2,7 +2,7 @@
 // spreads prompts over prefill batches, runs decode rounds for everything that is generating, and turns
 // sampled ids into per-request TokenEvents (stop tokens, max tokens, cancellation). It runs where the
 // Engine runs (a Worker for the server, the main thread for the CLI).
-import type { Engine } from "./engine.ts";
+import type { Engine, PendingRound } from "./engine.ts";
 import { contextOverflow, type EngineStats, type GenerateRequest, type TokenEvent } from "./types.ts";
 
 interface Active {
@@ -70,6 +70,10 @@ export class Runner {
   #generationTokens = 0;
   /** Set when the loop died on a GPU error: every later request fails with it. */
   fatal: string | null = null;
+  /** The decode round on the GPU (submitted, not yet read), its sequences, and when the last one ended. */
+  #inflight: PendingRound | null = null;
+  #inflightIds = new Set<string>();
+  #inflightSince = 0;
 
   constructor(engine: Engine, sink: EventSink, opts: RunnerOptions = {}) {
     this.engine = engine;
@@ -146,7 +150,10 @@ export class Runner {
         this.#reap();
         this.#admit();
         if (this.#active.size === 0) {
-          await new Promise<void>((r) => (this.#wake = r));
+          // Nothing to run: read the last round, if any, then sleep until a request comes (checked again
+          // after the read, since a request may arrive meanwhile).
+          if (this.#inflight) await this.#drain();
+          else await new Promise<void>((r) => (this.#wake = r));
           continue;
         }
         await this.#iteration();
@@ -221,6 +228,8 @@ export class Runner {
   async #iteration(): Promise<void> {
     const prefilling = [...this.#active.values()].filter((a) => a.prefilling).map((a) => a.req.id);
     if (prefilling.length) {
+      // Prefill shares the metadata buffers a prepared round filled: the round in flight ends first.
+      await this.#drain();
       // One prefill batch per iteration, so a long prompt does not stall the streams beside it.
       const first = await this.engine.prefill(prefilling, 1);
       for (const [id, out] of first) {
@@ -231,7 +240,14 @@ export class Runner {
       }
     }
     const decoding = [...this.#active.values()].filter((a) => !a.prefilling && !a.cancelled);
-    if (decoding.length === 0) return;
+    // Tokens each sequence still may make, counting the round in flight.
+    const pending = (a: Active) =>
+      a.req.maxTokens - a.emitted - (this.#inflightIds.has(a.req.id) ? this.#inflight!.steps : 0);
+    const next = decoding.filter((a) => pending(a) > 0);
+    if (next.length === 0) {
+      await this.#drain();
+      return;
+    }
     const busy = this.#waiting.length > 0 || decoding.length < this.#active.size;
     const steps = planRoundSteps({
       maxSteps: this.#roundSteps,
@@ -239,13 +255,17 @@ export class Runner {
       busy,
       msPerStep: this.#msPerStep,
       targetMs: this.#targetRoundMs,
-      remaining: Math.max(...decoding.map((a) => a.req.maxTokens - a.emitted)),
+      remaining: Math.max(...next.map(pending)),
     });
-    // Take the KV blocks this round needs. When the cache is full, preempt the most recently admitted
-    // sequence (vLLM's recompute policy: it resumes later, its prompt blocks mostly from the prefix
-    // cache) until the rest fit.
-    let ids = decoding.map((a) => a.req.id);
+    // Take the KV blocks the next round needs. When the cache is full, finish the round in flight, then
+    // preempt the most recently admitted sequence (vLLM's recompute policy: it resumes later, its prompt
+    // blocks mostly from the prefix cache) until the rest fit.
+    let ids = next.map((a) => a.req.id);
     let failed = this.engine.grow(ids, steps);
+    if (failed.length && this.#inflight) {
+      await this.#drain();
+      return;
+    }
     while (failed.length) {
       const victim = [...this.#active.values()].at(-1)!;
       this.#preempt(victim);
@@ -254,13 +274,42 @@ export class Runner {
       if (failed.length) failed = this.engine.grow(failed, steps);
     }
     if (ids.length === 0) return;
-    const round = await this.engine.decodeRound(ids, steps);
-    const perStep = round.gpuMs / Math.max(1, round.steps);
-    this.#msPerStep = this.#msPerStep === null ? perStep : 0.7 * this.#msPerStep + 0.3 * perStep;
-    for (const [id, out] of round.tokens) {
-      const a = this.#active.get(id);
-      if (a) this.#deliver(id, a, out.ids, out.logprobs, out.top);
+    // Record the next round while the one in flight runs; it is queued the moment that one ends.
+    const round = this.engine.prepareRound(ids, steps);
+    if (!this.#inflight) {
+      this.engine.submitRound(round);
+      this.#inflight = round;
+      this.#inflightIds = new Set(ids);
+      this.#inflightSince = performance.now();
+      return;
     }
+    await this.#collect(round);
+    this.#inflight = round;
+    this.#inflightIds = new Set(ids);
+  }
+
+  /** Reads the round in flight, queueing `next` as soon as the GPU is idle, and delivers its tokens. */
+  async #collect(next?: PendingRound): Promise<void> {
+    const r = this.#inflight!;
+    this.#inflight = null;
+    this.#inflightIds = new Set();
+    const out = await this.engine.collectRound(r, next);
+    // With rounds back to back, a round takes from the last collection to this one.
+    const now = performance.now();
+    const perStep = (now - this.#inflightSince) / Math.max(1, out.steps);
+    this.#inflightSince = now;
+    if (out.steps) {
+      this.#msPerStep = this.#msPerStep === null ? perStep : 0.7 * this.#msPerStep + 0.3 * perStep;
+    }
+    for (const [id, t] of out.tokens) {
+      const a = this.#active.get(id);
+      if (a) this.#deliver(id, a, t.ids, t.logprobs, t.top);
+    }
+  }
+
+  /** Finishes the round in flight, if any, queueing nothing after it. */
+  async #drain(): Promise<void> {
+    if (this.#inflight) await this.#collect();
   }
 
   #preempt(a: Active): void {
