@@ -9,8 +9,10 @@
 // `tlut` F16 [512, 2]; norms, embeddings and lm_head F16. Uniformly random words are a valid bitstream in
 // both the swizzled (HYB, has_kernel) and the plain (1MAD/3INST) word order, so one generator serves both.
 // Tensors stream to disk in bounded chunks; checkpoints over `shardBytes` are split into HF-style shards
-// with model.safetensors.index.json.
+// with model.safetensors.index.json. A tokenizer of the architecture's vocabulary size and special ids is
+// written beside the weights (bench/synth_tokenizer.ts), so the server can serve the checkpoint.
 import { join } from "node:path";
+import { type TokenizerStyle, writeSynthTokenizer } from "./synth_tokenizer.ts";
 
 export type ArchName =
   | "llama2-7b"
@@ -36,12 +38,18 @@ export interface ArchSpec {
   llama3Rope: boolean;
   bosTokenId: number;
   eosTokenIds: number[];
+  /** The tokenizer synth writes: Llama 2's SentencePiece-style BPE or Llama 3's byte-level BPE. */
+  tokenizer: TokenizerStyle;
 }
 
 const LLAMA2 = { vocabSize: 32000, maxPositionEmbeddings: 4096, ropeTheta: 10000, llama3Rope: false };
-const LLAMA2_IDS = { bosTokenId: 1, eosTokenIds: [2] };
+const LLAMA2_IDS = { bosTokenId: 1, eosTokenIds: [2], tokenizer: "llama2" as const };
 const LLAMA31 = { vocabSize: 128256, maxPositionEmbeddings: 131072, ropeTheta: 500000, llama3Rope: true };
-const LLAMA31_IDS = { bosTokenId: 128000, eosTokenIds: [128001, 128008, 128009] };
+const LLAMA31_IDS = {
+  bosTokenId: 128000,
+  eosTokenIds: [128001, 128008, 128009],
+  tokenizer: "llama3" as const,
+};
 
 /** The published models' shapes (their config.json files). */
 export const ARCHS: Record<ArchName, ArchSpec> = {
@@ -107,6 +115,7 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
   },
   // Small enough for lavapipe, with the same structure: GQA, llama3 RoPE, a non-power-of-two Hadamard
   // size (896 = 28 x 32, like 14336 = 28 x 512), every dimension a multiple of 32 (the swizzled layout's unit).
+  // Its ids (bos 1, eos 2) are Llama 2's, so it gets a Llama-2-style tokenizer of 1024 ids.
   tiny: {
     source: "trellis/tiny-synth",
     dim: 256,
@@ -120,6 +129,7 @@ export const ARCHS: Record<ArchName, ArchSpec> = {
     llama3Rope: true,
     bosTokenId: 1,
     eosTokenIds: [2],
+    tokenizer: "llama2",
   },
 };
 
@@ -182,6 +192,8 @@ export interface SynthResult {
   tensors: number;
   /** Bytes of every quantized linear's trellis: what a decode step must stream. */
   trellisBytes: number;
+  /** The tokenizer files written beside the weights. */
+  tokenizerFiles: string[];
 }
 
 export class SynthError extends Error {
@@ -512,8 +524,9 @@ export async function synthCheckpoint(o: SynthOptions): Promise<SynthResult> {
       2,
     ) + "\n",
   );
+  const tokenizerFiles = await writeSynthTokenizer(o.out, a);
   const trellisBytes = plans.filter((t) => t.fill.kind === "words").reduce((s, t) => s + tensorBytes(t), 0);
-  return { dir: o.out, files: names, totalBytes, tensors: plans.length, trellisBytes };
+  return { dir: o.out, files: names, totalBytes, tensors: plans.length, trellisBytes, tokenizerFiles };
 }
 
 const USAGE = `Usage: deno task synth --arch ${ARCH_NAMES.join("|")} --code ${

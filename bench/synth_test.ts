@@ -107,7 +107,15 @@ Deno.test("synthCheckpoint() writes shards with an index that openCheckpoint rea
     const again = await synthCheckpoint({ arch: "tiny", code: "HYB", bits: 2, out: dir, force: true });
     assert.deepEqual(again.files, ["model.safetensors"]);
     const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-    assert.deepEqual(names, ["config.json", "generation_config.json", "model.safetensors"]);
+    assert.deepEqual(names, [
+      "config.json",
+      "generation_config.json",
+      "model.safetensors",
+      "special_tokens_map.json",
+      "tokenizer.json",
+      "tokenizer_config.json",
+    ]);
+    assert.deepEqual(again.tokenizerFiles.sort(), names.slice(3));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
