@@ -1,7 +1,7 @@
 // The import rules of docs/ARCHITECTURE.md, checked on the real module graph: `deno info --json` from every
 // program entry (main.ts, each cli/ program, the engine Worker) lists what is actually imported, type-only
-// imports included. Imports flow one way, main.ts and cli/ -> server/ -> engine/ -> kernels/, with text/ a
-// leaf beside engine/; outside its own folder a layer is reached only through its mod.ts; no cycles.
+// imports included. Imports flow one way, main.ts and cli/ -> server/ -> engine/ -> kernels/, with text/ and
+// grammar/ leaves beside engine/; outside its own folder a layer is reached only through its mod.ts; no cycles.
 import assert from "node:assert/strict";
 import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,20 +10,21 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** For each layer, the modules of other layers it may import. main.ts and cli/ are composition roots. */
 const ALLOWED: Record<string, readonly string[]> = {
-  main: ["server/*", "engine/mod.ts", "text/mod.ts"],
+  main: ["server/*", "engine/mod.ts", "text/mod.ts", "grammar/mod.ts"],
   cli: ["engine/mod.ts", "text/mod.ts"],
-  server: ["engine/mod.ts", "text/mod.ts"],
+  server: ["engine/mod.ts", "text/mod.ts", "grammar/mod.ts"],
   engine: ["kernels/mod.ts"],
   text: [],
+  grammar: [],
   kernels: [],
 };
 
-/** Files every import is read from: the programs, and the Worker (started by URL, not imported). */
+/** Files every import is read from: the programs, and the Workers (started by URL, not imported). */
 function entries(): string[] {
   const cli = [...Deno.readDirSync(`${ROOT}cli`)]
     .filter((e) => e.isFile && e.name.endsWith(".ts") && !e.name.endsWith("_test.ts"))
     .map((e) => `cli/${e.name}`);
-  return ["main.ts", ...cli.sort(), "engine/worker.ts"];
+  return ["main.ts", ...cli.sort(), "engine/worker.ts", "grammar/worker.ts"];
 }
 
 interface InfoModule {
@@ -106,13 +107,15 @@ Deno.test("edgeProblem() and cycles() catch what the architecture test is for", 
   );
   assert.match(edgeProblem("engine/runner.ts", "text/mod.ts")!, /engine\//);
   assert.match(edgeProblem("text/tokenizer.ts", "engine/mod.ts")!, /text\/ may import nothing/);
+  assert.match(edgeProblem("grammar/pool.ts", "engine/constraint.ts")!, /grammar\/ may import nothing/);
+  assert.match(edgeProblem("engine/runner.ts", "grammar/mod.ts")!, /engine\/ may import only/);
   assert.match(edgeProblem("kernels/core.ts", "test/support/mod.ts")!, /kernels\/ may import nothing/);
   const g = new Map([["a.ts", new Set(["b.ts"])], ["b.ts", new Set(["c.ts"])], ["c.ts", new Set(["a.ts"])]]);
   assert.deepEqual(cycles(g), [["a.ts", "b.ts", "c.ts", "a.ts"]]);
   assert.deepEqual(cycles(new Map([["a.ts", new Set(["b.ts"])], ["b.ts", new Set<string>()]])), []);
 });
 
-Deno.test("imports flow main.ts, cli/ -> server/ -> engine/ -> kernels/ (text/ beside engine/), through mod.ts, without cycles", async () => {
+Deno.test("imports flow main.ts, cli/ -> server/ -> engine/ -> kernels/ (text/, grammar/ beside engine/), through mod.ts, without cycles", async () => {
   const graph = new Map<string, Set<string>>();
   for (const entry of entries()) {
     for (const [from, to] of await importGraph(entry)) {

@@ -22,6 +22,14 @@ export interface TextDetokenizer {
   flush(): string;
 }
 
+/** The vocabulary as a grammar engine reads it (grammar/vocabulary.ts has the same shape). */
+export interface Vocabulary {
+  /** Each id's token as tokenizer.json spells it; "" for special tokens. */
+  tokens: readonly string[];
+  /** SentencePiece with byte fallback (Llama 2) or GPT-2 byte-level (Llama 3). */
+  encoding: "byte_fallback" | "byte_level";
+}
+
 export interface TextCodec {
   readonly vocabSize: number;
   /** The tokenizer's end-of-sequence ids. */
@@ -49,4 +57,6 @@ export interface TextCodec {
   tokenText(id: number): string;
   /** The token's UTF-8 bytes, for logprobs `bytes`. */
   tokenBytes(id: number): number[];
+  /** Every token's spelling, for compiling grammars over this vocabulary. */
+  vocabulary(): Vocabulary;
 }

@@ -11,5 +11,5 @@ export {
   type TemplateMessage,
 } from "./chat_template.ts";
 export { loadTokenizer, resolveTokenizerDir, type TokenizerDirOptions } from "./tokenizer_dir.ts";
-export type { ChatMessage, TextCodec, TextDetokenizer } from "./codec.ts";
+export type { ChatMessage, TextCodec, TextDetokenizer, Vocabulary } from "./codec.ts";
 export { TokenizerCodec } from "./tokenizer_codec.ts";

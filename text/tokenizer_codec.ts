@@ -5,7 +5,7 @@ import { chatFamily, renderChat, type TemplateMessage } from "./chat_template.ts
 import { IncrementalDetokenizer } from "./detokenizer.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { loadTokenizer, type TokenizerDirOptions } from "./tokenizer_dir.ts";
-import type { ChatMessage, TextCodec } from "./codec.ts";
+import type { ChatMessage, TextCodec, Vocabulary } from "./codec.ts";
 
 /** Llama 3 marks turns with header tokens and <|eot_id|>; Llama 2 has neither. */
 const LLAMA3_END_OF_TURN = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"];
@@ -82,6 +82,14 @@ export class TokenizerCodec implements TextCodec {
     const bytes = this.tokenBytes(id);
     const text = new TextDecoder("utf-8", { fatal: false }).decode(new Uint8Array(bytes));
     return text;
+  }
+
+  vocabulary(): Vocabulary {
+    const tokens = Array.from(
+      { length: this.vocabSize },
+      (_, id) => this.tokenizer.isSpecial(id) ? "" : this.tokenizer.idToToken(id) ?? "",
+    );
+    return { tokens, encoding: this.#byteLevel ? "byte_level" : "byte_fallback" };
   }
 
   tokenBytes(id: number): number[] {

@@ -73,7 +73,39 @@ export const byteCodec: TextCodec = {
   tokenBytes(id) {
     return id < 256 ? [id] : byteIds(SPECIAL_TEXT[id] ?? "");
   },
+  vocabulary() {
+    const tokens = Array.from(
+      { length: 259 },
+      (_, id) => id < 256 ? `<0x${id.toString(16).toUpperCase().padStart(2, "0")}>` : "",
+    );
+    return { tokens, encoding: "byte_fallback" as const };
+  },
 };
+
+/** Tokens a grammar random walk prefers half the time, so that walks end: quote, brackets, stop tokens. */
+const CLOSERS = [34, 125, 93, FAKE_EOS, FAKE_EOT];
+
+/**
+ * A token `mask` allows (bit id & 31 of word id >> 5), for random walks through a grammar over the byte
+ * codec: `preferred` when allowed; else, half the time, the first allowed closer; else a random allowed
+ * printable ASCII byte or stop token (so the text stays valid UTF-8).
+ */
+export function pickAllowed(mask: Uint32Array, rnd: () => number, preferred?: number): number {
+  const allows = (id: number) => ((mask[id >>> 5] >>> (id & 31)) & 1) === 1;
+  if (preferred !== undefined && allows(preferred)) return preferred;
+  if (rnd() < 0.5) {
+    const closer = CLOSERS.find(allows);
+    if (closer !== undefined) return closer;
+  }
+  const printable = [];
+  for (let id = 0x20; id < 0x7f; id++) if (allows(id)) printable.push(id);
+  for (const id of [FAKE_EOS, FAKE_EOT]) if (allows(id)) printable.push(id);
+  if (printable.length === 0) {
+    for (let id = 0; id < mask.length * 32; id++) if (allows(id)) return id;
+    throw new Error("The mask allows no token");
+  }
+  return printable[Math.floor(rnd() * printable.length)];
+}
 
 export interface FakeEngineOptions {
   maxContext?: number;
