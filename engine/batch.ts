@@ -105,30 +105,41 @@ export interface DecodeRow {
 }
 
 export interface DecodeLayout {
-  /** Meta words from word 0: [slots (S) | positions of step 0 (S) | of step 1 | ...], segments 256-byte aligned. */
+  /** Meta words from word 0: [slots (S) | positions of step 0 (S) | of step 1 | ... | slots of the
+   * single-step rows], segments 256-byte aligned. */
   meta: Uint32Array<ArrayBuffer>;
   /** One pass per step: step s reads history row s and its logits row j is sequence j's. */
   steps: BatchLayout[];
+  /** u32 (singleStep): the slots of the last `singleStep` rows, which run step 0 only; null when none. */
+  singleStepSlots: MetaRange | null;
 }
 
-export function decodeLayout(rows: readonly DecodeRow[], steps: number): DecodeLayout {
+/**
+ * A round of `steps` steps. The last `singleStep` rows (constrained sequences, which need a new token mask
+ * before each token) run only step 0: later steps have the first S - singleStep rows, at the same history
+ * columns, so history row s + 1 keeps sequence j's token at column j.
+ */
+export function decodeLayout(rows: readonly DecodeRow[], steps: number, singleStep = 0): DecodeLayout {
   const S = rows.length;
+  const U = S - singleStep;
   const SA = seg(S);
-  const meta = new Uint32Array(SA * (steps + 1));
+  const meta = new Uint32Array(SA * (steps + 1) + (singleStep > 0 ? singleStep : 0));
   rows.forEach((r, j) => (meta[j] = r.slot));
   for (let st = 0; st < steps; st++) rows.forEach((r, j) => (meta[SA * (st + 1) + j] = r.pos + st));
+  rows.slice(U).forEach((r, i) => (meta[SA * (steps + 1) + i] = r.slot));
   const maxContext = Math.max(0, ...rows.map((r) => r.pos + steps));
   return {
     meta,
     steps: Array.from({ length: steps }, (_, st) => ({
-      nTokens: S,
+      nTokens: st === 0 ? S : U,
       tokensOffset: st * S,
-      tokenSeq: { offset: 0, words: S },
-      tokenPos: { offset: SA * (st + 1), words: S },
+      tokenSeq: { offset: 0, words: st === 0 ? S : U },
+      tokenPos: { offset: SA * (st + 1), words: st === 0 ? S : U },
       maxQueryTokens: 1,
       maxContext,
       logitRows: null,
     })),
+    singleStepSlots: singleStep > 0 ? { offset: SA * (steps + 1), words: singleStep } : null,
   };
 }
 

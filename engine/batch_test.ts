@@ -52,6 +52,18 @@ Deno.test("decodeLayout() gives each step the slots and its positions, reading h
   }
 });
 
+Deno.test("decodeLayout() runs the last singleStep rows in step 0 only and lists their slots", () => {
+  const d = decodeLayout([{ slot: 5, pos: 9 }, { slot: 2, pos: 30 }, { slot: 7, pos: 4 }], 3, 2);
+  assert.equal(d.singleStepSlots?.offset, 64 * 4);
+  assert.deepEqual([...d.meta.subarray(64 * 4, 64 * 4 + 2)], [2, 7]);
+  assert.deepEqual(d.steps.map((s) => s.nTokens), [3, 1, 1]);
+  assert.deepEqual(d.steps.map((s) => s.tokenSeq.words), [3, 1, 1]);
+  // Later steps keep the history stride of all three rows: row j stays at column j.
+  assert.deepEqual(d.steps.map((s) => s.tokensOffset), [0, 3, 6]);
+  assert.deepEqual([...d.meta.subarray(64, 67)], [9, 30, 4]);
+  assert.equal(decodeLayout([{ slot: 1, pos: 2 }], 2).singleStepSlots, null);
+});
+
 Deno.test("promptLogitsLayout() asks for every row, or only the prompt's last", () => {
   const ids = [1, 2, 3, 4, 5, 6, 7];
   const all = promptLogitsLayout({ slot: 0, ids, from: 4, n: 3, lastOnly: false });

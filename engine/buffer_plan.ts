@@ -71,8 +71,8 @@ export interface BufferPlan {
   lastTokenBytes: number;
   /** u32 ids and f32 logprobs, each (maxRoundSteps + 1, maxSeqs): row s + 1 holds what decode step s sampled. */
   historyBytes: number;
-  /** Batch metadata (batch.ts): the larger of a round's [slots | positions per step] and a prefill's
-   * [slot per token | position per token | logit rows], segments 256-byte aligned. */
+  /** Batch metadata (batch.ts): the larger of a round's [slots | positions per step | single-step slots]
+   * and a prefill's [slot per token | position per token | logit rows], segments 256-byte aligned. */
   metaWords: number;
   /** u32 (maxBatchTokens): the prompt tokens of one prefill batch. */
   prefillTokensBytes: number;
@@ -95,6 +95,8 @@ export interface SamplerBytes {
   logitBiasBytes: number;
   /** (id, logprob) pairs: TOP_LOGPROBS_MAX per row of each decode step, then per slot for prefill. */
   topLogprobsBytes: number;
+  /** u32 (maxSeqs, ceil(vocabSize / 32)): each constrained slot's token mask for its next token. */
+  tokenMaskBytes: number;
   /** Word where the per-slot prefill region of the top-logprobs buffer starts. */
   prefillTopBaseWords: number;
 }
@@ -159,7 +161,7 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
     blockTableBytes: maxSeqs * maxBlocksPerSeq * 4,
     lastTokenBytes: maxSeqs * 4,
     historyBytes: steps * maxSeqs * 4,
-    metaWords: Math.max(steps * seg(maxSeqs), 2 * seg(T) + seg(logitRows)),
+    metaWords: Math.max((steps + 1) * seg(maxSeqs), 2 * seg(T) + seg(logitRows)),
     prefillTokensBytes: T * 4,
     logitsBytes: Math.max(maxSeqs, 1) * cfg.vocabSize * 4,
     sampler: {
@@ -170,6 +172,7 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
       logitBiasBytes: maxSeqs * MAX_LOGIT_BIAS * LOGIT_BIAS_BYTES,
       topLogprobsBytes: steps * maxSeqs * TOP_LOGPROBS_MAX * 2 * 4,
       prefillTopBaseWords: maxRoundSteps * maxSeqs * TOP_LOGPROBS_MAX * 2,
+      tokenMaskBytes: Math.max(maxSeqs, 1) * Math.ceil(cfg.vocabSize / 32) * 4,
     },
   };
 }

@@ -121,8 +121,8 @@ export class EngineClient implements EngineHandle {
     return this.#stats;
   }
 
-  #send(m: ToWorker): void {
-    this.#worker.postMessage(m);
+  #send(m: ToWorker, transfer: Transferable[] = []): void {
+    this.#worker.postMessage(m, transfer);
   }
 
   generate(req: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
@@ -133,7 +133,8 @@ export class EngineClient implements EngineHandle {
     }
     this.#queues.set(req.id, q);
     const onAbort = () => this.#send({ type: "cancel", id: req.id });
-    this.#send({ type: "generate", req });
+    // A constrained request's matcher port moves to the Worker, which talks to the matcher directly.
+    this.#send({ type: "generate", req }, req.constraint ? [req.constraint] : []);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
     const stopEarly = () => {

@@ -26,7 +26,7 @@ import {
   promptLogitsLayout,
   u32Range,
 } from "./batch.ts";
-import { readTopPairs, Sampler, type SampleRow, usesPenalties } from "./sampler.ts";
+import { processesLogits, readTopPairs, Sampler, type SampleRow } from "./sampler.ts";
 import { Readback } from "./readback.ts";
 import type { KvBlockAllocator } from "./kv_cache.ts";
 import { type AddSequenceOptions, type EngineSequence, SequenceTable } from "./sequences.ts";
@@ -247,6 +247,11 @@ export class Engine {
     this.#sampler.startSlot(s.slot, s.request.sampling, o.resumed ?? []);
   }
 
+  /** Sets a constrained sequence's mask for its next token: bit (id & 31) of word (id >> 5) = id allowed. */
+  setTokenMask(id: string, mask: Uint32Array<ArrayBuffer>): void {
+    this.#sampler.setMask(this.#seqs.get(id).slot, mask);
+  }
+
   /** Frees a sequence's slot and KV blocks. */
   removeSequence(id: string): void {
     this.#seqs.remove(id);
@@ -336,6 +341,7 @@ export class Engine {
         topLogprobs: s.topLogprobs,
         counter: s.counterBase,
         outIndex: s.slot,
+        masked: s.constrained,
       };
     });
     if (rows.length) {
@@ -368,8 +374,14 @@ export class Engine {
    * tokens past a stop that the host finds only later are dropped by the caller.
    */
   prepareRound(ids: string[], steps: number): PendingRound {
-    const seqs = ids.map((id) => this.#seqs.get(id));
+    // Constrained sequences need a fresh mask before each token: they go last and take step 0 only (U rows
+    // run every step), so the others keep their multi-step rounds.
+    const seqs = ids.map((id) => this.#seqs.get(id)).sort((a, b) =>
+      Number(a.constrained) - Number(b.constrained)
+    );
     const S = seqs.length;
+    const U = seqs.filter((s) => !s.constrained).length;
+    if (U === 0) steps = Math.min(steps, 1);
     if (S === 0 || steps <= 0) {
       return { seqs: [], steps: 0, cmd: null, rb: null, bytes: 0, topBytes: 0, nTop: 0 };
     }
@@ -399,16 +411,18 @@ export class Engine {
     const round = decodeLayout(
       seqs.map((s) => ({ slot: s.slot, pos: s.promptIds.length + s.generated - 1 })),
       steps,
+      S - U,
     );
     dev.queue.writeBuffer(this.#meta, 0, round.meta);
     const stepRows: SampleRow[][] = round.steps.map((_, st) =>
-      seqs.map((s, j) => ({
+      seqs.slice(0, st === 0 ? S : U).map((s, j) => ({
         slot: s.slot,
         sampling: s.request.sampling,
         topLogprobs: s.topLogprobs,
         counter: s.counterBase + s.generated + st,
         outIndex: (st + 1) * S + j,
         inputIndex: st * S + j,
+        masked: s.constrained,
       }))
     );
     this.#sampler.writeSteps(stepRows);
@@ -419,14 +433,14 @@ export class Engine {
     gatherU32(this.kernels, pass, { src: this.#lastToken, idx: slots, dst: this.#history, count: S });
     // A step is the same dispatches whenever its shape repeats: capture it once, replay it after. Attention's
     // work split depends on the context, so steps are cached per 256-position bucket of it.
-    const penalized = stepRows[0].some((r) => usesPenalties(r.sampling));
+    const penalized = stepRows[0].some(processesLogits);
     const nTopRound = Math.max(0, ...seqs.map((s) => s.topLogprobs));
     const bucket = Math.min(
       Math.ceil(round.steps[0].maxContext / 256) * 256,
       this.maxContext + this.maxRoundSteps,
     );
     round.steps.forEach((layout, st) => {
-      const key = `${S}|${st}|${bucket}|${penalized ? 1 : 0}|${nTopRound}`;
+      const key = `${S}|${U}|${st}|${bucket}|${penalized ? 1 : 0}|${nTopRound}`;
       let list = this.#stepCache.get(key);
       if (list) {
         this.#stepCache.delete(key); // most recently used last
@@ -445,6 +459,7 @@ export class Engine {
             tokens: this.#history,
             logprobs: this.#historyLogprobs,
             topInto: "step",
+            stride: S,
           });
         });
         if (this.#stepCache.size >= STEP_CACHE_SIZE) {
@@ -454,13 +469,26 @@ export class Engine {
       this.#stepCache.set(key, list);
       this.kernels.replay(pass, list);
     });
-    scatterU32(this.kernels, pass, {
-      src: this.#history,
-      srcOffset: steps * S,
-      idx: slots,
-      dst: this.#lastToken,
-      count: S,
-    });
+    if (U > 0) {
+      scatterU32(this.kernels, pass, {
+        src: this.#history,
+        srcOffset: steps * S,
+        idx: slots,
+        dst: this.#lastToken,
+        count: U,
+      });
+    }
+    if (round.singleStepSlots) {
+      // The single-step rows' tokens are in history row 1.
+      const { offset, words } = round.singleStepSlots;
+      scatterU32(this.kernels, pass, {
+        src: this.#history,
+        srcOffset: S + U,
+        idx: u32Range(this.#meta, offset, words),
+        dst: this.#lastToken,
+        count: words,
+      });
+    }
     pass.end();
     // Alternatives per row in the round's top-logprob region: the most any sequence asked for.
     const nTop = Math.max(0, ...seqs.map((s) => s.topLogprobs));
@@ -471,7 +499,7 @@ export class Engine {
     enc.copyBufferToBuffer(this.#history, S * 4, rb, 0, bytes);
     enc.copyBufferToBuffer(this.#historyLogprobs, S * 4, rb, bytes, bytes);
     if (topBytes) enc.copyBufferToBuffer(this.#sampler.topLogprobs, 0, rb, 2 * bytes, topBytes);
-    for (const s of seqs) s.generated += steps;
+    for (const s of seqs) s.generated += s.constrained ? 1 : steps;
     return { seqs, steps, cmd: enc.finish(), rb, bytes, topBytes, nTop };
   }
 
@@ -510,7 +538,8 @@ export class Engine {
     seqs.forEach((s, j) => {
       const out: TokenBatch = { ids: [], logprobs: [] };
       if (top && s.topLogprobs > 0) out.top = [];
-      for (let st = 0; st < steps; st++) {
+      const taken = s.constrained ? 1 : steps;
+      for (let st = 0; st < taken; st++) {
         out.ids.push(ids32[st * S + j]);
         out.logprobs.push(lps[st * S + j]);
         if (out.top) out.top.push(readTopPairs(top!, (st * S + j) * nTop * 2, s.topLogprobs));

@@ -11,6 +11,13 @@ export type {
   TokenEvent,
 } from "./types.ts";
 export { contextOverflow, MAX_LOGIT_BIAS } from "./types.ts";
+export {
+  ConstraintError,
+  type ConstraintReply,
+  type ConstraintRequest,
+  maskAllows,
+  TokenConstraint,
+} from "./constraint.ts";
 export { EngineClient } from "./client.ts";
 // The engine in this thread, for the command-line programs (cli/): the server runs it in a Worker instead.
 export { Engine, type EngineOptions } from "./engine.ts";

@@ -3,6 +3,7 @@
 // sampled ids into per-request TokenEvents (stop tokens, max tokens, cancellation). It runs where the
 // Engine runs (a Worker for the server, the main thread for the CLI).
 import type { Engine, PendingRound } from "./engine.ts";
+import { TokenConstraint } from "./constraint.ts";
 import { contextOverflow, type EngineStats, type GenerateRequest, type TokenEvent } from "./types.ts";
 
 interface Active {
@@ -15,6 +16,8 @@ interface Active {
   tokens: number[];
   /** Set after prefill; reported with the first event, then cleared. */
   cachedPromptTokens?: number;
+  /** The grammar matcher of a constrained request: a mask before each token. */
+  constraint?: TokenConstraint;
 }
 
 export type EventSink = (id: string, ev: TokenEvent) => void;
@@ -167,7 +170,10 @@ export class Runner {
       this.#waiting = [];
       throw e;
     } finally {
-      for (const id of this.#active.keys()) this.engine.removeSequence(id);
+      for (const [id, a] of this.#active) {
+        this.engine.removeSequence(id);
+        a.constraint?.close();
+      }
     }
   }
 
@@ -214,13 +220,14 @@ export class Runner {
         cancelled: false,
         prefilling: true,
         tokens: [],
+        constraint: req.constraint ? new TokenConstraint(req.constraint) : undefined,
       });
     }
   }
 
   /** Hands a sequence to the engine: a new one, or a preempted one with what it generated appended. */
   #start(a: Active): void {
-    this.engine.addSequence({ request: a.req, resumed: a.tokens });
+    this.engine.addSequence({ request: a.req, resumed: a.tokens, constrained: a.constraint !== undefined });
     a.prefilling = true;
     this.#active.set(a.req.id, a);
   }
@@ -231,7 +238,7 @@ export class Runner {
       // Prefill shares the metadata buffers a prepared round filled: the round in flight ends first.
       await this.#drain();
       // One prefill batch per iteration, so a long prompt does not stall the streams beside it.
-      const first = await this.engine.prefill(prefilling, 1);
+      const first = await this.engine.prefill(await this.#withMasks(prefilling), 1);
       for (const [id, out] of first) {
         const a = this.#active.get(id)!;
         a.prefilling = false;
@@ -243,7 +250,9 @@ export class Runner {
     // Tokens each sequence still may make, counting the round in flight.
     const pending = (a: Active) =>
       a.req.maxTokens - a.emitted - (this.#inflightIds.has(a.req.id) ? this.#inflight!.steps : 0);
-    const next = decoding.filter((a) => pending(a) > 0);
+    // A constrained sequence needs its token from the round in flight before its next mask: it sits out
+    // the round recorded now and joins the one after (every other round while rounds overlap).
+    const next = decoding.filter((a) => pending(a) > 0 && !(a.constraint && this.#inflightIds.has(a.req.id)));
     if (next.length === 0) {
       await this.#drain();
       return;
@@ -255,7 +264,8 @@ export class Runner {
       busy,
       msPerStep: this.#msPerStep,
       targetMs: this.#targetRoundMs,
-      remaining: Math.max(...next.map(pending)),
+      // Constrained sequences take one step of any round: the others' budgets size it.
+      remaining: Math.max(1, ...next.filter((a) => !a.constraint).map(pending)),
     });
     // Take the KV blocks the next round needs. When the cache is full, finish the round in flight, then
     // preempt the most recently admitted sequence (vLLM's recompute policy: it resumes later, its prompt
@@ -273,6 +283,7 @@ export class Runner {
       failed = failed.filter((id) => id !== victim.req.id);
       if (failed.length) failed = this.engine.grow(failed, steps);
     }
+    ids = await this.#withMasks(ids);
     if (ids.length === 0) return;
     // Record the next round while the one in flight runs; it is queued the moment that one ends.
     const round = this.engine.prepareRound(ids, steps);
@@ -312,6 +323,31 @@ export class Runner {
     if (this.#inflight) await this.#collect();
   }
 
+  /**
+   * Uploads each constrained sequence's mask for its next token, waiting for its matcher; returns `ids`
+   * without the sequences whose matcher failed (they finish with an error).
+   */
+  async #withMasks(ids: string[]): Promise<string[]> {
+    const ok: string[] = [];
+    for (const id of ids) {
+      const a = this.#active.get(id);
+      if (a?.constraint) {
+        try {
+          this.engine.setTokenMask(id, await a.constraint.mask());
+        } catch (e) {
+          this.#active.delete(id);
+          this.engine.removeSequence(id);
+          a.constraint.close();
+          const error = `Constrained decoding failed: ${e instanceof Error ? e.message : String(e)}`;
+          this.#sink(id, { ...this.#event(a, [], []), finishReason: "error", error });
+          continue;
+        }
+      }
+      ok.push(id);
+    }
+    return ok;
+  }
+
   #preempt(a: Active): void {
     if (a.cancelled) return this.#finish(a.req.id, a, [], [], "abort");
     this.#active.delete(a.req.id);
@@ -330,7 +366,8 @@ export class Runner {
     for (let i = 0; i < ids.length; i++) {
       const t = ids[i];
       const n = a.emitted + keep.length;
-      if (!a.req.ignoreEos && n >= minTokens && a.stop.has(t)) {
+      // A grammar allows a stop token only once its output is complete: then it ends the sequence.
+      if (a.stop.has(t) && (a.constraint !== undefined || (!a.req.ignoreEos && n >= minTokens))) {
         return this.#finish(id, a, keep, keepLp, "stop", top?.slice(0, keep.length));
       }
       keep.push(t);
@@ -341,6 +378,7 @@ export class Runner {
     }
     a.emitted += keep.length;
     a.tokens.push(...keep);
+    a.constraint?.advance(keep);
     this.#generationTokens += keep.length;
     if (keep.length) this.#sink(id, this.#event(a, keep, keepLp, top?.slice(0, keep.length)));
   }
@@ -366,6 +404,7 @@ export class Runner {
   ): void {
     this.#active.delete(id);
     this.engine.removeSequence(id);
+    a.constraint?.close();
     a.emitted += ids.length;
     this.#generationTokens += ids.length;
     this.#sink(id, { ...this.#event(a, ids, lps, top), finishReason: reason });

@@ -2,8 +2,8 @@
 // step's sampling settings, top-logprob outputs) and the one chain every sampled logits row goes through,
 // after prefill and after each decode step:
 //
-//   penalties and logit_bias -> top logprobs (raw, after penalties) -> sample (temperature, top-k, top-p,
-//   min-p, seeded by (seed, counter)) -> token id + its logprob
+//   penalties, a constrained row's token mask and logit_bias -> top logprobs (raw, after penalties) ->
+//   sample (temperature, top-k, top-p, min-p, seeded by (seed, counter)) -> token id + its logprob
 //
 // Each stage is a kernel (kernels/penalties, top_logprobs, sampling); the logits never leave the GPU.
 // Compare gpt-fast's generate.py (logits_to_probs, sample) and vLLM's v1 Sampler.
@@ -17,6 +17,7 @@ import {
   penaltiesCount,
   penaltiesMarkPrompt,
   PENALTY_NO_INPUT,
+  PENALTY_NO_MASK,
   type PenaltyRow,
   sample,
   TOP_LOGPROBS_MAX,
@@ -32,6 +33,11 @@ export function usesPenalties(s: SamplingParams): boolean {
     s.logitBias?.length);
 }
 
+/** Whether a row goes through the logits-processing kernel: penalties, logit_bias or a token mask. */
+export function processesLogits(r: SampleRow): boolean {
+  return r.masked === true || usesPenalties(r.sampling);
+}
+
 /** One logits row of a step: the sequence it belongs to and where its results go. */
 export interface SampleRow {
   /** The sequence's slot (its row of the per-slot state). */
@@ -45,6 +51,8 @@ export interface SampleRow {
   outIndex: number;
   /** Decode: where this step's input token (the one sampled last) sits in `inputs`, to be counted. */
   inputIndex?: number;
+  /** Sample under the slot's token mask (set by `setMask`). */
+  masked?: boolean;
 }
 
 /** One step of the chain: rows in logits-row order, as uploaded by `writeSteps`. */
@@ -61,6 +69,9 @@ export interface SampleStep {
   logprobs: GPUBuffer;
   /** Top logprobs go to the step's region (decode) or to each row's slot region (prefill). */
   topInto: "step" | "slot";
+  /** Rows per step in the uploaded layout (penalty rows, top-logprob regions): the round's sequences,
+   * when later steps have fewer rows than the first (default: this step's rows). */
+  stride?: number;
 }
 
 export class Sampler {
@@ -72,6 +83,8 @@ export class Sampler {
   readonly #counts: GPUBuffer; // u32 (maxSeqs, vocab): generated-token counts, bit 31 = in the prompt
   readonly #penaltyRows: GPUBuffer; // PenaltyRow: row j of step s at s * rows + j
   readonly #logitBias: GPUBuffer; // (id, value) pairs, MAX_LOGIT_BIAS per slot
+  readonly #tokenMask: GPUBuffer; // u32 (maxSeqs, maskWords): a constrained slot's allowed next tokens
+  readonly #maskWords: number;
   /** (id, logprob) pairs as u32: per decode step (rows x k pairs), then TOP_LOGPROBS_MAX per slot. */
   readonly topLogprobs: GPUBuffer;
 
@@ -85,6 +98,8 @@ export class Sampler {
     this.#counts = buf("penaltyCounts", o.bytes.countsBytes);
     this.#penaltyRows = buf("penaltyRows", o.bytes.penaltyRowsBytes);
     this.#logitBias = buf("logitBias", o.bytes.logitBiasBytes);
+    this.#tokenMask = buf("tokenMask", o.bytes.tokenMaskBytes);
+    this.#maskWords = Math.ceil(o.vocabSize / 32);
     this.topLogprobs = buf("topLogprobs", o.bytes.topLogprobsBytes);
   }
 
@@ -111,6 +126,14 @@ export class Sampler {
     this.#device.queue.submit([enc.finish()]);
   }
 
+  /** Uploads a constrained slot's mask for its next token: bit (id & 31) of word (id >> 5) = id allowed. */
+  setMask(slot: number, mask: Uint32Array<ArrayBuffer>): void {
+    if (mask.length !== this.#maskWords) {
+      throw new Error(`Token mask has ${mask.length} words; the vocabulary needs ${this.#maskWords}`);
+    }
+    this.#device.queue.writeBuffer(this.#tokenMask, slot * this.#maskWords * 4, mask);
+  }
+
   /** The repetition penalty covers the prompt: marks the `n` prompt tokens at `tokensOffset` of `tokens`. */
   markPrompt(
     pass: GPUComputePassEncoder,
@@ -135,19 +158,25 @@ export class Sampler {
       params.set(new Uint8Array(packSamplingParams(rows.map(rowParams))), st * stepBytes)
     );
     this.#device.queue.writeBuffer(this.#params, 0, params);
-    const all = steps.flat();
-    if (all.some((r) => usesPenalties(r.sampling))) {
-      this.#device.queue.writeBuffer(this.#penaltyRows, 0, packPenaltyRows(all.map(penaltyRow)));
-    }
+    if (!steps.some((rows) => rows.some(processesLogits))) return;
+    // Step s's rows start at s * stride, stride = the first step's rows (later steps may have fewer).
+    const stride = steps[0].length;
+    const rows = steps.flatMap((st) => [...st, ...Array(stride - st.length).fill(st[0] ?? steps[0][0])]);
+    this.#device.queue.writeBuffer(
+      this.#penaltyRows,
+      0,
+      packPenaltyRows(rows.map((r) => this.#penaltyRow(r))),
+    );
   }
 
   /** Records the chain for one step's rows. */
   encode(pass: GPUComputePassEncoder, s: SampleStep): void {
     const kernels = this.#kernels;
     const n = s.rows.length;
+    const stride = s.stride ?? n;
     const vocab = this.#vocab;
-    if (s.rows.some((r) => usesPenalties(r.sampling))) {
-      const rowsOffset = s.step * n;
+    if (s.rows.some(processesLogits)) {
+      const rowsOffset = s.step * stride;
       if (s.inputs) {
         // Step s consumes the token sampled last: counting it as it goes in counts each generated token once.
         penaltiesCount(kernels, pass, {
@@ -166,6 +195,7 @@ export class Sampler {
         nRows: n,
         counts: this.#counts,
         bias: this.#logitBias,
+        mask: this.#tokenMask,
         vocab,
       });
     }
@@ -178,7 +208,7 @@ export class Sampler {
           vocab,
           k: nTop,
           out: this.topLogprobs,
-          outOffset: s.step * n * nTop * 2,
+          outOffset: s.step * stride * nTop * 2,
         });
       }
     } else {
@@ -211,22 +241,23 @@ export class Sampler {
   slotTopOffset(slot: number): number {
     return this.#bytes.prefillTopBaseWords + slot * TOP_LOGPROBS_MAX * 2;
   }
+
+  #penaltyRow(r: SampleRow): PenaltyRow {
+    return {
+      presence: r.sampling.presencePenalty ?? 0,
+      frequency: r.sampling.frequencyPenalty ?? 0,
+      repetition: r.sampling.repetitionPenalty ?? 1,
+      biasCount: r.sampling.logitBias?.length ?? 0,
+      biasOffset: r.slot * MAX_LOGIT_BIAS,
+      slot: r.slot,
+      inputIndex: r.inputIndex ?? PENALTY_NO_INPUT,
+      maskOffset: r.masked ? r.slot * this.#maskWords : PENALTY_NO_MASK,
+    };
+  }
 }
 
 function rowParams(r: SampleRow) {
   return { ...r.sampling, counter: r.counter, outIndex: r.outIndex };
-}
-
-function penaltyRow(r: SampleRow): PenaltyRow {
-  return {
-    presence: r.sampling.presencePenalty ?? 0,
-    frequency: r.sampling.frequencyPenalty ?? 0,
-    repetition: r.sampling.repetitionPenalty ?? 1,
-    biasCount: r.sampling.logitBias?.length ?? 0,
-    biasOffset: r.slot * MAX_LOGIT_BIAS,
-    slot: r.slot,
-    inputIndex: r.inputIndex ?? PENALTY_NO_INPUT,
-  };
 }
 
 /** `n` (id, logprob) pairs stored as u32 words from `at`, dropping padding past the vocabulary. */

@@ -19,6 +19,8 @@ export interface AddSequenceOptions {
   resumed?: readonly number[];
   /** Reuse the KV blocks of prompt prefixes seen before (default: the engine's prefixCache). */
   prefixCache?: boolean;
+  /** Each token needs a mask (Engine.setTokenMask) first: the sequence takes one step per decode round. */
+  constrained?: boolean;
 }
 
 /** One running sequence as the engine sees it: its request and where it stands. */
@@ -39,6 +41,8 @@ export interface EngineSequence {
   counterBase: number;
   /** Top alternatives to report per token (0: none). */
   topLogprobs: number;
+  /** Sampled under a token mask: one step per decode round. */
+  constrained: boolean;
 }
 
 export interface SequenceTableOptions {
@@ -149,6 +153,7 @@ export class SequenceTable {
       generated: 0,
       counterBase: resumed.length,
       topLogprobs,
+      constrained: o.constrained ?? false,
     };
     this.#seqs.set(id, s);
     return s;

@@ -47,6 +47,12 @@ export interface GenerateRequest {
   minTokens?: number;
   /** When > 0, report the chosen token's logprob and this many top alternatives (0 = chosen only). */
   logprobs?: number;
+  /**
+   * Constrained decoding: the port of a grammar matcher (grammar/ makes it; engine/constraint.ts speaks
+   * its protocol). Each token is sampled under the mask the matcher gives for it, and a stop token the
+   * grammar allows ends the sequence even before minTokens or with ignoreEos. Transferred to the Worker.
+   */
+  constraint?: MessagePort;
 }
 
 /**

@@ -1,7 +1,8 @@
 // Host side of the logits processors that run right before sampling: repetition, frequency and presence
 // penalties over per-slot token counts, then logit_bias. Three entry points of one module:
 // `penaltiesMarkPrompt` (once per prompt), `penaltiesCount` (each step, the token being fed in) and
-// `penaltiesApply` (each step, on the logits; one dispatch: dense penalties and bias in one workgroup per row).
+// `penaltiesApply` (each step, on the logits; one dispatch: dense penalties, a constrained row's token mask
+// and bias in one workgroup per row).
 import source from "./penalties.wgsl" with { type: "text" };
 import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "../core.ts";
 
@@ -9,6 +10,8 @@ export const PENALTIES_SOURCE = source;
 
 /** inputIndex of a row that has no new token to count this step. */
 export const PENALTY_NO_INPUT = 0xffffffff;
+/** maskOffset of a row without a token mask. */
+export const PENALTY_NO_MASK = 0xffffffff;
 /** Bit 31 of a counts entry: the token occurs in the prompt. Bits 0..30 count generated copies. */
 export const PENALTY_PROMPT_BIT = 0x80000000;
 
@@ -24,7 +27,7 @@ export const PENALTY_PROMPT_BIT = 0x80000000;
  * | 16   | biasOffset | u32  | index (in pairs) of the row's first pair in the bias buffer         |
  * | 20   | slot       | u32  | the row of `counts` holding this sequence's token counts            |
  * | 24   | inputIndex | u32  | inputTokens[inputIndex] is the token just generated; PENALTY_NO_INPUT = none |
- * | 28   | (pad)      | u32  | 0                                                                   |
+ * | 28   | maskOffset | u32  | word of the row's token mask (bit v & 31 of word v >> 5 = v allowed); PENALTY_NO_MASK = none |
  */
 export interface PenaltyRow {
   presence: number;
@@ -34,6 +37,8 @@ export interface PenaltyRow {
   biasOffset: number;
   slot: number;
   inputIndex: number;
+  /** Default PENALTY_NO_MASK. */
+  maskOffset?: number;
 }
 
 export const PENALTY_ROW_BYTES = 32;
@@ -76,7 +81,7 @@ export function packPenaltyRows(rows: readonly PenaltyRow[]): ArrayBuffer {
     v.setUint32(o + 16, u32Field("biasOffset", r.biasOffset, i), true);
     v.setUint32(o + 20, u32Field("slot", r.slot, i), true);
     v.setUint32(o + 24, u32Field("inputIndex", r.inputIndex, i), true);
-    v.setUint32(o + 28, 0, true);
+    v.setUint32(o + 28, u32Field("maskOffset", r.maskOffset ?? PENALTY_NO_MASK, i), true);
   });
   return buf;
 }
@@ -157,14 +162,17 @@ export interface PenaltiesApplyOptions {
   nRows: number;
   counts: BufferArg; // u32 (numSlots, vocab)
   bias: BufferArg; // BiasPair, addressed by each row's biasOffset / biasCount (any non-empty buffer when unused)
+  /** u32 token masks, ceil(vocab / 32) words from each row's maskOffset; omitted when no row has one. */
+  mask?: BufferArg;
   vocab: number;
 }
 
 const WG = 256;
 
 /**
- * Records one dispatch applying repetition, frequency and presence penalties and then logit_bias to
- * each logits row in place (one workgroup per row).
+ * Records one dispatch applying repetition, frequency and presence penalties, a constrained row's token
+ * mask (-Infinity where its bit is clear) and then logit_bias to each logits row in place (one workgroup
+ * per row).
  */
 export function penaltiesApply(k: Kernels, pass: GPUComputePassEncoder, o: PenaltiesApplyOptions): void {
   checkVocab("apply penalties", o.vocab);
@@ -176,5 +184,6 @@ export function penaltiesApply(k: Kernels, pass: GPUComputePassEncoder, o: Penal
   const params = new ParamWriter()
     .u32(o.nRows).u32(o.vocab).u32(stride).u32(o.logitsOffset ?? 0)
     .u32(o.rowsOffset ?? 0).u32(0).u32(0).u32(0);
-  k.dispatch(pass, p, [o.rows, o.counts, o.bias, o.logits, k.params(params)], o.nRows);
+  // Without masks nothing reads the mask binding: the bias buffer stands in.
+  k.dispatch(pass, p, [o.rows, o.counts, o.bias, o.mask ?? o.bias, o.logits, k.params(params)], o.nRows);
 }

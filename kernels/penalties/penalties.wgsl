@@ -5,12 +5,15 @@
 //     c = e & COUNT_MASK, seen = c > 0, inPrompt = e & PROMPT_BIT:
 //       repetition (vLLM / HF): if (seen || inPrompt) && rep != 1: l = l > 0 ? l / rep : l * rep
 //       frequency, presence (OpenAI): if seen: l = l - (frequency * c + presence)
+//       token mask (constrained decoding): if maskOffset != NO_MASK and bit (v & 31) of
+//         mask[maskOffset + (v >> 5)] is clear: l = -Infinity
 //     then, for each (id, value) of the row's logit_bias pairs in order: l[id] += value (ids >= V skipped).
 // Counts layout: u32 (numSlots, V); bits 0..30 = times generated, bit 31 = occurs in the prompt.
 // Bindings (each entry point numbers its own from 0; the Params uniform is last):
 //   count: rows PenaltyRow, inputTokens u32, counts atomic u32, countParams.
 //   mark_prompt: tokens u32, counts atomic u32, markParams.
-//   apply: rows PenaltyRow, counts u32, bias BiasPair, logits f32 (rw), applyParams.
+//   apply: rows PenaltyRow, counts u32, bias BiasPair, mask u32 (a row's ceil(V / 32) words from its
+//     maskOffset), logits f32 (rw), applyParams.
 // Dispatch: count one thread per row (x = ceil(nRows / 64)); mark_prompt one thread per token
 //   (grid2d of ceil(n / 256)); apply one workgroup of WG threads per row (x = nRows).
 // Reference: penalties_ref.ts. Entries that no rule touches are never written, so neutral rows stay
@@ -21,6 +24,8 @@ override WG: u32 = 256u;
 const COUNT_MASK: u32 = 0x7fffffffu;
 const PROMPT_BIT: u32 = 0x80000000u;
 const NO_TOKEN: u32 = 0xffffffffu;
+const NO_MASK: u32 = 0xffffffffu;
+const NEG_INF_BITS: u32 = 0xff800000u;
 
 // 32 bytes; packed by penalties.ts `packPenaltyRows`.
 struct PenaltyRow {
@@ -31,7 +36,7 @@ struct PenaltyRow {
   biasOffset: u32, // index of its first pair in `bias`
   slot: u32, // row of `counts` (the sequence slot)
   inputIndex: u32, // inputTokens[inputIndex] is the token just generated; NO_TOKEN = none
-  _pad: u32,
+  maskOffset: u32, // word of the row's token mask in `mask`; NO_MASK = unconstrained
 }
 
 // 8 bytes; packed by penalties.ts `packLogitBias`.
@@ -84,8 +89,9 @@ struct ApplyParams {
 @group(0) @binding(0) var<storage, read> applyRows: array<PenaltyRow>;
 @group(0) @binding(1) var<storage, read> applyCounts: array<u32>;
 @group(0) @binding(2) var<storage, read> bias: array<BiasPair>;
-@group(0) @binding(3) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(4) var<uniform> applyParams: ApplyParams;
+@group(0) @binding(3) var<storage, read> mask: array<u32>;
+@group(0) @binding(4) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(5) var<uniform> applyParams: ApplyParams;
 
 @compute @workgroup_size(64)
 fn penalties_count(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -126,9 +132,15 @@ fn penalties_apply(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
   let base = applyParams.logitsOffset + r * applyParams.logitsStride;
   let countBase = row.slot * vocab;
   let rep = row.repetition;
-  if (rep != 1.0 || row.frequency != 0.0 || row.presence != 0.0) {
+  let penalized = rep != 1.0 || row.frequency != 0.0 || row.presence != 0.0;
+  let masked = row.maskOffset != NO_MASK;
+  if (penalized || masked) {
     for (var v = lid; v < vocab; v += WG) {
-      let e = applyCounts[countBase + v];
+      if (masked && ((mask[row.maskOffset + (v >> 5u)] >> (v & 31u)) & 1u) == 0u) {
+        logits[base + v] = bitcast<f32>(NEG_INF_BITS);
+        continue;
+      }
+      let e = select(0u, applyCounts[countBase + v], penalized);
       if (e == 0u) {
         continue;
       }

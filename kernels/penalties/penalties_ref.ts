@@ -9,13 +9,15 @@
 //      1. repetition (vLLM / HF, prompt or generated): if e != 0 and rep != 1:
 //         l = l > 0 ? l / rep : l * rep
 //      2. frequency and presence (OpenAI, generated only): if seen: l = l - (frequency * c + presence)
+//      2b. token mask, when the row has a maskOffset: l = -Infinity if bit (v & 31) of
+//          mask[maskOffset + (v >> 5)] is clear
 //      3. logit_bias, after every dense change: for each pair (id, value) of the row in order, id < V:
 //         l[id] = l[id] + value (repeated ids add up).
 //    Every operation rounds to f32. An entry no rule touches keeps its exact bits, so a row with
 //    presence = frequency = 0, repetition = 1 and no bias is unchanged, and -Infinity stays -Infinity.
 //    The GPU may contract frequency * c + presence into one fma and divide within a few ulp, so
 //    penalised entries agree within a few ulp; untouched and bias-only entries agree exactly.
-import { type LogitBiasEntry, PENALTY_NO_INPUT, type PenaltyRow } from "./penalties.ts";
+import { type LogitBiasEntry, PENALTY_NO_INPUT, PENALTY_NO_MASK, type PenaltyRow } from "./penalties.ts";
 
 const f = Math.fround;
 const COUNT_MASK = 0x7fffffff;
@@ -61,10 +63,12 @@ export interface PenaltiesApplyRefOptions {
   rows: readonly PenaltyRow[];
   counts: Uint32Array;
   bias: readonly LogitBiasEntry[];
+  /** Token masks, addressed by each row's maskOffset. */
+  mask?: Uint32Array;
   vocab: number;
 }
 
-/** The logits after penalties and bias (a modified copy of the whole `logits` array). */
+/** The logits after penalties, token masks and bias (a modified copy of the whole `logits` array). */
 export function penaltiesApplyRef(o: PenaltiesApplyRefOptions): Float32Array {
   const out = o.logits.slice();
   const vocab = o.vocab;
@@ -84,6 +88,12 @@ export function penaltiesApplyRef(o: PenaltiesApplyRefOptions): Float32Array {
         if (rep !== 1) x = x > 0 ? f(x / rep) : f(x * rep);
         if (c !== 0) x = f(x - f(f(frequency * f(c)) + presence));
         out[base + v] = x;
+      }
+    }
+    const maskOffset = row.maskOffset ?? PENALTY_NO_MASK;
+    if (maskOffset !== PENALTY_NO_MASK) {
+      for (let v = 0; v < vocab; v++) {
+        if (((o.mask![maskOffset + (v >>> 5)] >>> (v & 31)) & 1) === 0) out[base + v] = -Infinity;
       }
     }
     for (let i = 0; i < row.biasCount; i++) {

@@ -225,6 +225,80 @@ for (const c of cases) {
   });
 }
 
+for (const c of cases) {
+  const name = `vocab=${c.vocab} rows=${c.nRows}` +
+    (c.stride ? ` stride=${c.stride} offset=${c.offset}` : "");
+  Deno.test(`penaltiesApply() masks constrained rows like penaltiesApplyRef at ${name}`, async () => {
+    if (await noGpu()) return;
+    const k = (await testKernels())!;
+    const stride = c.stride ?? c.vocab;
+    const offset = c.offset ?? 0;
+    const words = Math.ceil(c.vocab / 32);
+    const rnd = seededRandom(c.vocab * 3 + c.nRows);
+    // Row r's mask sits at word r * words + 1; about one token in eight allowed, row 0 unmasked.
+    const mask = new Uint32Array(c.nRows * words + 2).map(() => (rnd() * 2 ** 32) >>> 0 & (rnd() * 2 ** 32));
+    const counts = randomCounts(c.nRows + 1, c.vocab, c.vocab + 5);
+    const logits = randomLogits(offset + c.nRows * stride + 3, c.vocab * 7 + c.nRows);
+    const bias: LogitBiasEntry[] = [{ id: 0, value: 2.5 }];
+    const rows: PenaltyRow[] = Array.from({ length: c.nRows }, (_, r) => ({
+      ...NEUTRAL,
+      slot: r,
+      maskOffset: r === 0 && c.nRows > 1 ? undefined : r * words + 1,
+      // Odd rows also have penalties and the bias, which leaves a masked token at -Infinity.
+      ...(r % 2 === 1 ? { presence: 0.5, repetition: 1.3, biasCount: 1 } : {}),
+    }));
+    const logitsBuf = upload(k, logits);
+    await run(k, (pass) =>
+      penaltiesApply(k, pass, {
+        logits: logitsBuf,
+        logitsStride: c.stride,
+        logitsOffset: c.offset,
+        rows: upload(k, new Uint8Array(packPenaltyRows(rows))),
+        nRows: c.nRows,
+        counts: upload(k, counts),
+        bias: upload(k, new Uint8Array(packLogitBias(bias))),
+        mask: upload(k, mask),
+        vocab: c.vocab,
+      }));
+    const got = await readF32(k, logitsBuf, logits.length);
+    const want = penaltiesApplyRef({
+      logits,
+      logitsStride: c.stride,
+      logitsOffset: offset,
+      rows,
+      counts,
+      bias,
+      mask,
+      vocab: c.vocab,
+    });
+    const unmasked = penaltiesApplyRef({
+      logits,
+      logitsStride: c.stride,
+      logitsOffset: offset,
+      rows: rows.map((r) => ({ ...r, maskOffset: undefined })),
+      counts,
+      bias,
+      vocab: c.vocab,
+    });
+    assertMatches(got, want, (i) => Object.is(want[i], -Infinity) || want[i] === logits[i], name);
+    // The reference itself: masked entries are -Infinity, the others what the penalties alone give.
+    let maskedCount = 0;
+    rows.forEach((row, r) => {
+      for (let v = 0; v < c.vocab; v++) {
+        const i = offset + r * stride + v;
+        const allowed = row.maskOffset === undefined ||
+          ((mask[row.maskOffset + (v >> 5)] >>> (v & 31)) & 1) === 1;
+        if (allowed) assert.ok(Object.is(want[i], unmasked[i]));
+        else {
+          assert.equal(got[i], -Infinity, `row ${r} token ${v}`);
+          maskedCount++;
+        }
+      }
+    });
+    if (c.vocab > 7) assert.ok(maskedCount > 0);
+  });
+}
+
 Deno.test("penaltiesApply() applies each rule as specified on hand-made values", async () => {
   if (await noGpu()) return;
   const k = (await testKernels())!;
@@ -383,7 +457,9 @@ Deno.test("packPenaltyRows() packs 32-byte rows and rejects bad values", () => {
     [v.getFloat32(0, true), v.getFloat32(4, true), v.getFloat32(8, true)],
     [0.5, -1, 1.25],
   );
-  assert.deepEqual([12, 16, 20, 24, 28].map((o) => v.getUint32(o, true)), [2, 7, 3, 0xffffffff, 0]);
+  assert.deepEqual([12, 16, 20, 24, 28].map((o) => v.getUint32(o, true)), [2, 7, 3, 0xffffffff, 0xffffffff]);
+  const masked = new DataView(packPenaltyRows([{ ...rows[0], maskOffset: 126 }]));
+  assert.equal(masked.getUint32(28, true), 126);
   assert.throws(
     () => packPenaltyRows([{ ...rows[0], repetition: 0 }]),
     /repetition 0 must be finite and > 0/,
