@@ -224,10 +224,14 @@ Deno.test("GrammarPool: a slow compile neither stalls another grammar's masks no
     const handle = fast.matcher(codec.eosIds);
     const c = new TokenConstraint(handle.port);
     await c.mask();
-    // maxLength 30000 takes seconds to compile: past the timeout, it fails with a GrammarError.
+    // An enum of 40000 strings takes seconds to compile: past the timeout, it fails with a GrammarError.
+    const values = Array.from(
+      { length: 40000 },
+      (_, i) => `item-${i}-${((i * 2654435761) >>> 0).toString(36)}`,
+    );
     const slow = p.compile({
       type: "json_schema",
-      schema: { schema: { type: "string", maxLength: 30000 }, param: "response_format" },
+      schema: { schema: { enum: values }, param: "response_format" },
     });
     const slowDone = slow.then(() => "compiled", (e) => e);
     // Meanwhile the other grammar's matcher answers every request at once.

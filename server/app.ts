@@ -19,6 +19,7 @@ import { modelsRoute } from "./routes/models.ts";
 import { tokenizeRoute } from "./routes/tokenize.ts";
 import { Admission } from "./admission.ts";
 import type { TextCodec } from "../text/mod.ts";
+import { GrammarPool } from "../grammar/mod.ts";
 
 export interface AppDeps {
   engine: EngineHandle;
@@ -30,6 +31,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Receives one record per request and per server error; default: JSON lines on stdout when config.logRequests. */
   log?: LogFn;
+  /** Built over the codec's vocabulary at first use when absent. */
+  grammars?: GrammarPool;
 }
 
 export interface ServerApp {
@@ -39,8 +42,11 @@ export interface ServerApp {
   admission: Admission;
   metrics: Metrics;
   config: ServerConfig;
-  /** Graceful drain: new requests get 503, running ones get `graceMs` (default config.shutdownGraceMs), then are cancelled. */
+  /** Graceful drain: new requests get 503, running ones get `graceMs` (default config.shutdownGraceMs), then are
+   * cancelled; the grammar Workers stop. */
   shutdown(graceMs?: number): Promise<void>;
+  /** The grammar compiler (main.ts warms it up once the model is loaded). */
+  grammars(): GrammarPool;
 }
 
 const PUBLIC_HEADERS = ["x-request-id", "retry-after", "retry-after-ms", "x-should-retry"];
@@ -77,6 +83,13 @@ export function createApp(deps: AppDeps): ServerApp {
   });
   const metrics = deps.metrics ?? new Metrics(names[0]);
   let fingerprint: string | undefined;
+  let grammars = deps.grammars ?? null;
+  // Masks have a bit per logits row, so the pool needs the engine's vocabulary size: made at first use.
+  const grammarPool = () =>
+    grammars ??= new GrammarPool({
+      vocabulary: deps.codec.vocabulary(),
+      vocabSize: deps.engine.info.vocabSize,
+    });
   const ctx: ServerContext = {
     engine: deps.engine,
     codec: deps.codec,
@@ -91,6 +104,7 @@ export function createApp(deps: AppDeps): ServerApp {
     },
     startedAtS: Math.floor(Date.now() / 1000),
     log,
+    grammars: grammarPool,
   };
 
   const app = new Hono<AppEnv>();
@@ -178,7 +192,11 @@ export function createApp(deps: AppDeps): ServerApp {
     admission,
     metrics,
     config,
-    shutdown: (graceMs = config.shutdownGraceMs) => admission.shutdown(graceMs),
+    shutdown: async (graceMs = config.shutdownGraceMs) => {
+      await admission.shutdown(graceMs);
+      await grammars?.close();
+    },
+    grammars: grammarPool,
   };
 }
 

@@ -7,6 +7,7 @@ import { ApiError } from "./errors.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Admission } from "./admission.ts";
 import type { TextCodec } from "../text/mod.ts";
+import type { GrammarPool } from "../grammar/mod.ts";
 
 /** The engine's model info, or null while it is still loading (a Worker engine knows it only then). */
 export function modelInfo(engine: EngineHandle): ModelInfo | null {
@@ -96,5 +97,7 @@ export interface ServerContext {
   fingerprint: string;
   /** Unix seconds; `created` of the model objects. */
   startedAtS: number;
+  /** The grammar compiler for structured outputs and forced tool calls (made at first use). */
+  grammars(): GrammarPool;
   log: LogFn;
 }

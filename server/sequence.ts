@@ -39,6 +39,13 @@ export interface SequenceOptions {
   /** performance.now() when the request arrived, for TTFT and e2e latency. */
   arrivalMs: number;
   metrics?: Metrics;
+  /** Releases the grammar matcher of a constrained request (its port is request.constraint). */
+  release?: () => void;
+}
+
+/** JSON has no -Infinity: tokens a grammar masked out report vLLM's floor, -9999, instead. */
+export function floorLogprob(lp: number): number {
+  return lp === -Infinity ? -9999 : lp;
 }
 
 interface PendingLogprob extends TokenLogprob {
@@ -61,6 +68,7 @@ export class Sequence {
   readonly #stop: StopMatcher;
   readonly #metrics: Metrics | undefined;
   readonly #abort = new AbortController();
+  #release: (() => void) | undefined;
   #emit: (out: SequenceOutput) => void = () => {};
   #sentAny = false;
   #decodedLen = 0;
@@ -79,6 +87,14 @@ export class Sequence {
     });
     this.#stop = new StopMatcher(opts.stop, opts.includeStopStr);
     this.#metrics = opts.metrics;
+    this.#release = opts.release;
+  }
+
+  /** Frees what the sequence holds outside the engine (its grammar matcher); safe to call again. */
+  dispose(): void {
+    const release = this.#release;
+    this.#release = undefined;
+    release?.();
   }
 
   get id(): string {
@@ -124,6 +140,7 @@ export class Sequence {
     } finally {
       // Frees the engine's sequence (KV blocks) when we stopped it early: stop string, cancel, error.
       if (!engineFinished) this.#abort.abort();
+      this.dispose();
     }
   }
 
@@ -132,6 +149,7 @@ export class Sequence {
     if (this.done) return;
     this.#finish("abort", "", true);
     this.#abort.abort();
+    this.dispose();
   }
 
   #observeTiming(ev: TokenEvent): void {
@@ -153,9 +171,14 @@ export class Sequence {
       this.completionTokens++;
       this.#metrics?.addGenerationTokens(1);
       if (this.#wantLogprobs) {
-        const entry: PendingLogprob = { id, logprob: ev.logprobs?.[k] ?? NaN, offset: -1, end: -1 };
+        const entry: PendingLogprob = {
+          id,
+          logprob: floorLogprob(ev.logprobs?.[k] ?? NaN),
+          offset: -1,
+          end: -1,
+        };
         const top = ev.topLogprobs?.[k];
-        if (top) entry.top = top;
+        if (top) entry.top = top.map(([t, lp]) => [t, floorLogprob(lp)]);
         this.#unplaced.push(entry);
       }
       const result = this.#stop.push(this.#decoded(this.#detok.push(id)));

@@ -5,12 +5,15 @@
 import assert from "node:assert/strict";
 import {
   chatFamily,
+  formatToolCall,
   LLAMA2_CHAT_TEMPLATE,
   LLAMA31_CHAT_TEMPLATE,
   renderChat,
   type RenderChatOptions,
   type TemplateMessage,
+  TOOL_PROMPT,
 } from "./chat_template.ts";
+import type { ToolDefinition } from "./codec.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { NO_FIXTURES } from "./_tokenizer_fixtures.ts";
 import { EMBEDDED_MODEL_DIR, fixturesDir } from "../test/support/mod.ts";
@@ -79,8 +82,8 @@ Deno.test("renderChat() puts the template's raise_exception message in its Error
     /Cannot render built-in llama2 chat template: .*alternating user\/assistant.*found "assistant" as turn 0/,
   );
   assert.throws(
-    () => renderChat(null, "llama3", bad, { ...LLAMA3_OPTS, extra: { tools: [{ name: "f" }] } }),
-    /Cannot render built-in llama3 chat template: .*does not support tools/,
+    () => renderChat(null, "llama3", bad, { ...LLAMA3_OPTS, extra: { builtin_tools: ["brave_search"] } }),
+    /Cannot render built-in llama3 chat template: .*does not support builtin_tools/,
   );
 });
 
@@ -150,6 +153,79 @@ Deno.test({
       }
     }
   },
+});
+
+const TOOLS: ToolDefinition[] = [{
+  type: "function",
+  function: {
+    name: "get_weather",
+    description: "Weather in a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+}];
+
+/** A tool-calling turn: the question, the assistant's call, the tool's answer. */
+const TOOL_TURN: TemplateMessage[] = [
+  { role: "system", content: "Be brief." },
+  { role: "user", content: "Weather in Paris?" },
+  {
+    role: "assistant",
+    content: "",
+    tool_calls: [{
+      id: "call_1",
+      type: "function",
+      function: { name: "get_weather", arguments: '{"city": "Paris"}' },
+    }],
+  },
+  { role: "tool", content: '{"temp": 21}', tool_call_id: "call_1" },
+];
+
+Deno.test({
+  name: "the built-in Llama 3.1 template renders tools, tool calls and results like the fixture's",
+  ignore: NO_FIXTURES,
+  async fn() {
+    const tok = await Tokenizer.fromDir(`${fixturesDir()}llama31-style-fp16`);
+    for (const messages of [TOOL_TURN, TOOL_TURN.slice(0, 2), TOOL_TURN.slice(1)]) {
+      const opts = { ...LLAMA3_OPTS, tools: TOOLS };
+      const want = renderChat(tok.chatTemplate, "llama3", messages, opts);
+      assert.equal(renderChat(null, "llama3", messages, opts), want, JSON.stringify(messages));
+    }
+    const text = renderChat(null, "llama3", TOOL_TURN, { ...LLAMA3_OPTS, tools: TOOLS });
+    // The arguments are written as JSON, not as a quoted string.
+    assert.ok(text.includes('{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>'), text);
+    assert.ok(text.includes('"name": "get_weather",\n'), "tools as indented JSON");
+  },
+});
+
+Deno.test("templates without a tool format get the Llama 3.1 JSON tool-calling convention", async () => {
+  const stock = await embeddedTemplate();
+  const followUp: TemplateMessage[] = [
+    ...TOOL_TURN,
+    { role: "tool", content: "sunny", tool_call_id: "call_1" },
+    { role: "user", content: "Thanks. And Rome?" },
+  ];
+  for (const template of [stock, null]) {
+    const text = renderChat(template, "llama2", followUp, { ...LLAMA2_OPTS, tools: TOOLS });
+    assert.equal(
+      text,
+      `<s>[INST] <<SYS>>\n${TOOL_PROMPT}\n\n${JSON.stringify(TOOLS[0])}\n\nBe brief.\n<</SYS>>\n\n` +
+        "Weather in Paris? [/INST] " + '{"name": "get_weather", "parameters": {"city": "Paris"}} </s>' +
+        '<s>[INST] Function result (get_weather, call_1): {"temp": 21}\n\n' +
+        "Function result (get_weather, call_1): sunny\n\nThanks. And Rome? [/INST]",
+    );
+  }
+  // Without tools in the request, history with tool calls still renders; without a system message the
+  // instruction becomes one.
+  const history = renderChat(stock, "llama2", TOOL_TURN.slice(1), LLAMA2_OPTS);
+  assert.ok(
+    history.includes("[/INST] " + formatToolCall("get_weather", '{"city": "Paris"}') + " </s>"),
+    history,
+  );
+  assert.ok(
+    renderChat(stock, "llama2", TOOL_TURN.slice(1, 2), { ...LLAMA2_OPTS, tools: TOOLS }).startsWith(
+      `<s>[INST] <<SYS>>\n${TOOL_PROMPT}`,
+    ),
+  );
 });
 
 Deno.test({

@@ -14,6 +14,12 @@ export interface ChatMessage {
   tool_call_id?: string;
 }
 
+/** A function the model may call (OpenAI's `tools` entry). */
+export interface ToolDefinition {
+  type: "function";
+  function: { name: string; description?: string; parameters?: unknown };
+}
+
 /** Turns token ids into text one id at a time, holding back bytes of an unfinished UTF-8 character. */
 export interface TextDetokenizer {
   /** Text that became final with this id; "" while a character is still incomplete. */
@@ -43,8 +49,15 @@ export interface TextCodec {
    */
   encode(text: string, opts: { addSpecialTokens: boolean }): number[];
   decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string;
-  /** Messages to prompt text with the checkpoint's chat template (BOS included as text). */
-  renderChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt: boolean }): string;
+  /**
+   * Messages to prompt text with the checkpoint's chat template (BOS included as text); `tools` are the
+   * functions the model may call, rendered by the template or by the Llama 3.1 JSON tool-calling
+   * convention when the template has no tool format (chat_template.ts).
+   */
+  renderChat(
+    messages: readonly ChatMessage[],
+    opts: { addGenerationPrompt: boolean; tools?: readonly ToolDefinition[] },
+  ): string;
   /**
    * A detokenizer for the completion of `promptIds`: the prompt gives it context (Llama 2 strips the
    * leading space of the first word of a text, not of a continuation).

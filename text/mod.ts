@@ -6,10 +6,12 @@ export { type DetokenizerOptions, IncrementalDetokenizer } from "./detokenizer.t
 export {
   type ChatFamily,
   chatFamily,
+  formatToolCall,
   renderChat,
   type RenderChatOptions,
   type TemplateMessage,
+  TOOL_PROMPT,
 } from "./chat_template.ts";
 export { loadTokenizer, resolveTokenizerDir, type TokenizerDirOptions } from "./tokenizer_dir.ts";
-export type { ChatMessage, TextCodec, TextDetokenizer, Vocabulary } from "./codec.ts";
+export type { ChatMessage, TextCodec, TextDetokenizer, ToolDefinition, Vocabulary } from "./codec.ts";
 export { TokenizerCodec } from "./tokenizer_codec.ts";

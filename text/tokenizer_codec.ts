@@ -5,7 +5,7 @@ import { chatFamily, renderChat, type TemplateMessage } from "./chat_template.ts
 import { IncrementalDetokenizer } from "./detokenizer.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { loadTokenizer, type TokenizerDirOptions } from "./tokenizer_dir.ts";
-import type { ChatMessage, TextCodec, Vocabulary } from "./codec.ts";
+import type { ChatMessage, TextCodec, ToolDefinition, Vocabulary } from "./codec.ts";
 
 /** Llama 3 marks turns with header tokens and <|eot_id|>; Llama 2 has neither. */
 const LLAMA3_END_OF_TURN = ["<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"];
@@ -62,9 +62,13 @@ export class TokenizerCodec implements TextCodec {
     return this.tokenizer.decode([...ids], { skipSpecial: opts.skipSpecialTokens ?? false });
   }
 
-  renderChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt: boolean }): string {
+  renderChat(
+    messages: readonly ChatMessage[],
+    opts: { addGenerationPrompt: boolean; tools?: readonly ToolDefinition[] },
+  ): string {
     return renderChat(this.tokenizer.chatTemplate, this.family, messages as TemplateMessage[], {
       addGenerationPrompt: opts.addGenerationPrompt,
+      tools: opts.tools,
       bosToken: this.tokenizer.bosToken ?? "",
       eosToken: this.tokenizer.eosToken ?? "",
     });

@@ -2,6 +2,7 @@
 // per-choice seeds, stop ids) → admission, and the finished choices and usage afterwards.
 
 import { contextOverflow, type GenerateRequest } from "../../engine/mod.ts";
+import type { Grammar } from "../../grammar/mod.ts";
 import type { RequestLog, ServerContext } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import type { GenerationOptions } from "../schemas/common.ts";
@@ -21,6 +22,8 @@ export interface BuildOptions {
   arrivalMs: number;
   /** Field to blame for an over-long prompt: "messages" or "prompt". */
   param: string;
+  /** Constrained decoding: every choice generates under a matcher of this grammar. */
+  grammar?: Grammar | null;
 }
 
 /** One Sequence per choice; a prompt that leaves no room for a completion is a 400 before any GPU work. */
@@ -37,18 +40,22 @@ export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] 
       ...template.stopTokenIds,
     ]),
   ];
-  const seqs: Sequence[] = [];
-  b.prompts.forEach((promptIds, p) => {
+  for (const promptIds of b.prompts) {
     // At least one token must be left for the completion.
     const overflow = contextOverflow({ promptTokens: promptIds.length, maxTokens: 1, maxContext });
     if (overflow !== null) {
       throw new ApiError("invalid_request", overflow, { param: b.param, code: "context_length_exceeded" });
     }
+  }
+  const seqs: Sequence[] = [];
+  b.prompts.forEach((promptIds, p) => {
     // Prompt + max_tokens beyond the context is clamped and finishes with "length" (docs/API.md §8, ours).
     const room = maxContext - promptIds.length;
     const maxTokens = Math.min(b.opts.maxTokens ?? room, room);
     for (let i = 0; i < b.opts.n; i++) {
       const index = p * b.opts.n + i;
+      // The grammar allows the stop tokens once its output is complete.
+      const matcher = b.grammar?.matcher(stopTokenIds);
       const request: GenerateRequest = {
         ...template,
         id: `${b.requestId}-${index}`,
@@ -56,6 +63,7 @@ export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] 
         maxTokens,
         sampling: { ...template.sampling, seed: (template.sampling.seed + i) >>> 0 },
         stopTokenIds,
+        ...(matcher ? { constraint: matcher.port } : {}),
       };
       seqs.push(
         new Sequence({
@@ -67,6 +75,7 @@ export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] 
           codec: ctx.codec,
           arrivalMs: b.arrivalMs,
           metrics: ctx.metrics,
+          release: matcher?.release,
         }),
       );
     }
@@ -153,7 +162,13 @@ export function usageOf(seqs: readonly Sequence[], n: number): Usage {
 
 /** Hands the sequences to Admission (429/503 come from here) and counts the prompt tokens. */
 export function admit(ctx: ServerContext, seqs: Sequence[], n: number, signal: AbortSignal): Submission {
-  const submission = ctx.admission.submit(seqs, signal);
+  let submission: Submission;
+  try {
+    submission = ctx.admission.submit(seqs, signal);
+  } catch (e) {
+    for (const s of seqs) s.dispose();
+    throw e;
+  }
   ctx.metrics.addPromptTokens(usageOf(seqs, n).prompt_tokens);
   return submission;
 }

@@ -1,5 +1,6 @@
-// POST /v1/chat/completions: schema → chat template → encode → sequences → admission → chunks or JSON.
-// Response and stream shapes follow docs/API.md §4 and §5.
+// POST /v1/chat/completions: schema → output plan (tools, response_format) → chat template → encode →
+// grammar → sequences → admission → chunks or JSON. Response and stream shapes follow docs/API.md §4 and §5;
+// tool calls are read from each choice's text by ToolCallParser (streamed as delta.tool_calls pieces).
 
 import { Hono } from "hono";
 import type { AppEnv, ServerContext } from "../context.ts";
@@ -7,6 +8,8 @@ import { ApiError } from "../errors.ts";
 import { ChatCompletionRequest, toChatMessages } from "../schemas/chat_completions.ts";
 import { notSupported, resolveCommon } from "../schemas/common.ts";
 import type { TokenLogprob } from "../sequence.ts";
+import { chatPlan, compilePlan, type ToolPlan } from "../structured.ts";
+import { type ToolCallDelta, ToolCallParser } from "../tool_calls.ts";
 import {
   admit,
   buildSequences,
@@ -19,24 +22,27 @@ import {
 } from "./_generate.ts";
 import { parseJsonBody } from "./_request.ts";
 
-/** Fields we parse but cannot honour yet: a 400 that says so instead of silently ignoring them. */
+/** Fields we parse but cannot honour: a 400 that says so instead of silently ignoring them. */
 function checkSupported(body: ChatCompletionRequest): void {
-  if (body.tools && body.tools.length > 0) throw notSupported("tools", "an empty list or null", "[...]");
+  // The legacy functions API: clients send tools now (docs/API.md §3).
   if (body.functions && body.functions.length > 0) {
-    throw notSupported("functions", "an empty list or null", "[...]");
-  }
-  const toolChoice = body.tool_choice;
-  if (toolChoice != null && toolChoice !== "none" && toolChoice !== "auto") {
-    throw notSupported("tool_choice", `"none" or "auto" (tools are not supported)`, toolChoice);
+    throw notSupported("functions", 'an empty list or null (send "tools" instead)', "[...]");
   }
   const functionCall = body.function_call;
   if (functionCall != null && functionCall !== "none" && functionCall !== "auto") {
-    throw notSupported("function_call", `"none" or "auto" (functions are not supported)`, functionCall);
+    throw notSupported("function_call", '"none" or "auto" (send "tool_choice" instead)', functionCall);
   }
-  const format = body.response_format?.type;
-  if (format !== undefined && format !== "text") {
-    throw notSupported("response_format", `{"type": "text"}`, { type: format });
-  }
+}
+
+/** An OpenAI tool_calls delta entry: the first of a call carries its id, type and name. */
+function toolCallChunk(d: ToolCallDelta) {
+  return d.id !== undefined
+    ? { index: d.index, id: d.id, type: "function", function: { name: d.name, arguments: d.arguments } }
+    : { index: d.index, function: { arguments: d.arguments } };
+}
+
+function toolParser(plan: ToolPlan | null): ToolCallParser | null {
+  return plan && new ToolCallParser(plan);
 }
 
 function logprobsOf(ctx: ServerContext, items: readonly TokenLogprob[]) {
@@ -63,6 +69,7 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
     const body = await parseJsonBody(c, ChatCompletionRequest);
     const model = ctx.models.resolve(body.model);
     checkSupported(body);
+    const plan = chatPlan(body);
     const opts = resolveCommon(
       body,
       {
@@ -75,7 +82,10 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
 
     let promptText: string;
     try {
-      promptText = ctx.codec.renderChat(toChatMessages(body.messages), { addGenerationPrompt: true });
+      promptText = ctx.codec.renderChat(toChatMessages(body.messages), {
+        addGenerationPrompt: true,
+        tools: plan.tools,
+      });
     } catch (err) {
       const detail = err instanceof Error ? err.message : String(err);
       throw new ApiError("invalid_request", `Cannot apply the chat template to messages: ${detail}`, {
@@ -84,12 +94,16 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
     }
     const promptIds = ctx.codec.encode(promptText, { addSpecialTokens: false });
     const id = `chatcmpl-${randomId()}`;
+    // 503 before compiling while the model loads; the compile runs in a grammar Worker.
+    ctx.admission.checkAvailable();
+    const grammar = await compilePlan(ctx.grammars, plan);
     const seqs = buildSequences(ctx, {
       requestId: id,
       prompts: [promptIds],
       opts,
       arrivalMs,
       param: "messages",
+      grammar,
     });
     const { outputs, cancel } = admit(ctx, seqs, opts.n, c.req.raw.signal);
 
@@ -112,12 +126,30 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
       return c.json({
         ...base,
         object: "chat.completion",
-        choices: choices.map((ch) => ({
-          index: ch.index,
-          message: { role: "assistant", content: ch.text, refusal: null },
-          logprobs: wantLogprobs ? logprobsOf(ctx, ch.logprobs) : null,
-          finish_reason: ch.finishReason,
-        })),
+        choices: choices.map((ch) => {
+          const parser = toolParser(plan.toolCalls);
+          const content = parser ? parser.push(ch.text).content + parser.finish().content : ch.text;
+          const calls = parser?.calls ?? [];
+          return {
+            index: ch.index,
+            message: {
+              role: "assistant",
+              content: calls.length > 0 && content.trim() === "" ? null : content,
+              refusal: null,
+              ...(calls.length > 0
+                ? {
+                  tool_calls: calls.map((t) => ({
+                    id: t.id,
+                    type: "function",
+                    function: { name: t.name, arguments: t.arguments },
+                  })),
+                }
+                : {}),
+            },
+            logprobs: wantLogprobs ? logprobsOf(ctx, ch.logprobs) : null,
+            finish_reason: calls.length > 0 && ch.finishReason === "stop" ? "tool_calls" : ch.finishReason,
+          };
+        }),
         usage: usageOf(seqs, opts.n),
       });
     }
@@ -142,15 +174,42 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
         }],
         ...usageField,
       });
+      const parsers = new Map<number, ToolCallParser>();
+      /** Logprobs of text a parser still holds: they ride on the choice's next chunk. */
+      const heldLogprobs = new Map<number, TokenLogprob[]>();
       for await (const out of outputs) {
         const finish = finishOf(out);
         // The role chunk goes out with the choice's first token, never earlier (TTFT, docs/API.md §5.3).
         if (!started.has(out.index)) {
           started.add(out.index);
           yield chunk(out.index, { role: "assistant", content: "" }, null, null);
+          const parser = toolParser(plan.toolCalls);
+          if (parser) parsers.set(out.index, parser);
         }
-        if (out.text !== "") yield chunk(out.index, { content: out.text }, null, out.logprobs);
-        if (finish !== null) yield chunk(out.index, {}, finish, out.text === "" ? out.logprobs : null);
+        const parser = parsers.get(out.index);
+        if (!parser) {
+          if (out.text !== "") yield chunk(out.index, { content: out.text }, null, out.logprobs);
+          if (finish !== null) yield chunk(out.index, {}, finish, out.text === "" ? out.logprobs : null);
+          continue;
+        }
+        let logprobs = [...(heldLogprobs.get(out.index) ?? []), ...out.logprobs];
+        const released = [parser.push(out.text)];
+        if (finish !== null) released.push(parser.finish());
+        for (const r of released) {
+          if (r.content !== "") {
+            yield chunk(out.index, { content: r.content }, null, logprobs);
+            logprobs = [];
+          }
+          for (const d of r.calls) {
+            yield chunk(out.index, { tool_calls: [toolCallChunk(d)] }, null, logprobs);
+            logprobs = [];
+          }
+        }
+        heldLogprobs.set(out.index, logprobs);
+        if (finish !== null) {
+          const reason = parser.calls.length > 0 && finish === "stop" ? "tool_calls" : finish;
+          yield chunk(out.index, {}, reason, logprobs);
+        }
       }
       if (opts.includeUsage) yield { ...base, choices: [], usage: usageOf(seqs, opts.n) };
     }

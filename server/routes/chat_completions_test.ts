@@ -340,7 +340,7 @@ Deno.test("chat: content parts are concatenated and developer becomes system", a
   const text = new TextDecoder().decode(
     new Uint8Array(t.engine.requests[0].promptIds.filter((id) => id < 256)),
   );
-  assert.equal(text, "system: Be terse.user: abassistant: tool: 42assistant: ");
+  assert.equal(text, "system: Be terse.user: abassistant: f({})tool [c1]: 42assistant: ");
 });
 
 Deno.test("chat: unknown fields are ignored", async () => {

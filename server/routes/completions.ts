@@ -7,6 +7,7 @@ import { ApiError } from "../errors.ts";
 import { notSupported, resolveCommon } from "../schemas/common.ts";
 import { CompletionRequest } from "../schemas/completions.ts";
 import type { TokenLogprob } from "../sequence.ts";
+import { compilePlan, completionPlan } from "../structured.ts";
 import {
   admit,
   buildSequences,
@@ -106,12 +107,16 @@ export function completionsRoute(ctx: ServerContext): Hono<AppEnv> {
     const echoText = (index: number) => echo ? prompts[Math.floor(index / opts.n)].text() : "";
 
     const id = `cmpl-${randomId()}`;
+    const plan = completionPlan(body);
+    ctx.admission.checkAvailable();
+    const grammar = await compilePlan(ctx.grammars, plan);
     const seqs = buildSequences(ctx, {
       requestId: id,
       prompts: prompts.map((p) => p.ids),
       opts,
       arrivalMs,
       param: "prompt",
+      grammar,
     });
     const { outputs, cancel } = admit(ctx, seqs, opts.n, c.req.raw.signal);
     const log = c.get("log");

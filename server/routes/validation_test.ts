@@ -5,6 +5,11 @@ import assert from "node:assert/strict";
 import { CHAT, type Json, setup } from "../../test/support/server.ts";
 
 const CMPL = { model: "fake", prompt: "Hi" };
+const TOOL_F = { type: "function", function: { name: "f", parameters: { type: "object" } } };
+
+function jsonSchema(schema: unknown) {
+  return { type: "json_schema", json_schema: { name: "out", schema } };
+}
 
 interface Case {
   name: string;
@@ -152,17 +157,42 @@ const CASES: Case[] = [
     param: "logit_bias.5",
     message: /<=100/,
   },
+  // --- chat: tools and structured outputs ---
   {
-    name: "tools",
-    body: { ...CHAT, tools: [{ type: "function", function: { name: "f" } }] },
-    param: "tools",
-    message: /not supported/,
+    name: "a custom tool",
+    body: { ...CHAT, tools: [{ type: "custom", custom: { name: "f" } }] },
+    param: "tools[0].type",
+    message: /unsupported tool type "custom": this server serves only "function" tools/,
   },
   {
-    name: "tool_choice required",
+    name: "a function name with a space",
+    body: { ...CHAT, tools: [{ type: "function", function: { name: "get weather" } }] },
+    param: "tools[0].function.name",
+    message: /letters, digits, underscores or dashes/,
+  },
+  {
+    name: "two functions of one name",
+    body: { ...CHAT, tools: [TOOL_F, TOOL_F] },
+    param: "tools[1].function.name",
+    message: /"f" is already the name of tools\[0\]/,
+  },
+  {
+    name: "parameters that are not a schema object",
+    body: { ...CHAT, tools: [{ type: "function", function: { name: "f", parameters: "x" } }] },
+    param: "tools[0].function.parameters",
+    message: /expected a JSON schema object/,
+  },
+  {
+    name: "tool_choice required without tools",
     body: { ...CHAT, tool_choice: "required" },
     param: "tool_choice",
-    message: /not supported/,
+    message: /"required" needs tools, and the request has none/,
+  },
+  {
+    name: "tool_choice naming a function that is not offered",
+    body: { ...CHAT, tools: [TOOL_F], tool_choice: { type: "function", function: { name: "g" } } },
+    param: "tool_choice",
+    message: /function "g" is not among the tools \(f\)/,
   },
   {
     name: "tool_choice of the wrong shape",
@@ -171,22 +201,71 @@ const CASES: Case[] = [
     message: /"none"\|"auto"\|"required"/,
   },
   {
+    name: "forced tool parameters with an unsupported keyword",
+    body: {
+      ...CHAT,
+      tools: [{ type: "function", function: { name: "f", parameters: { type: "object", not: {} } } }],
+      tool_choice: "required",
+    },
+    param: "tools[0].function.parameters",
+    message:
+      /Unsupported JSON schema in "tools\[0\].function.parameters" at "\/not": keyword "not" is not supported/,
+  },
+  {
     name: "legacy functions",
     body: { ...CHAT, functions: [{ name: "f" }] },
     param: "functions",
-    message: /not supported/,
+    message: /not supported yet: expected an empty list or null \(send "tools" instead\)/,
   },
   {
-    name: "response_format json_schema",
-    body: { ...CHAT, response_format: { type: "json_schema", json_schema: { name: "x" } } },
-    param: "response_format",
-    message: /not supported/,
+    name: "response_format json_schema without its object",
+    body: { ...CHAT, response_format: { type: "json_schema" } },
+    param: "response_format.json_schema",
+    message: /needs a json_schema object/,
   },
   {
-    name: "response_format json_object",
-    body: { ...CHAT, response_format: { type: "json_object" } },
-    param: "response_format",
-    message: /not supported/,
+    name: "response_format json_schema with a bad name",
+    body: { ...CHAT, response_format: { type: "json_schema", json_schema: { name: "a b", schema: {} } } },
+    param: "response_format.json_schema.name",
+    message: /letters, digits/,
+  },
+  {
+    name: "response_format json_schema with uniqueItems",
+    body: { ...CHAT, response_format: jsonSchema({ type: "array", uniqueItems: true }) },
+    param: "response_format.json_schema.schema",
+    message: /at "\/uniqueItems": keyword "uniqueItems" is not supported: uniqueness/,
+  },
+  {
+    name: "response_format json_schema with a dangling $ref",
+    body: { ...CHAT, response_format: jsonSchema({ $ref: "#/$defs/item" }) },
+    param: "response_format.json_schema.schema",
+    message: /reference "#\/\$defs\/item" does not resolve/,
+  },
+  {
+    name: "response_format json_schema that recurses forever",
+    body: {
+      ...CHAT,
+      response_format: jsonSchema({
+        type: "object",
+        properties: { next: { $ref: "#" } },
+        required: ["next"],
+      }),
+    },
+    param: "response_format.json_schema.schema",
+    message: /no finite instance/,
+  },
+  {
+    name: "response_format json_schema with a lookahead pattern",
+    body: { ...CHAT, response_format: jsonSchema({ type: "string", pattern: "^(?!x).*$" }) },
+    param: "response_format.json_schema.schema",
+    message: /lookaround assertions are not supported/,
+  },
+  {
+    name: "completions: response_format with multipleOf",
+    path: "/v1/completions",
+    body: { ...CMPL, response_format: jsonSchema({ type: "integer", multipleOf: 3 }) },
+    param: "response_format.json_schema.schema",
+    message: /keyword "multipleOf" is not supported/,
   },
   {
     name: "unknown response_format type",

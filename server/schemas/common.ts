@@ -24,6 +24,52 @@ export const LOGIT_BIAS = z.record(z.string(), z.number().min(-100).max(100)).su
 export const MAX_TOKENS = z.number().int().min(1).nullish();
 export const N = z.number().int().min(1).nullish();
 export const PRESENCE_PENALTY = z.number().min(-2).max(2).nullish();
+/** OpenAI's rule for function and json_schema names. */
+export const NAME = z.string().regex(
+  /^[a-zA-Z0-9_-]{1,64}$/,
+  "expected 1 to 64 letters, digits, underscores or dashes",
+);
+const JSON_SCHEMA_OBJECT = z.record(z.string(), z.unknown(), { error: "expected a JSON schema object" });
+/** Constrained decoding of the output (grammar/): any JSON object, or JSON valid against a schema. */
+export const RESPONSE_FORMAT = z.object({
+  type: z.enum(["text", "json_object", "json_schema"], {
+    error: 'expected "text", "json_object" or "json_schema"',
+  }),
+  json_schema: z.object({
+    name: NAME,
+    description: z.string().nullish(),
+    schema: JSON_SCHEMA_OBJECT.nullish(),
+    strict: z.boolean().nullish(),
+  }).optional(),
+}).superRefine((f, ctx) => {
+  if (f.type === "json_schema" && f.json_schema === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["json_schema"],
+      message: 'type "json_schema" needs a json_schema object',
+    });
+  }
+}).nullish();
+/** A function the model may call; other tool types (custom, built-in) are refused by name. */
+export const TOOL = z.object({
+  type: z.string(),
+  function: z.object({
+    name: NAME,
+    description: z.string().nullish(),
+    parameters: JSON_SCHEMA_OBJECT.nullish(),
+    strict: z.boolean().nullish(),
+  }).optional(),
+}).superRefine((t, ctx) => {
+  if (t.type !== "function") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["type"],
+      message: `unsupported tool type "${t.type}": this server serves only "function" tools`,
+    });
+  } else if (t.function === undefined) {
+    ctx.addIssue({ code: "custom", path: ["function"], message: "a function tool needs a function object" });
+  }
+});
 /** Signed 64-bit per OpenAI; JSON numbers past 2^53 arrive rounded, which is still deterministic. */
 export const SEED = z.number().refine((v) => Number.isInteger(v) && v >= -TWO_POW_63 && v < TWO_POW_63, {
   error: "expected a signed 64-bit integer",

@@ -7,6 +7,7 @@ import {
   LOGIT_BIAS,
   N,
   PRESENCE_PENALTY,
+  RESPONSE_FORMAT,
   SEED,
   STOP,
   STREAM,
@@ -48,6 +49,8 @@ export const CompletionRequest = z.object({
   user: USER,
   // --- vLLM extensions ---
   ...VLLM_EXTENSIONS,
+  /** vLLM accepts chat's response_format on completions too. */
+  response_format: RESPONSE_FORMAT,
 });
 
 export type CompletionRequest = z.infer<typeof CompletionRequest>;

@@ -9,6 +9,8 @@ import type {
   ModelInfo,
   TokenEvent,
 } from "../../engine/mod.ts";
+import { TokenConstraint } from "../../engine/mod.ts";
+import { seededRandom } from "./random.ts";
 import type { ChatMessage, TextCodec, TextDetokenizer } from "../../text/mod.ts";
 
 export const FAKE_BOS = 256;
@@ -60,8 +62,13 @@ export const byteCodec: TextCodec = {
     return ids.map((id) => detok.push(id)).join("") + detok.flush();
   },
   renderChat(messages: readonly ChatMessage[], opts) {
-    const turns = messages.map((m) => `${m.role}: ${m.content}<|eot|>`).join("");
-    return `<s>${turns}${opts.addGenerationPrompt ? "assistant: " : ""}`;
+    const tools = opts.tools?.length ? `tools: ${JSON.stringify(opts.tools)}<|eot|>` : "";
+    const turns = messages.map((m) => {
+      const calls = (m.tool_calls ?? []).map((c) => `${c.function.name}(${c.function.arguments})`).join("; ");
+      const id = m.tool_call_id ? ` [${m.tool_call_id}]` : "";
+      return `${m.role}${id}: ${m.content}${calls}<|eot|>`;
+    }).join("");
+    return `<s>${tools}${turns}${opts.addGenerationPrompt ? "assistant: " : ""}`;
   },
   newDetokenizer(_promptIds, opts) {
     return new ByteDetokenizer(opts?.skipSpecialTokens ?? true);
@@ -219,11 +226,16 @@ export class FakeEngine implements EngineHandle {
     this.requests.push(req);
     this.active.add(req.id);
     let finished = false;
+    let constraint: TokenConstraint | null = null;
     try {
       if (this.#opts.gate) await untilAborted(this.#opts.gate, signal);
       if (!signal.aborted) this.#holdKv(req.id, req.promptIds.length);
       const script = this.#opts.script?.(req) ?? byteIds("Hello world");
       const perEvent = this.#opts.idsPerEvent ?? 1;
+      // Constrained requests follow the script while their grammar allows it, then walk the grammar at
+      // random (seeded by the request's seed), as a model would pick among the allowed tokens.
+      constraint = req.constraint ? new TokenConstraint(req.constraint) : null;
+      const rnd = seededRandom(req.sampling.seed);
       let generated = 0;
       let pos = 0;
       while (true) {
@@ -240,23 +252,40 @@ export class FakeEngine implements EngineHandle {
         }
         const ids: number[] = [];
         let finishReason: TokenEvent["finishReason"];
+        let error: string | undefined;
         while (ids.length < perEvent && finishReason === undefined) {
-          if (pos >= script.length) {
-            finishReason = "stop";
-            break;
+          let id: number;
+          if (constraint) {
+            let mask: Uint32Array;
+            try {
+              mask = await constraint.mask();
+            } catch (e) {
+              finishReason = "error";
+              error = `Constrained decoding failed: ${(e as Error).message}`;
+              break;
+            }
+            id = pickAllowed(mask, rnd, script[pos]);
+            pos = id === script[pos] ? pos + 1 : script.length;
+          } else {
+            if (pos >= script.length) {
+              finishReason = "stop";
+              break;
+            }
+            id = script[pos++];
           }
-          const id = script[pos++];
-          const isStop = req.stopTokenIds.includes(id) && !req.ignoreEos && generated >= (req.minTokens ?? 0);
+          const isStop = req.stopTokenIds.includes(id) &&
+            (constraint !== null || (!req.ignoreEos && generated >= (req.minTokens ?? 0)));
           if (isStop) {
             finishReason = "stop";
             break;
           }
           ids.push(id);
           generated++;
+          constraint?.advance([id]);
           this.#holdKv(req.id, req.promptIds.length + generated);
           if (generated >= req.maxTokens) finishReason = "length";
         }
-        const event: TokenEvent = { ids };
+        const event: TokenEvent = { ids, ...(error ? { error } : {}) };
         if (req.logprobs !== undefined) event.logprobs = ids.map((id) => -id / 100);
         if ((req.logprobs ?? 0) > 0) {
           // Alternatives: the chosen id, then the ids after it, each a little less likely.
@@ -272,6 +301,7 @@ export class FakeEngine implements EngineHandle {
         if (finished) return;
       }
     } finally {
+      constraint?.close();
       if (!finished || signal.aborted) this.aborted.push(req.id);
       this.active.delete(req.id);
       this.kvBlocksBySeq.delete(req.id);
