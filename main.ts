@@ -1,6 +1,6 @@
-// `deno task serve [--model DIR] [--tokenizer DIR] [--port N] ...`: loads a checkpoint into the engine
-// Worker and serves the OpenAI-compatible API. Without --model it serves the small model embedded in
-// the repository. Every flag has a TRELLIS_* environment variable (see --help).
+// `deno task serve [MODEL] [--tokenizer DIR] [--port N] ...`: loads a checkpoint into the engine Worker and
+// serves the OpenAI-compatible API. Without MODEL (or --model) it serves the small model embedded in the
+// repository. Every flag has a TRELLIS_* environment variable, and vLLM's serve flags work (see --help).
 import { configHelp, parseConfig } from "./server/config.ts";
 import { handleSignals, startServer } from "./server/app.ts";
 import { TokenizerCodec } from "./text/mod.ts";
@@ -8,7 +8,7 @@ import { checkpointConfig, DEFAULT_MODEL_DIR, EngineClient } from "./engine/mod.
 
 async function main(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
-    console.log(`Usage: deno task serve [options]\n\n${configHelp()}`);
+    console.log(`Usage: deno task serve [MODEL] [options]\n\n${configHelp()}`);
     return 0;
   }
   const config = parseConfig(args);
@@ -37,6 +37,8 @@ async function main(args: string[]): Promise<number> {
     await handle.shutdown(0).catch(() => {});
     return 1;
   }
+  // The grammar engine loads beside the model, so the first structured request does not wait for it.
+  handle.server.grammars().prewarm();
   console.error(
     `Trellis ready: ${engine.info.source} (${engine.info.quantization}, context ${engine.info.maxContext}) at ${handle.url}`,
   );

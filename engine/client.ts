@@ -44,6 +44,9 @@ const EMPTY_STATS: EngineStats = {
   kvBlocksUsed: 0,
   promptTokens: 0,
   generationTokens: 0,
+  prefixCacheQueries: 0,
+  prefixCacheHits: 0,
+  preemptions: 0,
 };
 
 export class EngineClient implements EngineHandle {

@@ -345,13 +345,13 @@ function parseQtip(q: Fields, config: ModelConfig, warnings: string[]): QtipConf
   const code = QTIP_DECODE_MODES[mode];
   const L = q.int("L", 1);
   if (L !== 16) throw q.fail("L", "16 (the only trellis state size supported)");
-  const K = q.intIn("K", 1, 8);
-  const kVProj = q.intIn("K_v_proj", 1, 8, K);
-  const outside = (k: number) => k < 2 || k > 4;
-  if (outside(K)) warnings.push(`quip_params.K = ${K} is outside the published 2..4 bits per weight`);
-  if (kVProj !== K && outside(kVProj)) {
-    warnings.push(`quip_params.K_v_proj = ${kVProj} is outside the published 2..4 bits per weight`);
-  }
+  // The trellis layout and the decode kernels take 2, 3 or 4 bits per weight (kernels/qtip/qtip_layout.ts):
+  // anything else is refused here, before a weight is read.
+  const kernelsK = "an integer in 2..4 (the bits per weight the QTIP kernels decode)";
+  const K = q.int("K", 1);
+  if (K < 2 || K > 4) throw q.fail("K", kernelsK);
+  const kVProj = q.int("K_v_proj", 1, K);
+  if (kVProj < 2 || kVProj > 4) throw q.fail("K_v_proj", kernelsK);
   const V = q.int("V", 1);
   const wantV = codeV(code);
   if (V !== wantV) throw q.fail("V", `${wantV} for decode_mode "${mode}"`);

@@ -164,14 +164,12 @@ Deno.test("parseModelConfig() parses quip_params into QtipConfig", () => {
 
 Deno.test("parseModelConfig() warns about unknown quip_params fields, odd K and skip_list entries", () => {
   const c = parseModelConfig(
-    withQuip({ new_knob: 1, K: 6, K_v_proj: 1, skip_list: ["self_attn.q_proj", "7_up", "1_gate"] }),
+    withQuip({ new_knob: 1, K: 3, skip_list: ["self_attn.q_proj", "7_up", "1_gate"] }),
     SRC,
   );
-  assert.equal(c.quant!.K, 6);
-  assert.equal(c.warnings.length, 5, c.warnings.join("\n"));
+  assert.equal(c.quant!.K, 3);
+  assert.equal(c.warnings.length, 3, c.warnings.join("\n"));
   assert.match(c.warnings[0], /unknown field "quip_params.new_knob"/);
-  assert.match(c.warnings.join("\n"), /quip_params.K = 6 is outside the published 2..4/);
-  assert.match(c.warnings.join("\n"), /quip_params.K_v_proj = 1 is outside the published 2..4/);
   assert.match(
     c.warnings.join("\n"),
     /entry "self_attn.q_proj" is not "<layer>_<q\|k\|v\|o\|gate\|up\|down>"/,
@@ -269,9 +267,20 @@ const broken: { what: string; config: () => unknown; message: RegExp }[] = [
     message: /"quip_params.L" must be 16 \(the only trellis state size supported\), got 12$/,
   },
   {
-    what: "K out of range",
-    config: () => withQuip({ K: 9 }),
-    message: /"quip_params.K" must be an integer in 1..8, got 9$/,
+    what: "K above what the kernels decode",
+    config: () => withQuip({ K: 6 }),
+    message:
+      /"quip_params.K" must be an integer in 2..4 \(the bits per weight the QTIP kernels decode\), got 6$/,
+  },
+  {
+    what: "K of 1",
+    config: () => withQuip({ K: 1 }),
+    message: /"quip_params.K" must be an integer in 2..4 .*, got 1$/,
+  },
+  {
+    what: "K_v_proj outside 2..4",
+    config: () => withQuip({ K_v_proj: 5 }),
+    message: /"quip_params.K_v_proj" must be an integer in 2..4 .*, got 5$/,
   },
   {
     what: "V = 1 with quantlut_sym",

@@ -16,6 +16,8 @@ interface Active {
   tokens: number[];
   /** Set after prefill; reported with the first event, then cleared. */
   cachedPromptTokens?: number;
+  /** Milliseconds from submit to admission; reported with the first event, then cleared. */
+  queuedMs?: number;
   /** The grammar matcher of a constrained request: a mask before each token. */
   constraint?: TokenConstraint;
 }
@@ -71,6 +73,10 @@ export class Runner {
   #msPerStep: number | null = null;
   #promptTokens = 0;
   #generationTokens = 0;
+  #prefixCacheQueries = 0;
+  #prefixCacheHits = 0;
+  /** performance.now() at submit, per request waiting to be admitted. */
+  #submittedAt = new Map<string, number>();
   /** Set when the loop died on a GPU error: every later request fails with it. */
   fatal: string | null = null;
   /** The decode round on the GPU (submitted, not yet read), its sequences, and when the last one ended. */
@@ -101,6 +107,7 @@ export class Runner {
       return;
     }
     this.#waiting.push(req);
+    this.#submittedAt.set(req.id, performance.now());
     this.#wakeUp();
   }
 
@@ -114,6 +121,7 @@ export class Runner {
     const w = this.#waiting.findIndex((r) => r.id === id);
     if (w >= 0) {
       this.#waiting.splice(w, 1);
+      this.#submittedAt.delete(id);
       this.#sink(id, { ids: [], finishReason: "abort" });
       return;
     }
@@ -132,6 +140,9 @@ export class Runner {
       kvBlocksUsed: kv.usedBlocks,
       promptTokens: this.#promptTokens,
       generationTokens: this.#generationTokens,
+      prefixCacheQueries: this.#prefixCacheQueries,
+      prefixCacheHits: this.#prefixCacheHits,
+      preemptions: this.preemptions,
     };
   }
 
@@ -221,13 +232,18 @@ export class Runner {
         prefilling: true,
         tokens: [],
         constraint: req.constraint ? new TokenConstraint(req.constraint) : undefined,
+        queuedMs: performance.now() - (this.#submittedAt.get(req.id) ?? performance.now()),
       });
+      this.#submittedAt.delete(req.id);
     }
   }
 
   /** Hands a sequence to the engine: a new one, or a preempted one with what it generated appended. */
   #start(a: Active): void {
     this.engine.addSequence({ request: a.req, resumed: a.tokens, constrained: a.constraint !== undefined });
+    const s = this.engine.sequences.get(a.req.id)!;
+    this.#prefixCacheQueries += s.promptIds.length;
+    this.#prefixCacheHits += s.cachedPrompt;
     a.prefilling = true;
     this.#active.set(a.req.id, a);
   }
@@ -390,6 +406,10 @@ export class Runner {
     if (a.cachedPromptTokens !== undefined) {
       ev.cachedPromptTokens = a.cachedPromptTokens;
       a.cachedPromptTokens = undefined;
+    }
+    if (a.queuedMs !== undefined) {
+      ev.queuedMs = a.queuedMs;
+      a.queuedMs = undefined;
     }
     return ev;
   }

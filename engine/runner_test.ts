@@ -182,11 +182,16 @@ Deno.test({
       const q = [...P1, ...P0.slice(1)]; // 38 tokens: two full blocks of 16
       const first = await runAll(engine, [request("q0", q, { maxTokens: 12 })]);
       assert.equal(first.get("q0")![0].cachedPromptTokens, 0);
+      assert.ok(first.get("q0")![0].queuedMs! >= 0, "the first event says how long the request queued");
+      let runner: Runner | null = null;
       const again = await runAll(engine, [
         request("q1", q, { maxTokens: 12 }),
         request("q2", q, { maxTokens: 12 }),
         request("q3", q, { maxTokens: 12 }),
-      ]);
+      ], (_id, _ev, r) => (runner = r));
+      // The metrics' prefix-cache counters: every prompt token looked up, two full blocks found each time.
+      assert.equal(runner!.stats().prefixCacheQueries, 3 * q.length);
+      assert.equal(runner!.stats().prefixCacheHits, 3 * 32);
       for (const id of ["q1", "q2", "q3"]) {
         assert.deepEqual(ids(again.get(id)!), ids(first.get("q0")!), id);
         assert.equal(again.get(id)![0].cachedPromptTokens, 32, `${id} reused both full blocks`);
@@ -379,6 +384,7 @@ Deno.test({
       let runner: Runner | null = null;
       const got = await runAll(tight, reqs(), (_id, _ev, r) => (runner = r));
       assert.ok(runner!.preemptions > 0, "the tight cache forced at least one preemption");
+      assert.equal(runner!.stats().preemptions, runner!.preemptions);
       for (const id of ["a", "b", "c", "d"]) {
         assert.deepEqual(ids(got.get(id)!), ids(want.get(id)!), id);
         assert.equal(got.get(id)!.at(-1)!.finishReason, "length");

@@ -322,6 +322,32 @@ function bf16ToF16Table(): Uint16Array {
 }
 
 /**
+ * How many finite values of `bytes` (BF16 or F32) `convertToF16` turned into ±inf, and the largest
+ * magnitude among them: weights beyond f16's range (±65504) that an f16 engine cannot hold.
+ */
+export function f16Overflows(
+  dtype: string,
+  bytes: Uint8Array,
+  f16: Uint16Array,
+): { count: number; max: number } {
+  let count = 0;
+  let max = 0;
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  for (let i = 0; i < f16.length; i++) {
+    if ((f16[i] & 0x7fff) !== 0x7c00) continue;
+    const v = dtype === "BF16"
+      ? new Float32Array(new Uint32Array([dv.getUint16(2 * i, true) << 16]).buffer)[0]
+      : dtype === "F32"
+      ? dv.getFloat32(4 * i, true)
+      : Infinity;
+    if (!Number.isFinite(v)) continue;
+    count++;
+    max = Math.max(max, Math.abs(v));
+  }
+  return { count, max };
+}
+
+/**
  * Converts little-endian F16, BF16 or F32 tensor bytes to f16 bit patterns, rounding to nearest
  * even. Values beyond f16's range become ±inf, as torch's `.half()` does.
  */

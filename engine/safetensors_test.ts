@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { convertToF16, f32BitsToF16, MAX_HEADER_BYTES, openSafetensors } from "./safetensors.ts";
+import {
+  convertToF16,
+  f16Overflows,
+  f32BitsToF16,
+  MAX_HEADER_BYTES,
+  openSafetensors,
+} from "./safetensors.ts";
 import { fixturesDir } from "../test/support/mod.ts";
 
 /** 8-byte LE length + header text + data, with an optional lie in the length field. */
@@ -345,6 +351,18 @@ Deno.test("convertToF16() maps every BF16 value like torch .half(): exact, round
   }
   // 65536 = 2^16 is a bf16 value above f16's max: it overflows to +inf.
   assert.equal(out[f32Bits(65536) >>> 16], 0x7c00);
+});
+
+Deno.test("f16Overflows() counts finite bf16/f32 values that became ±inf, not the infinities", () => {
+  const f32 = new Float32Array([1, 70000, -1e6, Infinity, -65504, 65520]);
+  const bytes = new Uint8Array(f32.buffer);
+  assert.deepEqual(f16Overflows("F32", bytes, convertToF16("F32", bytes)), { count: 3, max: 1e6 });
+  // bf16 is the top half of an f32: 2^16 and -2^20 overflow, +inf and 1.5 do not.
+  const bf16 = new Uint16Array([0x3fc0, 0x4780, 0xc980, 0x7f80]);
+  const raw = new Uint8Array(bf16.buffer);
+  assert.deepEqual(f16Overflows("BF16", raw, convertToF16("BF16", raw)), { count: 2, max: 2 ** 20 });
+  const ok = new Uint8Array(new Float32Array([0.5, -3]).buffer);
+  assert.deepEqual(f16Overflows("F32", ok, convertToF16("F32", ok)), { count: 0, max: 0 });
 });
 
 Deno.test("convertToF16() converts F32 and passes F16 through from unaligned bytes", () => {

@@ -81,6 +81,8 @@ export interface TokenEvent {
   finishReason?: FinishReason;
   /** Prompt tokens that were served from the prefix cache (first event only). */
   cachedPromptTokens?: number;
+  /** Milliseconds the request waited in the engine before it was admitted (first event only). */
+  queuedMs?: number;
   /** Set when finishReason is "error". */
   error?: string;
 }
@@ -94,6 +96,12 @@ export interface EngineStats {
   kvBlocksUsed: number;
   promptTokens: number;
   generationTokens: number;
+  /** Prompt tokens looked up in the prefix cache, and how many it had (since start; resumed sequences
+   * count again). */
+  prefixCacheQueries: number;
+  prefixCacheHits: number;
+  /** Sequences preempted because the KV cache was full (since start). */
+  preemptions: number;
 }
 
 export interface ModelInfo {

@@ -2,7 +2,7 @@
 // bounded chunks, so host memory stays flat whatever the checkpoint's size; QTIP trellises are
 // re-laid out for the kernel one tensor at a time.
 import type { Checkpoint } from "./checkpoint.ts";
-import { convertToF16 } from "./safetensors.ts";
+import { convertToF16, f16Overflows } from "./safetensors.ts";
 import {
   isQuantizedLinear,
   type LinearName,
@@ -140,6 +140,22 @@ class Uploader {
   }
 }
 
+/** A chunk of a bf16/f32 tensor as f16; values beyond f16's range are refused (they would be ±inf). */
+function toF16(name: string, dtype: string, bytes: Uint8Array): Uint16Array | Uint8Array {
+  if (dtype === "F16") return bytes;
+  const f16 = convertToF16(dtype, bytes);
+  const over = f16Overflows(dtype, bytes, f16);
+  if (over.count > 0) {
+    throw new WeightsError(
+      `Cannot load tensor "${name}": ${over.count} ${dtype} values are beyond f16's range (±65504, the ` +
+        `largest is ${
+          over.max.toExponential(3)
+        }); this engine keeps these weights in f16, where they would be ±inf`,
+    );
+  }
+  return f16;
+}
+
 /** Streams a half-precision tensor (converted to f16 if stored as bf16/f32) into a new GPU buffer. */
 async function loadF16(ckpt: Checkpoint, up: Uploader, name: string, shape: number[]): Promise<GPUBuffer> {
   const info = ckpt.expectTensor(name, F16_DTYPES, shape);
@@ -149,7 +165,7 @@ async function loadF16(ckpt: Checkpoint, up: Uploader, name: string, shape: numb
   // Chunks hold whole elements so conversion never splits one.
   const chunk = Math.floor(CHUNK_BYTES / elemSize) * elemSize;
   for await (const c of ckpt.readChunks(name, chunk)) {
-    const f16 = info.dtype === "F16" ? c.bytes : convertToF16(info.dtype, c.bytes);
+    const f16 = toF16(name, info.dtype, c.bytes);
     await up.write(buf, (c.offset / elemSize) * 2, f16, c.bytes.byteLength);
   }
   return buf;
@@ -188,7 +204,7 @@ async function loadF16Rows(
   const elemSize = info.byteLength / (rows * cols);
   const chunk = Math.floor(CHUNK_BYTES / elemSize / 2) * 2 * elemSize;
   for await (const c of ckpt.readChunks(name, chunk)) {
-    const f16 = info.dtype === "F16" ? c.bytes : convertToF16(info.dtype, c.bytes);
+    const f16 = toF16(name, info.dtype, c.bytes);
     const e0 = c.offset / elemSize;
     const e1 = e0 + f16.byteLength / 2;
     for (const p of parts) {

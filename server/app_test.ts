@@ -192,6 +192,10 @@ Deno.test("metrics: vLLM names with a model_name label; counters follow requests
   assert.equal(value("vllm:time_to_first_token_seconds_count"), 1);
   assert.equal(value("vllm:inter_token_latency_seconds_count"), 10);
   assert.equal(value("vllm:e2e_request_latency_seconds_count"), 1);
+  assert.equal(value("vllm:prefix_cache_queries_total"), 21);
+  assert.equal(value("vllm:prefix_cache_hits_total"), 0);
+  assert.equal(value("vllm:num_preemptions_total"), 0);
+  assert.equal(value("vllm:request_queue_time_seconds_count"), 1);
   assert.match(text, /vllm:request_success_total\{model_name="fake",finished_reason="stop"\} 1/);
   assert.match(text, /# TYPE vllm:time_to_first_token_seconds histogram/);
   assert.match(text, /vllm:time_to_first_token_seconds_bucket\{model_name="fake",le="\+Inf"\} 1/);

@@ -89,17 +89,35 @@ const SETTINGS: [flag: string, env: string, field: keyof ServerConfig, kind: Kin
   ["log-requests", "TRELLIS_LOG_REQUESTS", "logRequests", "bool"],
 ];
 
+/**
+ * vLLM's names for the same settings (`vllm serve`'s flags), so existing launch scripts and Helm values
+ * work unchanged; --served-model-name, --api-key, --host and --port are already spelled as vLLM spells
+ * them, and `serve MODEL` takes the model positionally as vLLM does.
+ */
+export const VLLM_ALIASES: Readonly<Record<string, string>> = {
+  "max-model-len": "max-context",
+  "max-num-seqs": "max-running",
+};
+
 /** Every setting's environment variable name, for --help and the README. */
 export const ENV_NAMES: readonly string[] = SETTINGS.map((s) => s[1]);
 
-/** One line per setting: flag, environment variable, default. */
+/** One line per setting: flag, environment variable, default; then the vLLM aliases and --host's reason. */
 export function configHelp(): string {
-  return SETTINGS.map(([flag, env, field, kind]) => {
+  const lines = SETTINGS.map(([flag, env, field, kind]) => {
     const value = DEFAULT_CONFIG[field];
     const shown = Array.isArray(value) ? (value.length ? value.join(",") : "none") : String(value);
     const arg = kind === "bool" ? `--[no-]${flag}` : `--${flag} ${kind === "list" ? "A,B" : "VALUE"}`;
     return `  ${arg.padEnd(34)} ${env.padEnd(28)} default ${shown}`;
-  }).join("\n");
+  });
+  const aliases = Object.entries(VLLM_ALIASES).map(([alias, flag]) => `--${alias} (--${flag})`).join(", ");
+  return [
+    ...lines,
+    "",
+    `  MODEL (positional) is --model, as in \`vllm serve MODEL\`. vLLM's names also work: ${aliases}.`,
+    "  --host defaults to 127.0.0.1, this machine only: the API has no key unless --api-key is set, so it is",
+    "  not offered to the network by accident (vLLM binds every interface). The container image sets 0.0.0.0.",
+  ].join("\n");
 }
 
 function convert(name: string, kind: Kind, raw: string): unknown {
@@ -143,7 +161,31 @@ export function parseConfig(
   for (const [flag, , , kind] of SETTINGS) {
     options[flag] = kind === "bool" ? { type: "boolean" } : { type: "string", multiple: kind === "list" };
   }
-  const { values } = parseArgs({ args: [...args], options, strict: true, allowNegative: true });
+  // vLLM's flag names become ours (`--max-model-len 4096` and `--max-model-len=4096` alike).
+  const renamed = args.map((a) => {
+    const m = /^--([a-z-]+)(=.*)?$/.exec(a);
+    return m && Object.hasOwn(VLLM_ALIASES, m[1]) ? `--${VLLM_ALIASES[m[1]]}${m[2] ?? ""}` : a;
+  });
+  const { values, positionals } = parseArgs({
+    args: renamed,
+    options,
+    strict: true,
+    allowNegative: true,
+    allowPositionals: true,
+  });
+  if (positionals.length > 1) {
+    throw new Error(
+      `Unexpected arguments ${
+        positionals.slice(1).map((p) => `"${p}"`).join(", ")
+      }: only MODEL goes without a flag`,
+    );
+  }
+  if (positionals.length === 1) {
+    if (values.model !== undefined && values.model !== positionals[0]) {
+      throw new Error(`Model given twice: "${positionals[0]}" and --model "${values.model}"`);
+    }
+    values.model = positionals[0];
+  }
   const config: Record<string, unknown> = { ...DEFAULT_CONFIG };
   for (const [flag, envName, field, kind] of SETTINGS) {
     const envValue = env[envName];

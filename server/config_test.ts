@@ -1,6 +1,29 @@
 import assert from "node:assert/strict";
 import { configHelp, DEFAULT_CONFIG, ENV_NAMES, parseConfig } from "./config.ts";
 
+Deno.test("config: vLLM's serve conventions: MODEL positionally, --max-model-len, --max-num-seqs", () => {
+  const c = parseConfig([
+    "/models/llama",
+    "--max-model-len",
+    "2048",
+    "--max-num-seqs=12",
+    "--served-model-name",
+    "m",
+  ], {});
+  assert.equal(c.modelDir, "/models/llama");
+  assert.equal(c.maxContext, 2048);
+  assert.equal(c.maxRunning, 12);
+  assert.deepEqual(c.servedModelNames, ["m"]);
+  // The positional wins over TRELLIS_MODEL, like a flag; the same model twice is fine, two are not.
+  assert.equal(parseConfig(["/a"], { TRELLIS_MODEL: "/b" }).modelDir, "/a");
+  assert.equal(parseConfig(["/a", "--model", "/a"], {}).modelDir, "/a");
+  assert.throws(() => parseConfig(["/a", "--model", "/b"], {}), /Model given twice: "\/a" and --model "\/b"/);
+  assert.throws(() => parseConfig(["/a", "/b"], {}), /Unexpected arguments "\/b": only MODEL/);
+  assert.throws(() => parseConfig(["--max-num-seqs", "0"], {}), /maxRunning: expected at least 1/);
+  assert.match(configHelp(), /--max-model-len \(--max-context\), --max-num-seqs \(--max-running\)/);
+  assert.match(configHelp(), /--host defaults to 127.0.0.1/);
+});
+
 Deno.test("config: no flags and no environment give the defaults", () => {
   assert.deepEqual(parseConfig([], {}), DEFAULT_CONFIG);
 });

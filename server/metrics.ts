@@ -78,6 +78,10 @@ export interface GaugeValues {
   waiting: number;
   /** 0..1 */
   kvUsage: number;
+  /** The engine's own counters (EngineStats), sampled at scrape time. */
+  prefixCacheQueries: number;
+  prefixCacheHits: number;
+  preemptions: number;
 }
 
 function escapeLabel(value: string): string {
@@ -133,6 +137,8 @@ export class Metrics {
   readonly #ttft = new Histogram(TTFT_BUCKETS);
   readonly #itl = new Histogram(ITL_BUCKETS);
   readonly #e2e = new Histogram(E2E_BUCKETS);
+  // vLLM uses its request-latency buckets for queue time too.
+  readonly #queue = new Histogram(E2E_BUCKETS);
 
   constructor(modelName: string) {
     this.#label = `model_name="${escapeLabel(modelName)}"`;
@@ -160,6 +166,11 @@ export class Metrics {
 
   observeE2e(seconds: number): void {
     this.#e2e.observe(seconds);
+  }
+
+  /** Time a sequence waited (for a running slot here, then for KV blocks in the engine) before it ran. */
+  observeQueueTime(seconds: number): void {
+    this.#queue.observe(seconds);
   }
 
   /** Prometheus text exposition format 0.0.4. */
@@ -216,6 +227,21 @@ export class Metrics {
       "End-to-end request latency in seconds.",
       this.#e2e.lines("vllm:e2e_request_latency_seconds", l),
     );
+    family(
+      "vllm:request_queue_time_seconds",
+      "histogram",
+      "Time a sequence waited before it started running, in seconds.",
+      this.#queue.lines("vllm:request_queue_time_seconds", l),
+    );
+    family("vllm:prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.", [
+      `vllm:prefix_cache_queries_total{${l}} ${gauges.prefixCacheQueries}`,
+    ]);
+    family("vllm:prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.", [
+      `vllm:prefix_cache_hits_total{${l}} ${gauges.prefixCacheHits}`,
+    ]);
+    family("vllm:num_preemptions_total", "counter", "Sequences preempted because the KV cache was full.", [
+      `vllm:num_preemptions_total{${l}} ${gauges.preemptions}`,
+    ]);
     return out.join("\n") + "\n";
   }
 }

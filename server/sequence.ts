@@ -76,6 +76,7 @@ export class Sequence {
   #unplaced: PendingLogprob[] = [];
   #pending: PendingLogprob[] = [];
   #lastEventMs = 0;
+  #runMs = 0;
 
   constructor(opts: SequenceOptions) {
     this.index = opts.index;
@@ -118,6 +119,7 @@ export class Sequence {
   async run(engine: EngineHandle): Promise<void> {
     if (this.done) return;
     this.#lastEventMs = performance.now();
+    this.#runMs = this.#lastEventMs;
     let engineFinished = false;
     try {
       for await (const ev of engine.generate(this.request, this.#abort.signal)) {
@@ -154,6 +156,10 @@ export class Sequence {
 
   #observeTiming(ev: TokenEvent): void {
     if (ev.cachedPromptTokens) this.cachedPromptTokens = ev.cachedPromptTokens;
+    // Queue time: waiting for a running slot here, then in the engine (reported with its first event).
+    if (ev.queuedMs !== undefined) {
+      this.#metrics?.observeQueueTime((this.#runMs - this.#arrivalMs + ev.queuedMs) / 1000);
+    }
     if (ev.ids.length === 0) return;
     const t = performance.now();
     if (this.firstTokenMs === null) {

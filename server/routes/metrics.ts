@@ -12,6 +12,9 @@ export function metricsRoute(ctx: ServerContext): Hono<AppEnv> {
       // Waiting here for a running slot, plus waiting inside the engine for KV blocks.
       waiting: ctx.admission.waiting + stats.waiting,
       kvUsage: stats.kvUsage,
+      prefixCacheQueries: stats.prefixCacheQueries,
+      prefixCacheHits: stats.prefixCacheHits,
+      preemptions: stats.preemptions,
     });
     return c.text(text, 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
   });

@@ -211,6 +211,9 @@ export class FakeEngine implements EngineHandle {
       kvBlocksUsed: this.kvBlocksUsed,
       promptTokens: this.requests.reduce((sum, r) => sum + r.promptIds.length, 0),
       generationTokens: 0,
+      prefixCacheQueries: this.requests.reduce((sum, r) => sum + r.promptIds.length, 0),
+      prefixCacheHits: 0,
+      preemptions: 0,
     };
   }
 
@@ -228,7 +231,10 @@ export class FakeEngine implements EngineHandle {
     let finished = false;
     let constraint: TokenConstraint | null = null;
     try {
+      const submitted = performance.now();
       if (this.#opts.gate) await untilAborted(this.#opts.gate, signal);
+      // Like the engine: the wait before admission rides on the first event.
+      let queuedMs: number | undefined = performance.now() - submitted;
       if (!signal.aborted) this.#holdKv(req.id, req.promptIds.length);
       const script = this.#opts.script?.(req) ?? byteIds("Hello world");
       const perEvent = this.#opts.idsPerEvent ?? 1;
@@ -285,7 +291,12 @@ export class FakeEngine implements EngineHandle {
           this.#holdKv(req.id, req.promptIds.length + generated);
           if (generated >= req.maxTokens) finishReason = "length";
         }
-        const event: TokenEvent = { ids, ...(error ? { error } : {}) };
+        const event: TokenEvent = {
+          ids,
+          ...(error ? { error } : {}),
+          ...(queuedMs !== undefined ? { queuedMs } : {}),
+        };
+        queuedMs = undefined;
         if (req.logprobs !== undefined) event.logprobs = ids.map((id) => -id / 100);
         if ((req.logprobs ?? 0) > 0) {
           // Alternatives: the chosen id, then the ids after it, each a little less likely.
