@@ -1,5 +1,4 @@
-// What a request asks its output to be, decided once from the request fields (docs/API.md §3, "Structured
-// outputs and tools"): free text, JSON (response_format json_object / json_schema, enforced by a grammar),
+// What a request asks its output to be, decided once from the request fields (docs/API.md §3.1): free text, JSON (response_format json_object / json_schema, enforced by a grammar),
 // or tool calls (tools + tool_choice: rendered into the prompt; "required" or a named function enforced by
 // a grammar, "auto" parsed afterwards). The grammar is compiled by grammar/ (GrammarPool), off this thread.
 

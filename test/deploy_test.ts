@@ -301,6 +301,7 @@ Deno.test("deploy: .dockerignore keeps the model and sources in the build contex
       "models",
       "server",
       "text",
+      "grammar",
       "engine",
       "kernels",
       "cli",

@@ -9,6 +9,7 @@ const TOP = [
   "cli/",
   "server/",
   "text/",
+  "grammar/",
   "engine/",
   "kernels/",
   "models/",
