@@ -4,9 +4,12 @@ import assert from "node:assert/strict";
 import { parseBenchArgs, table } from "./bench.ts";
 import { runKernelsBench } from "./kernels_bench.ts";
 import { openGpu } from "../engine/gpu.ts";
-import { hasWebGpu } from "../test/support/mod.ts";
+import { noGpu, REQUIRE_GPU } from "../test/support/mod.ts";
 
-const HAVE_GPU = await hasWebGpu();
+const NO_GPU = await noGpu();
+/** The timestamp timer needs the adapter's timestamp-query feature (ignored without it, unless required). */
+const NO_TIMESTAMPS = !REQUIRE_GPU &&
+  (NO_GPU || !(await navigator.gpu.requestAdapter())?.features.has("timestamp-query"));
 
 Deno.test("parseBenchArgs() picks quick defaults and parses lists", () => {
   const q = parseBenchArgs(["decode", "--quick"]);
@@ -53,13 +56,15 @@ Deno.test("table() right-aligns every column to its widest cell", () => {
 for (const timer of ["timestamp", "wall"] as const) {
   Deno.test({
     name: `runKernelsBench() times a QTIP and an fp16 matvec with the ${timer} timer`,
-    ignore: !HAVE_GPU,
+    ignore: timer === "timestamp" ? NO_TIMESTAMPS : NO_GPU,
     sanitizeResources: false,
     sanitizeOps: false,
     fn: async () => {
       const gpu = await openGpu();
       try {
-        if (timer === "timestamp" && !gpu.device.features.has("timestamp-query")) return;
+        if (timer === "timestamp") {
+          assert.ok(gpu.device.features.has("timestamp-query"), "the device lacks timestamp-query");
+        }
         const r = await runKernelsBench(gpu.kernels, {
           codes: ["HYB", "F16"],
           bits: [2],

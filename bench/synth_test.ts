@@ -15,10 +15,9 @@ import {
   SynthError,
   tensorBytes,
 } from "./synth.ts";
-import { hasWebGpu } from "../test/support/mod.ts";
+import { noGpu } from "../test/support/mod.ts";
 
-const HAVE_GPU = await hasWebGpu();
-if (!HAVE_GPU) console.warn("synth_test: no WebGPU adapter; engine runs are skipped");
+const NO_GPU = await noGpu();
 
 function f16(bytes: Uint8Array): Float32Array {
   return Float32Array.from(new Float16Array(bytes.slice().buffer));
@@ -163,7 +162,7 @@ for (const code of SYNTH_CODES) {
   for (const bits of [2, 3, 4] as const) {
     Deno.test({
       name: `synthCheckpoint() tiny ${code} ${bits}-bit loads in the Engine and gives finite logits`,
-      ignore: !HAVE_GPU,
+      ignore: NO_GPU,
       sanitizeResources: false,
       sanitizeOps: false,
       fn: async () => {

@@ -2,10 +2,10 @@
 // error line with a non-zero exit for bad input.
 import assert from "node:assert/strict";
 import { DEFAULT_MODEL_DIR } from "../engine/mod.ts";
-import { hasWebGpu } from "../test/support/mod.ts";
+import { noGpu } from "../test/support/mod.ts";
 
 const CLI = new URL("./generate.ts", import.meta.url).pathname;
-const HAVE_GPU = await hasWebGpu();
+const NO_GPU = await noGpu();
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -20,7 +20,7 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
 
 Deno.test({
   name: "generate --prompt-ids --json prints the reference greedy ids, the text and timings",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
     const ids: number[] = ref.prompts.p0_genesis.ids;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { expectTensor, openCheckpoint } from "./checkpoint.ts";
 import { resolveTokenizerDir } from "../text/mod.ts";
-import { fixturesDir } from "../test/support/mod.ts";
+import { fixturesDir, noFixtures } from "../test/support/mod.ts";
 
 const CONFIG = {
   architectures: ["LlamaForCausalLM"],
@@ -215,9 +215,10 @@ Deno.test("openCheckpoint() rejects a missing directory and a file path", async 
   });
 });
 
-Deno.test("openCheckpoint() opens the sharded llama2-style fixture through its index", async () => {
-  const fx = fixturesDir();
-  if (!fx) return;
+Deno.test("openCheckpoint() opens the sharded llama2-style fixture through its index", {
+  ignore: noFixtures(),
+}, async () => {
+  const fx = fixturesDir()!;
   const dir = join(fx, "llama2-style-fp16");
   const ckpt = await openCheckpoint(dir);
   try {
@@ -247,9 +248,10 @@ Deno.test("openCheckpoint() opens the sharded llama2-style fixture through its i
   }
 });
 
-Deno.test("openCheckpoint() opens the single-file and QTIP fixtures; QTIP ones find their fp16 tokenizer", async () => {
-  const fx = fixturesDir();
-  if (!fx) return;
+Deno.test("openCheckpoint() opens the single-file and QTIP fixtures; QTIP ones find their fp16 tokenizer", {
+  ignore: noFixtures(),
+}, async () => {
+  const fx = fixturesDir()!;
   const fp16 = await openCheckpoint(join(fx, "llama31-style-fp16"));
   try {
     assert.equal(fp16.files.length, 1);

@@ -11,12 +11,11 @@ import { Engine } from "./engine.ts";
 import { openSafetensors } from "./safetensors.ts";
 import type { SamplingParams } from "./types.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
-import { fixturesDir, hasWebGpu } from "../test/support/mod.ts";
+import { fixturesDir, noGpu } from "../test/support/mod.ts";
 
 const FIXTURES = fixturesDir();
 const HAVE_FIXTURES = FIXTURES !== null;
-const HAVE_GPU = await hasWebGpu();
-if (!HAVE_GPU) console.warn("engine_test: no WebGPU adapter; engine tests are skipped");
+const NO_GPU = await noGpu();
 
 const LOGIT_TOL = 3e-3;
 const MARGIN_RESOLVED = 1e-2;
@@ -58,7 +57,7 @@ async function greedy(
 Deno.test({
   name:
     "the embedded model's greedy continuations equal the reference, alone and batched, in rounds of any size",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
     const eng = await Engine.load({
@@ -89,7 +88,7 @@ Deno.test({
 
 Deno.test({
   name: "an embedding and lm_head split over several buffers give the same greedy tokens",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
     // 100 KB parts: the embedded model's 4032 x 256 fp16 table (2 MB) becomes 21 parts with a short last one.
@@ -114,7 +113,7 @@ Deno.test({
 
 Deno.test({
   name: "a prompt that fills the whole context still gets KV blocks and logits (perplexity windows)",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
     const eng = await Engine.load({
@@ -137,7 +136,7 @@ Deno.test({
 
 Deno.test({
   name: "seeded sampling reproduces a completion, whatever the batch beside it",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
     const eng = await Engine.load({
@@ -177,7 +176,7 @@ for (
   Deno.test({
     name:
       `${name}: last logits within ${LOGIT_TOL} of the fp32 reference, chunked prefill, greedy tokens equal`,
-    ignore: !HAVE_GPU || !HAVE_FIXTURES,
+    ignore: NO_GPU || !HAVE_FIXTURES,
     async fn() {
       const all = JSON.parse(await Deno.readTextFile(`${FIXTURES}references/references.json`));
       const ref = all[name] as FixtureRef;

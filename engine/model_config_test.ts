@@ -7,7 +7,7 @@ import {
   parseModelConfig,
   qtipLinearK,
 } from "./model_config.ts";
-import { fixturesDir } from "../test/support/mod.ts";
+import { fixturesDir, noFixtures } from "../test/support/mod.ts";
 
 const SRC = `config.json in "models/x"`;
 
@@ -378,9 +378,10 @@ async function loadFixtureConfig(dir: string, name: string): Promise<ModelConfig
   return parseModelConfig(json, `config.json in "${name}"`);
 }
 
-Deno.test("parseModelConfig() reads the fixture configs as their README describes them", async () => {
-  const dir = fixturesDir();
-  if (!dir) return;
+Deno.test("parseModelConfig() reads the fixture configs as their README describes them", {
+  ignore: noFixtures(),
+}, async () => {
+  const dir = fixturesDir()!;
   const l2 = await loadFixtureConfig(dir, "llama2-style-fp16");
   assert.deepEqual(
     [l2.dim, l2.nHeads, l2.nKvHeads, l2.headDim, l2.nLayers, l2.hiddenDim, l2.vocabSize, l2.ropeTheta],

@@ -1,10 +1,12 @@
 // Checks qtip_linear_ref.ts on its own and against the fixtures made by the official QTIP code
 // (W_effective_fp32, hatW_decoded of layer 0's down_proj and k_proj), then runs the GPU Hadamard kernel
-// around a dense hatW product on the same layers. Fixture tests skip when the fixtures are absent.
+// around a dense hatW product on the same layers. Fixture tests are ignored when the fixtures are absent.
 import { hadamard, hadamardRef64, hadamardScratchBytes, type Kernels } from "../kernels/mod.ts";
 import { qtipEffectiveWeight, qtipLinearRef, type QtipLinearRefWeights } from "./qtip_linear_ref.ts";
 import {
   fixturesDir,
+  noFixtures,
+  noGpu,
   randomF32 as random,
   readF32,
   run,
@@ -14,6 +16,8 @@ import {
 } from "../test/support/mod.ts";
 
 const FIXTURES = fixturesDir() ?? "";
+const NO_FIXTURES = noFixtures();
+const NO_GPU = await noGpu();
 
 function assert(cond: boolean, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
@@ -118,10 +122,6 @@ async function readSafetensors(path: string): Promise<(name: string) => Tensor> 
   };
 }
 
-function haveFixtures(): boolean {
-  return fixturesDir() !== null;
-}
-
 interface FixtureLayer extends QtipLinearRefWeights {
   suBits: Uint8Array; // SU as stored, f16
   wEffective: Float32Array; // (m, n)
@@ -160,16 +160,18 @@ const fixtureCases = [
 const W_TOL = 1e-6;
 
 for (const { model, layer } of fixtureCases) {
-  Deno.test(`qtipEffectiveWeight() reproduces W_effective_fp32 of ${model} ${layer}`, async () => {
-    if (!haveFixtures()) return;
+  Deno.test(`qtipEffectiveWeight() reproduces W_effective_fp32 of ${model} ${layer}`, {
+    ignore: NO_FIXTURES,
+  }, async () => {
     const w = await loadLayer(model, layer);
     const err = relMaxErr(qtipEffectiveWeight(w), w.wEffective);
     assert(err < W_TOL, `relative max error ${err}, expected < ${W_TOL}`);
   });
 }
 
-Deno.test("the fixtures confirm the input side uses had_K^T (H_n^T), not had_K", async () => {
-  if (!haveFixtures()) return;
+Deno.test("the fixtures confirm the input side uses had_K^T (H_n^T), not had_K", {
+  ignore: NO_FIXTURES,
+}, async () => {
   const w = await loadLayer("llama2-style-qtip-2bit-hyb", "mlp.down_proj");
   assert(w.n === 5504 && w.rcp === 0, `unexpected layer: n=${w.n} rcp=${w.rcp}`);
   // hatW H_n (had_K on the input side) instead of hatW H_n^T: transform each row with H_n^T.
@@ -182,14 +184,17 @@ Deno.test("the fixtures confirm the input side uses had_K^T (H_n^T), not had_K",
 });
 
 for (const { model, layer } of fixtureCases) {
-  Deno.test(`qtipLinearRef() matches x W_effective^T of ${model} ${layer}`, async () => {
-    if (!haveFixtures()) return;
-    const w = await loadLayer(model, layer);
-    const rows = 2;
-    const x = random(rows * w.n, 7);
-    const err = relMaxErr(qtipLinearRef(x, rows, w), applyW(x, rows, w.wEffective, w.m, w.n));
-    assert(err < 2e-6, `relative max error ${err}`);
-  });
+  Deno.test(
+    `qtipLinearRef() matches x W_effective^T of ${model} ${layer}`,
+    { ignore: NO_FIXTURES },
+    async () => {
+      const w = await loadLayer(model, layer);
+      const rows = 2;
+      const x = random(rows * w.n, 7);
+      const err = relMaxErr(qtipLinearRef(x, rows, w), applyW(x, rows, w.wEffective, w.m, w.n));
+      assert(err < 2e-6, `relative max error ${err}`);
+    },
+  );
 }
 
 // ---- GPU: hadamard() kernels around a dense hatW product -------------------------------------------
@@ -206,10 +211,10 @@ async function runAndRead(
 
 // Tolerance: relative max error 1e-5 against x W_effective^T (f32 transforms and an f32 dot of length n).
 for (const { model, layer } of fixtureCases) {
-  Deno.test(`hadamard() on both sides of a dense hatW reproduces ${model} ${layer}`, async () => {
-    if (!haveFixtures()) return;
+  Deno.test(`hadamard() on both sides of a dense hatW reproduces ${model} ${layer}`, {
+    ignore: NO_GPU || NO_FIXTURES,
+  }, async () => {
     const k = await testKernels();
-    if (!k) return;
     const w = await loadLayer(model, layer);
     const { m, n } = w;
     const rows = 3;

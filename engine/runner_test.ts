@@ -7,10 +7,9 @@ import { EngineClient } from "./client.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
 import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
 import { penaltiesApplyRef, penaltiesMarkPromptRef } from "../kernels/penalties/penalties_ref.ts";
-import { hasWebGpu } from "../test/support/mod.ts";
+import { noGpu } from "../test/support/mod.ts";
 
-const HAVE_GPU = await hasWebGpu();
-if (!HAVE_GPU) console.warn("runner_test: no WebGPU adapter; skipped");
+const NO_GPU = await noGpu();
 
 const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
 const P0: number[] = ref.prompts.p0_genesis.ids;
@@ -53,7 +52,7 @@ const finish = (evs: TokenEvent[]) => evs.at(-1)?.finishReason;
 
 Deno.test({
   name: "Runner: max tokens, stop tokens (not reported), min tokens, ignore_eos, context limit, KV freed",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const engine = await Engine.load({
       modelDir: DEFAULT_MODEL_DIR,
@@ -100,7 +99,7 @@ Deno.test({
 
 Deno.test({
   name: "Runner: more requests than slots queue up and all complete; cancel frees a running sequence",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const engine = await Engine.load({
       modelDir: DEFAULT_MODEL_DIR,
@@ -133,7 +132,7 @@ Deno.test({
 
 Deno.test({
   name: "EngineClient runs the engine in a Worker: greedy tokens, abort, stats, close",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -170,7 +169,7 @@ Deno.test({
 
 Deno.test({
   name: "Runner: prefix caching reuses prompt blocks (sequential and n > 1) and gives the same tokens",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const engine = await Engine.load({
       modelDir: DEFAULT_MODEL_DIR,
@@ -235,7 +234,7 @@ Deno.test({
 
 Deno.test({
   name: "Runner: penalties and logit_bias on the GPU match the host reference applied to the engine's logits",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const engine = await Engine.load({
       modelDir: DEFAULT_MODEL_DIR,
@@ -305,7 +304,7 @@ Deno.test({
 
 Deno.test({
   name: "Runner: top logprobs (prefill and decode) agree with the sampled token and the engine's own logits",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const engine = await Engine.load({
       modelDir: DEFAULT_MODEL_DIR,
@@ -355,7 +354,7 @@ Deno.test({
 
 Deno.test({
   name: "Runner: a full KV cache preempts and resumes sequences; greedy and seeded outputs are unchanged",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const opts = {
       modelDir: DEFAULT_MODEL_DIR,

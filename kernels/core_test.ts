@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { rmsnorm } from "./rmsnorm/rmsnorm.ts";
 import { rmsnormRef } from "./rmsnorm/rmsnorm_ref.ts";
 import {
-  hasWebGpu,
+  noGpu,
   randomF16,
   randomF32,
   readF32,
@@ -15,11 +15,11 @@ import {
 } from "../test/support/mod.ts";
 import { KernelError } from "./core.ts";
 
-const gpu = await hasWebGpu();
+const NO_GPU = await noGpu();
 
 Deno.test({
   name: "capture() + replay() give the direct dispatches' results, replayed any number of times",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
     const k = (await testKernels())!;
     const dim = 96, rows = 3;
@@ -52,7 +52,7 @@ Deno.test({
 
 Deno.test({
   name: "capture() refuses an encoder that uses the pass directly, and does not nest",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
     const k = (await testKernels())!;
     assert.throws(() => k.capture((pass) => pass.end()), KernelError);

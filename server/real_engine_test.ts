@@ -10,9 +10,9 @@ import { DEFAULT_MODEL_DIR, EngineClient } from "../engine/mod.ts";
 import { type ServerHandle, startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
 import { TokenizerCodec } from "../text/mod.ts";
-import { hasWebGpu } from "../test/support/mod.ts";
+import { noGpu } from "../test/support/mod.ts";
 
-const HAVE_GPU = await hasWebGpu();
+const NO_GPU = await noGpu();
 
 const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
 const P0_TEXT: string = ref.prompts.p0_genesis.text;
@@ -20,7 +20,7 @@ const GREEDY_P0: number[] = ref.fp32_runtime.greedy_32.p0_genesis;
 
 Deno.test({
   name: "real engine: the openai client against the embedded model",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {

@@ -1,23 +1,12 @@
 // TokenizerCodec over the real tokenizers: the embedded Llama 2 style model's (in the repository) and the
-// Llama 3.1 style fixture's (skipped when ../shared/fixtures is absent).
+// Llama 3.1 style fixture's (ignored when ../shared/fixtures is absent).
 
 import assert from "node:assert/strict";
 import { TokenizerCodec } from "./tokenizer_codec.ts";
-import { EMBEDDED_MODEL_DIR, fixturesDir } from "../test/support/mod.ts";
+import { EMBEDDED_MODEL_DIR, fixturesDir, noFixtures } from "../test/support/mod.ts";
 
 const EMBEDDED = EMBEDDED_MODEL_DIR;
-const FIXTURES = fixturesDir();
-const LLAMA31 = FIXTURES === null ? null : `${FIXTURES}llama31-style-fp16`;
-
-function exists(path: string | null): boolean {
-  if (path === null) return false;
-  try {
-    Deno.statSync(`${path}/tokenizer.json`);
-    return true;
-  } catch {
-    return false;
-  }
-}
+const LLAMA31 = `${fixturesDir()}llama31-style-fp16`;
 
 /** Streams `ids` through a detokenizer primed with `promptIds`; returns the pieces and their join. */
 function stream(codec: TokenizerCodec, promptIds: number[], ids: number[]): string[] {
@@ -58,9 +47,9 @@ Deno.test("TokenizerCodec (Llama 2 style): template, BOS, stop ids and streamed 
 
 Deno.test({
   name: "TokenizerCodec (Llama 3.1 style): header template, end-of-turn ids, byte-level tokens",
-  ignore: !exists(LLAMA31),
+  ignore: noFixtures(),
   fn: async () => {
-    const codec = await TokenizerCodec.fromDir(LLAMA31!);
+    const codec = await TokenizerCodec.fromDir(LLAMA31);
     assert.equal(codec.family, "llama3");
     const eot = codec.tokenizer.tokenToId("<|eot_id|>")!;
     assert.ok(codec.endOfTurnIds.includes(eot));

@@ -25,6 +25,8 @@ import {
 } from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
 
+const NO_GPU = await noGpu();
+
 // Outputs are softmax-weighted means of f16 values in [-1, 1]; the kernels differ from the reference only
 // by f32 summation order and exp, so a small absolute tolerance suffices.
 const ATOL = 2e-4;
@@ -255,17 +257,17 @@ function label(h: Heads): string {
   return `nHeads=${h.nHeads} nKvHeads=${h.nKvHeads} headDim=${h.headDim}`;
 }
 
-Deno.test("attention kernels compile cleanly", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("attention kernels compile cleanly", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   for (const [name, source] of Object.entries(ATTENTION_SOURCES)) {
     await assertCompilesCleanly(k, name, source);
   }
 });
 
-Deno.test("kvWrite() puts f16-rounded rows into their shuffled blocks and leaves other slots alone", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("kvWrite() puts f16-rounded rows into their shuffled blocks and leaves other slots alone", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
   const nKvHeads = 2, headDim = 6, kvDim = nKvHeads * headDim, maxBlocksPerSeq = 4, numBlocks = 9;
   const blockTable = Uint32Array.from([7, 2, 0xffffffff, 0xffffffff, 5, 0, 8, 1]);
   const tokenSeq = Uint32Array.from([1, 1, 0, 1, 0]);
@@ -326,30 +328,35 @@ Deno.test("kvWrite() puts f16-rounded rows into their shuffled blocks and leaves
 });
 
 for (const heads of HEADS) {
-  Deno.test(`attentionDecode() matches attentionRef, one token per sequence, ${label(heads)}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
+  Deno.test(`attentionDecode() matches attentionRef, one token per sequence, ${label(heads)}`, {
+    ignore: NO_GPU,
+  }, async () => {
+    const k = await testKernels();
     const sc = scenario(heads, CONTEXTS, CONTEXTS.map(() => 1), heads.headDim + heads.nHeads);
     const want = reference(sc);
     assertClose(await runScenario(k, sc, "decode"), want, { atol: ATOL, rtol: 0, label: "decode" });
     assertClose(await runScenario(k, sc, "auto"), want, { atol: ATOL, rtol: 0, label: "attention()" });
   });
 
-  Deno.test(`attentionPrefill() matches attentionRef on mixed chunks, ${label(heads)}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
-    const sc = scenario(heads, CONTEXTS, CHUNKS, 7 * heads.headDim + heads.nKvHeads);
-    const want = reference(sc);
-    assertClose(await runScenario(k, sc, "prefill"), want, { atol: ATOL, rtol: 0, label: "prefill" });
-    assertClose(await runScenario(k, sc, "auto"), want, { atol: ATOL, rtol: 0, label: "attention()" });
-    // The decode kernel serves any batch too (several tokens per sequence).
-    assertClose(await runScenario(k, sc, "decode"), want, { atol: ATOL, rtol: 0, label: "decode" });
-  });
+  Deno.test(
+    `attentionPrefill() matches attentionRef on mixed chunks, ${label(heads)}`,
+    { ignore: NO_GPU },
+    async () => {
+      const k = await testKernels();
+      const sc = scenario(heads, CONTEXTS, CHUNKS, 7 * heads.headDim + heads.nKvHeads);
+      const want = reference(sc);
+      assertClose(await runScenario(k, sc, "prefill"), want, { atol: ATOL, rtol: 0, label: "prefill" });
+      assertClose(await runScenario(k, sc, "auto"), want, { atol: ATOL, rtol: 0, label: "attention()" });
+      // The decode kernel serves any batch too (several tokens per sequence).
+      assertClose(await runScenario(k, sc, "decode"), want, { atol: ATOL, rtol: 0, label: "decode" });
+    },
+  );
 }
 
-Deno.test("attentionDecode() writes directly when the context fits one partition, with a custom scale", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("attentionDecode() writes directly when the context fits one partition, with a custom scale", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
   const heads = HEADS[1];
   const contexts = [1, 5, 16, 17, 200];
   const sc = scenario(heads, contexts, [1, 2, 1, 3, 1], 77);
@@ -359,9 +366,10 @@ Deno.test("attentionDecode() writes directly when the context fits one partition
   });
 });
 
-Deno.test("attention kernels match attentionRef with small partitions and 16 KiB of workgroup memory", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("attention kernels match attentionRef with small partitions and 16 KiB of workgroup memory", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
   for (
     const heads of [HEADS[0], { nHeads: 6, nKvHeads: 2, headDim: 256 }, {
       nHeads: 12,

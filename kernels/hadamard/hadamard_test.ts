@@ -15,6 +15,8 @@ import {
   upload,
 } from "../../test/support/mod.ts";
 
+const NO_GPU = await noGpu();
+
 function assert(cond: boolean, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
 }
@@ -229,9 +231,8 @@ function expected(
   return out;
 }
 
-Deno.test("hadamard() compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "hadamard", HADAMARD_SOURCE);
+Deno.test("hadamard() compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "hadamard", HADAMARD_SOURCE);
 });
 
 Deno.test("hadSignBits() stores had_K and had_K^T as set bits for -1", () => {
@@ -250,9 +251,8 @@ Deno.test("hadSignBits() stores had_K and had_K^T as set bits for -1", () => {
 // Tolerance: |got - want| <= 2e-7 * sqrt(log2(chunk) + K) * max|want| + 1e-6 * |want|: f32 butterflies
 // and a K-term sum against a double reference (the worst case measured on lavapipe is under a quarter of it).
 for (const c of cases) {
-  Deno.test(`hadamard() matches hadamardRef at ${describe(c)}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
+  Deno.test(`hadamard() matches hadamardRef at ${describe(c)}`, { ignore: NO_GPU }, async () => {
+    const k = await testKernels();
     const { n, rows } = c;
     const x = randomF32(rows * n, n + rows, -2, 2);
     const pre = c.pre ? randomF16(n, n + 1, -1.5, 1.5) : undefined;
@@ -284,9 +284,8 @@ for (const c of cases) {
   });
 }
 
-Deno.test("hadamard() honours strides and offsets of x, out, pre and post", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("hadamard() honours strides and offsets of x, out, pre and post", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const rows = 3, n = 896, xStride = 1000, xOffset = 13, outStride = 901, outOffset = 5;
   const preOffset = 3, postOffset = 7;
   const x = randomF32(xOffset + rows * xStride, 21);
@@ -327,23 +326,26 @@ Deno.test("hadamard() honours strides and offsets of x, out, pre and post", asyn
   }
 });
 
-Deno.test("hadamard() asks for scratch only when a chunk outgrows workgroup memory", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const limit = Math.floor(k.device.limits.maxComputeWorkgroupStorageSize / 4);
-  assert(hadamardScratchBytes(k, { rows: 4, n: 4096 }) === 0, "n=4096 should take one dispatch");
-  assert(
-    hadamardScratchBytes(k, { rows: 4, n: 53248, chunk: 6656 }) === 0,
-    "chunk 6656 should take one dispatch",
-  );
-  assert(hadamardScratchBytes(k, { rows: 4, n: 53248 }) === 4 * 53248 * 4, "n=53248 needs scratch");
-  assert(hadamardPlan(limit, limit).passes === 1, `a chunk of ${limit} should fit`);
-  const x = scratch(k, 53248 * 4);
-  let msg = "";
-  try {
-    await run(k, (pass) => hadamard(k, pass, { x, out: scratch(k, 53248 * 4), rows: 1, n: 53248 }));
-  } catch (e) {
-    msg = (e as Error).message;
-  }
-  assert(msg.includes("scratch"), `missing scratch gave "${msg}"`);
-});
+Deno.test(
+  "hadamard() asks for scratch only when a chunk outgrows workgroup memory",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const limit = Math.floor(k.device.limits.maxComputeWorkgroupStorageSize / 4);
+    assert(hadamardScratchBytes(k, { rows: 4, n: 4096 }) === 0, "n=4096 should take one dispatch");
+    assert(
+      hadamardScratchBytes(k, { rows: 4, n: 53248, chunk: 6656 }) === 0,
+      "chunk 6656 should take one dispatch",
+    );
+    assert(hadamardScratchBytes(k, { rows: 4, n: 53248 }) === 4 * 53248 * 4, "n=53248 needs scratch");
+    assert(hadamardPlan(limit, limit).passes === 1, `a chunk of ${limit} should fit`);
+    const x = scratch(k, 53248 * 4);
+    let msg = "";
+    try {
+      await run(k, (pass) => hadamard(k, pass, { x, out: scratch(k, 53248 * 4), rows: 1, n: 53248 }));
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assert(msg.includes("scratch"), `missing scratch gave "${msg}"`);
+  },
+);

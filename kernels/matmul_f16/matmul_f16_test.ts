@@ -11,6 +11,8 @@ import {
   upload,
 } from "../../test/support/mod.ts";
 
+const NO_GPU = await noGpu();
+
 // The reference sums in doubles. An f32 dot product of length K errs by at most ~K * 2^-24 * sum|x*w|
 // in the worst order and ~sqrt(K) * 2^-24 * sum|x*w| typically; rtol 1e-5 of sum|x*w| is above the
 // typical f32 error at K = 1032 (2e-6) and far below what a wrong index or a dropped term gives.
@@ -50,7 +52,7 @@ const cases: Case[] = [
 
 /** Runs one case with the given layout and checks every element of the output buffer. */
 async function check(c: Case, layout: Partial<MatmulF16Options> = {}, seed = 1): Promise<void> {
-  const k = (await testKernels())!;
+  const k = await testKernels();
   const { M, N, K } = c;
   const xStride = layout.xStride ?? K, xOffset = layout.xOffset ?? 0, wOffset = layout.wOffset ?? 0;
   const outStride = layout.outStride ?? N, outOffset = layout.outOffset ?? 0;
@@ -90,22 +92,23 @@ async function check(c: Case, layout: Partial<MatmulF16Options> = {}, seed = 1):
   }
 }
 
-Deno.test("matmulF16() compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "matmul_f16", MATMUL_F16_SOURCE);
+Deno.test("matmulF16() compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "matmul_f16", MATMUL_F16_SOURCE);
 });
 
 for (const c of cases) {
   const path = c.M <= 8 ? "matvec" : "tiled";
-  Deno.test(`matmulF16() ${path} matches matmulF16Ref at M=${c.M} N=${c.N} K=${c.K}${c.accumulate ? " +=" : ""}`, async () => {
-    if (await noGpu()) return;
-    await check(c);
-  });
+  Deno.test(
+    `matmulF16() ${path} matches matmulF16Ref at M=${c.M} N=${c.N} K=${c.K}${c.accumulate ? " +=" : ""}`,
+    { ignore: NO_GPU },
+    async () => {
+      await check(c);
+    },
+  );
 }
 
 for (const M of [3, 70]) {
-  Deno.test(`matmulF16() honours strides and offsets (M=${M})`, async () => {
-    if (await noGpu()) return;
+  Deno.test(`matmulF16() honours strides and offsets (M=${M})`, { ignore: NO_GPU }, async () => {
     await check({ M, N: 37, K: 136, accumulate: M > 8 }, {
       xStride: 148,
       xOffset: 12,
@@ -116,14 +119,16 @@ for (const M of [3, 70]) {
   });
 }
 
-Deno.test("matmulF16() matvec covers more than 65535 workgroups (lm_head-sized N)", async () => {
-  if (await noGpu()) return;
-  await check({ M: 2, N: 65535 * 16 + 21, K: 8 });
-});
+Deno.test(
+  "matmulF16() matvec covers more than 65535 workgroups (lm_head-sized N)",
+  { ignore: NO_GPU },
+  async () => {
+    await check({ M: 2, N: 65535 * 16 + 21, K: 8 });
+  },
+);
 
-Deno.test("matmulF16() rejects K not a multiple of 8 and misaligned x", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("matmulF16() rejects K not a multiple of 8 and misaligned x", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const b = upload(k, new Float32Array(64));
   for (const bad of [{ K: 12 }, { K: 16, xOffset: 2 }, { K: 16, xStride: 18 }, { K: 16, wOffset: 4 }]) {
     let threw = false;

@@ -26,6 +26,8 @@ import {
 } from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
 
+const NO_GPU = await noGpu();
+
 /** Penalised entries may differ by this many ulp (fma contraction, GPU division); others must match exactly. */
 const MAX_ULP = 2;
 
@@ -145,17 +147,15 @@ async function gpuApply(
   return await readF32(k, logits, o.logits.length);
 }
 
-Deno.test("penalties compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "penalties", PENALTIES_SOURCE);
+Deno.test("penalties compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "penalties", PENALTIES_SOURCE);
 });
 
 for (const c of cases) {
   const name = `vocab=${c.vocab} rows=${c.nRows}` +
     (c.stride ? ` stride=${c.stride} offset=${c.offset}` : "");
-  Deno.test(`penaltiesApply() matches penaltiesApplyRef at ${name}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
+  Deno.test(`penaltiesApply() matches penaltiesApplyRef at ${name}`, { ignore: NO_GPU }, async () => {
+    const k = await testKernels();
     const stride = c.stride ?? c.vocab;
     const offset = c.offset ?? 0;
     const numSlots = c.nRows + 2;
@@ -228,108 +228,115 @@ for (const c of cases) {
 for (const c of cases) {
   const name = `vocab=${c.vocab} rows=${c.nRows}` +
     (c.stride ? ` stride=${c.stride} offset=${c.offset}` : "");
-  Deno.test(`penaltiesApply() masks constrained rows like penaltiesApplyRef at ${name}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
-    const stride = c.stride ?? c.vocab;
-    const offset = c.offset ?? 0;
-    const words = Math.ceil(c.vocab / 32);
-    const rnd = seededRandom(c.vocab * 3 + c.nRows);
-    // Row r's mask sits at word r * words + 1; about one token in eight allowed, row 0 unmasked.
-    const mask = new Uint32Array(c.nRows * words + 2).map(() => (rnd() * 2 ** 32) >>> 0 & (rnd() * 2 ** 32));
-    const counts = randomCounts(c.nRows + 1, c.vocab, c.vocab + 5);
-    const logits = randomLogits(offset + c.nRows * stride + 3, c.vocab * 7 + c.nRows);
-    const bias: LogitBiasEntry[] = [{ id: 0, value: 2.5 }];
-    const rows: PenaltyRow[] = Array.from({ length: c.nRows }, (_, r) => ({
-      ...NEUTRAL,
-      slot: r,
-      maskOffset: r === 0 && c.nRows > 1 ? undefined : r * words + 1,
-      // Odd rows also have penalties and the bias, which leaves a masked token at -Infinity.
-      ...(r % 2 === 1 ? { presence: 0.5, repetition: 1.3, biasCount: 1 } : {}),
-    }));
-    const logitsBuf = upload(k, logits);
-    await run(k, (pass) =>
-      penaltiesApply(k, pass, {
-        logits: logitsBuf,
-        logitsStride: c.stride,
-        logitsOffset: c.offset,
-        rows: upload(k, new Uint8Array(packPenaltyRows(rows))),
-        nRows: c.nRows,
-        counts: upload(k, counts),
-        bias: upload(k, new Uint8Array(packLogitBias(bias))),
-        mask: upload(k, mask),
-        vocab: c.vocab,
+  Deno.test(
+    `penaltiesApply() masks constrained rows like penaltiesApplyRef at ${name}`,
+    { ignore: NO_GPU },
+    async () => {
+      const k = await testKernels();
+      const stride = c.stride ?? c.vocab;
+      const offset = c.offset ?? 0;
+      const words = Math.ceil(c.vocab / 32);
+      const rnd = seededRandom(c.vocab * 3 + c.nRows);
+      // Row r's mask sits at word r * words + 1; about one token in eight allowed, row 0 unmasked.
+      const mask = new Uint32Array(c.nRows * words + 2).map(() =>
+        (rnd() * 2 ** 32) >>> 0 & (rnd() * 2 ** 32)
+      );
+      const counts = randomCounts(c.nRows + 1, c.vocab, c.vocab + 5);
+      const logits = randomLogits(offset + c.nRows * stride + 3, c.vocab * 7 + c.nRows);
+      const bias: LogitBiasEntry[] = [{ id: 0, value: 2.5 }];
+      const rows: PenaltyRow[] = Array.from({ length: c.nRows }, (_, r) => ({
+        ...NEUTRAL,
+        slot: r,
+        maskOffset: r === 0 && c.nRows > 1 ? undefined : r * words + 1,
+        // Odd rows also have penalties and the bias, which leaves a masked token at -Infinity.
+        ...(r % 2 === 1 ? { presence: 0.5, repetition: 1.3, biasCount: 1 } : {}),
       }));
-    const got = await readF32(k, logitsBuf, logits.length);
-    const want = penaltiesApplyRef({
-      logits,
-      logitsStride: c.stride,
-      logitsOffset: offset,
-      rows,
-      counts,
-      bias,
-      mask,
-      vocab: c.vocab,
-    });
-    const unmasked = penaltiesApplyRef({
-      logits,
-      logitsStride: c.stride,
-      logitsOffset: offset,
-      rows: rows.map((r) => ({ ...r, maskOffset: undefined })),
-      counts,
-      bias,
-      vocab: c.vocab,
-    });
-    assertMatches(got, want, (i) => Object.is(want[i], -Infinity) || want[i] === logits[i], name);
-    // The reference itself: masked entries are -Infinity, the others what the penalties alone give.
-    let maskedCount = 0;
-    rows.forEach((row, r) => {
-      for (let v = 0; v < c.vocab; v++) {
-        const i = offset + r * stride + v;
-        const allowed = row.maskOffset === undefined ||
-          ((mask[row.maskOffset + (v >> 5)] >>> (v & 31)) & 1) === 1;
-        if (allowed) assert.ok(Object.is(want[i], unmasked[i]));
-        else {
-          assert.equal(got[i], -Infinity, `row ${r} token ${v}`);
-          maskedCount++;
+      const logitsBuf = upload(k, logits);
+      await run(k, (pass) =>
+        penaltiesApply(k, pass, {
+          logits: logitsBuf,
+          logitsStride: c.stride,
+          logitsOffset: c.offset,
+          rows: upload(k, new Uint8Array(packPenaltyRows(rows))),
+          nRows: c.nRows,
+          counts: upload(k, counts),
+          bias: upload(k, new Uint8Array(packLogitBias(bias))),
+          mask: upload(k, mask),
+          vocab: c.vocab,
+        }));
+      const got = await readF32(k, logitsBuf, logits.length);
+      const want = penaltiesApplyRef({
+        logits,
+        logitsStride: c.stride,
+        logitsOffset: offset,
+        rows,
+        counts,
+        bias,
+        mask,
+        vocab: c.vocab,
+      });
+      const unmasked = penaltiesApplyRef({
+        logits,
+        logitsStride: c.stride,
+        logitsOffset: offset,
+        rows: rows.map((r) => ({ ...r, maskOffset: undefined })),
+        counts,
+        bias,
+        vocab: c.vocab,
+      });
+      assertMatches(got, want, (i) => Object.is(want[i], -Infinity) || want[i] === logits[i], name);
+      // The reference itself: masked entries are -Infinity, the others what the penalties alone give.
+      let maskedCount = 0;
+      rows.forEach((row, r) => {
+        for (let v = 0; v < c.vocab; v++) {
+          const i = offset + r * stride + v;
+          const allowed = row.maskOffset === undefined ||
+            ((mask[row.maskOffset + (v >> 5)] >>> (v & 31)) & 1) === 1;
+          if (allowed) assert.ok(Object.is(want[i], unmasked[i]));
+          else {
+            assert.equal(got[i], -Infinity, `row ${r} token ${v}`);
+            maskedCount++;
+          }
         }
-      }
-    });
-    if (c.vocab > 7) assert.ok(maskedCount > 0);
-  });
+      });
+      if (c.vocab > 7) assert.ok(maskedCount > 0);
+    },
+  );
 }
 
-Deno.test("penaltiesApply() applies each rule as specified on hand-made values", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const vocab = 6;
-  // token: 0 unseen, 1 prompt only, 2 generated 2x, 3 prompt + generated 1x, 4 prompt only, 5 unseen
-  const counts = new Uint32Array([
-    0,
-    PENALTY_PROMPT_BIT,
-    2,
-    (PENALTY_PROMPT_BIT | 1) >>> 0,
-    PENALTY_PROMPT_BIT,
-    0,
-  ]);
-  const logits = new Float32Array([1, 2, 4, -2, -Infinity, 3]);
-  const rows: PenaltyRow[] = [{
-    ...NEUTRAL,
-    slot: 0,
-    presence: 0.5,
-    frequency: 0.25,
-    repetition: 2,
-    biasCount: 2,
-  }];
-  const bias = [{ id: 5, value: 1 }, { id: 5, value: 0.5 }];
-  const got = await gpuApply(k, { logits, c: { vocab, nRows: 1 }, rows, counts, bias });
-  // 1: 2 / 2 = 1; 2: 4 / 2 - (0.25 * 2 + 0.5) = 1; 3: -2 * 2 - (0.25 + 0.5) = -4.75; 4: -inf * 2; 5: 3 + 1.5
-  assert.deepEqual(Array.from(got), [1, 1, 1, -4.75, -Infinity, 4.5]);
-});
+Deno.test(
+  "penaltiesApply() applies each rule as specified on hand-made values",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const vocab = 6;
+    // token: 0 unseen, 1 prompt only, 2 generated 2x, 3 prompt + generated 1x, 4 prompt only, 5 unseen
+    const counts = new Uint32Array([
+      0,
+      PENALTY_PROMPT_BIT,
+      2,
+      (PENALTY_PROMPT_BIT | 1) >>> 0,
+      PENALTY_PROMPT_BIT,
+      0,
+    ]);
+    const logits = new Float32Array([1, 2, 4, -2, -Infinity, 3]);
+    const rows: PenaltyRow[] = [{
+      ...NEUTRAL,
+      slot: 0,
+      presence: 0.5,
+      frequency: 0.25,
+      repetition: 2,
+      biasCount: 2,
+    }];
+    const bias = [{ id: 5, value: 1 }, { id: 5, value: 0.5 }];
+    const got = await gpuApply(k, { logits, c: { vocab, nRows: 1 }, rows, counts, bias });
+    // 1: 2 / 2 = 1; 2: 4 / 2 - (0.25 * 2 + 0.5) = 1; 3: -2 * 2 - (0.25 + 0.5) = -4.75; 4: -inf * 2; 5: 3 + 1.5
+    assert.deepEqual(Array.from(got), [1, 1, 1, -4.75, -Infinity, 4.5]);
+  },
+);
 
-Deno.test("penaltiesCount() increments the row's slot at its input token", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("penaltiesCount() increments the row's slot at its input token", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   for (const vocab of [1, 7, 137, 4032]) {
     const numSlots = 6;
     const counts = randomCounts(numSlots, vocab, vocab);
@@ -364,37 +371,39 @@ Deno.test("penaltiesCount() increments the row's slot at its input token", async
   }
 });
 
-Deno.test("penaltiesMarkPrompt() sets the prompt bit once per token of one slot", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  for (const [vocab, n] of [[1, 3], [7, 20], [137, 300], [128256, 70000]]) {
-    const numSlots = 3;
-    const counts = randomCounts(numSlots, vocab, vocab + 1);
-    const rnd = seededRandom(n);
-    const tokens = new Uint32Array(n + 5).map(() => Math.floor(rnd() * vocab));
-    tokens[6] = vocab + 1; // out of range: ignored
-    tokens[7] = tokens[8]; // duplicate
-    const countsBuf = upload(k, counts);
-    await run(
-      k,
-      (pass) =>
-        penaltiesMarkPrompt(k, pass, {
-          counts: countsBuf,
-          tokens: upload(k, tokens),
-          tokensOffset: 5,
-          n,
-          slot: 1,
-          vocab,
-        }),
-    );
-    const got = await readU32(k, countsBuf, counts.length);
-    assert.deepEqual(got, penaltiesMarkPromptRef(counts, tokens.subarray(5), 1, vocab), `vocab ${vocab}`);
-  }
-});
+Deno.test(
+  "penaltiesMarkPrompt() sets the prompt bit once per token of one slot",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    for (const [vocab, n] of [[1, 3], [7, 20], [137, 300], [128256, 70000]]) {
+      const numSlots = 3;
+      const counts = randomCounts(numSlots, vocab, vocab + 1);
+      const rnd = seededRandom(n);
+      const tokens = new Uint32Array(n + 5).map(() => Math.floor(rnd() * vocab));
+      tokens[6] = vocab + 1; // out of range: ignored
+      tokens[7] = tokens[8]; // duplicate
+      const countsBuf = upload(k, counts);
+      await run(
+        k,
+        (pass) =>
+          penaltiesMarkPrompt(k, pass, {
+            counts: countsBuf,
+            tokens: upload(k, tokens),
+            tokensOffset: 5,
+            n,
+            slot: 1,
+            vocab,
+          }),
+      );
+      const got = await readU32(k, countsBuf, counts.length);
+      assert.deepEqual(got, penaltiesMarkPromptRef(counts, tokens.subarray(5), 1, vocab), `vocab ${vocab}`);
+    }
+  },
+);
 
-Deno.test("mark, count and apply in one pass equal the reference chain", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("mark, count and apply in one pass equal the reference chain", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const vocab = 137, numSlots = 3;
   const prompt = new Uint32Array([5, 9, 9, 100, 136, 0]);
   const inputTokens = new Uint32Array([9, 42, 7]);
@@ -472,9 +481,8 @@ Deno.test("packPenaltyRows() packs 32-byte rows and rejects bad values", () => {
   assert.deepEqual([b.getUint32(0, true), b.getFloat32(4, true)], [9, -2.5]);
 });
 
-Deno.test("penaltiesApply() rejects a stride below vocab", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("penaltiesApply() rejects a stride below vocab", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const buf = upload(k, new Uint32Array(4));
   const enc = k.device.createCommandEncoder();
   const pass = enc.beginComputePass();

@@ -7,7 +7,7 @@ export interface RawTensor {
   bytes: Uint8Array<ArrayBuffer>;
 }
 
-export { fixturesDir } from "../../test/support/mod.ts";
+export { fixturesDir, noFixtures } from "../../test/support/mod.ts";
 
 /** Every tensor of a safetensors file whose name passes `want`. */
 export function readSafetensors(path: string, want: (name: string) => boolean): Map<string, RawTensor> {

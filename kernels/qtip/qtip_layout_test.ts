@@ -1,7 +1,7 @@
 // Checks the GPU layout on the CPU: decoding toGpuLayout's buffer the kernels' way gives decodeHatW's hatW.
 import { decodeGpuLayout, fuseGpuLayouts, GPU_LAYOUT_HEADER, toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, f16FromBits, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
-import { fixturesDir, loadFixtureLinears } from "./_fixtures.ts";
+import { fixturesDir, loadFixtureLinears, noFixtures } from "./_fixtures.ts";
 import { seededRandom } from "../../test/support/mod.ts";
 
 function randomWords(count: number, seed: number): Uint16Array {
@@ -62,9 +62,8 @@ Deno.test("fuseGpuLayouts() stacks linears along m", () => {
   }
 });
 
-Deno.test("toGpuLayout() of the fixtures decodes to hatW_decoded", () => {
-  const dir = fixturesDir();
-  if (!dir) return;
+Deno.test("toGpuLayout() of the fixtures decodes to hatW_decoded", { ignore: noFixtures() }, () => {
+  const dir = fixturesDir()!;
   for (const f of loadFixtureLinears(dir)) {
     const gpu = toGpuLayout(f.trellis, { m: f.m, n: f.n, K: 2, V: 2, layout: "swizzled" });
     const hat = decodeGpuLayout(gpu, { m: f.m, n: f.n, code: "hyb", tlut: f.tlut });

@@ -6,9 +6,10 @@ import { qtipMvSource, type QtipMvVariant } from "./qtip_mv.ts";
 import { fuseGpuLayouts, toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
 import {
-  hasWebGpu,
+  noGpu,
   randomF32,
   readF32,
+  REQUIRE_GPU,
   run,
   scratch,
   seededRandom,
@@ -18,12 +19,11 @@ import {
 import { Kernels } from "../core.ts";
 
 const RTOL = 1e-4;
-const gpu = await hasWebGpu();
+const NO_GPU = await noGpu();
 
-/** A device with `subgroups` of one known size, or the reason there is none. */
+/** A device with `subgroups` of one known size, or the reason there is none. The caller destroys it. */
 async function subgroupKernels(): Promise<Kernels | string> {
-  if (!gpu) return "no WebGPU adapter";
-  const adapter = await navigator.gpu.requestAdapter();
+  const adapter = await navigator.gpu?.requestAdapter();
   if (!adapter) return "no WebGPU adapter";
   const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
   if (!info.subgroupMinSize || info.subgroupMinSize !== info.subgroupMaxSize) {
@@ -39,13 +39,23 @@ async function subgroupKernels(): Promise<Kernels | string> {
         maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
       },
     });
-    if (!device.features.has("subgroups")) return "the adapter does not grant subgroups";
+    if (!device.features.has("subgroups")) {
+      device.destroy();
+      return "the adapter does not grant subgroups";
+    }
     return new Kernels(device, { subgroups: true, subgroupSize: info.subgroupMinSize });
   } catch (e) {
     return `the adapter does not grant subgroups (${(e as Error).message})`;
   }
 }
-const sg = await subgroupKernels();
+
+/** Why the subgroup path cannot run here (null: it can), probed with a device that is closed again. */
+const NO_SUBGROUPS = await (async () => {
+  const sg = await subgroupKernels();
+  if (typeof sg === "string") return sg;
+  sg.device.destroy();
+  return null;
+})();
 
 function randomWords(count: number, seed: number): Uint16Array {
   const r = seededRandom(seed);
@@ -130,9 +140,9 @@ async function check(
 
 Deno.test({
   name: "qtip_mv: every workgroup size, LUT replication and unroll gives the reference product",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     const lin = makeLinear("hyb", 2, "swizzled", 64, 1056, 5); // 66 tiles per row: uneven over the slots
     for (const wg of [64, 128, 256, 512, 1024]) {
       for (const repShift of [0, 2, 4, 5]) {
@@ -152,9 +162,9 @@ Deno.test({
 
 Deno.test({
   name: "qtip_mv: 1..16 tokens for every code and K (plain and swizzled orders)",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
       for (const K of [2, 3, 4] as const) {
         const layout: TrellisLayout = (K + code.length) % 2 === 0 ? "swizzled" : "plain";
@@ -175,9 +185,9 @@ Deno.test({
 
 Deno.test({
   name: "qtipMatmul: stacked parts read their own x rows and LUTs (matvec and tiled matmul)",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     // q, k, v of a GQA model fused along m (64, 32 and 32 rows, each with its own LUT), n = 128; each part's
     // x rows sit partStride elements after the previous part's.
     const n = 128, m = 128;
@@ -225,34 +235,39 @@ Deno.test({
 });
 
 Deno.test({
-  name: typeof sg === "string"
-    ? `qtip_mv: the subgroup reduction (not run: ${sg})`
-    : `qtip_mv: the subgroup reduction (size ${sg.features.subgroupSize}) gives the reference product`,
-  ignore: typeof sg === "string",
+  name: `qtip_mv: the subgroup reduction gives the reference product${
+    NO_SUBGROUPS ? ` (not run: ${NO_SUBGROUPS})` : ""
+  }`,
+  // Under TRELLIS_REQUIRE_GPU=1 a machine without the subgroup path fails here instead of skipping it.
+  ignore: NO_SUBGROUPS !== null && !REQUIRE_GPU,
   async fn() {
-    const k = sg as Kernels;
-    for (
-      const [code, K, layout] of [["hyb", 2, "swizzled"], ["hyb", 4, "plain"], [
-        "3inst",
-        3,
-        "swizzled",
-      ]] as const
-    ) {
-      const lin = makeLinear(code, K, layout, 64, 1056, K);
-      for (const wg of [64, 256, 1024]) {
-        for (const M of [1, 4, 16]) {
-          await check(k, lin, M, { wg, subgroups: true }, `subgroups ${code} K=${K} wg ${wg} M=${M}`);
-        }
-      }
+    const k = await subgroupKernels();
+    if (typeof k === "string") throw new Error(`Cannot test the subgroup path: ${k}`);
+    try {
+      await checkSubgroups(k);
+    } finally {
+      k.device.destroy();
     }
   },
 });
 
+async function checkSubgroups(k: Kernels): Promise<void> {
+  const cases = [["hyb", 2, "swizzled"], ["hyb", 4, "plain"], ["3inst", 3, "swizzled"]] as const;
+  for (const [code, K, layout] of cases) {
+    const lin = makeLinear(code, K, layout, 64, 1056, K);
+    for (const wg of [64, 256, 1024]) {
+      for (const M of [1, 4, 16]) {
+        await check(k, lin, M, { wg, subgroups: true }, `subgroups ${code} K=${K} wg ${wg} M=${M}`);
+      }
+    }
+  }
+}
+
 Deno.test({
   name: "qtip_mv: generated WGSL compiles without warnings",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     const v: QtipMvVariant = {
       code: "hyb",
       K: 3,

@@ -12,7 +12,7 @@ import {
   unpackTrellisPlain,
   unswizzleWords,
 } from "./qtip_ref.ts";
-import { fixturesDir, loadFixtureLinears } from "./_fixtures.ts";
+import { fixturesDir, loadFixtureLinears, noFixtures } from "./_fixtures.ts";
 import { seededRandom } from "../../test/support/mod.ts";
 
 function assertEq(actual: unknown, expected: unknown, label: string): void {
@@ -145,9 +145,8 @@ Deno.test("expandLut() agrees with the per-state functions", () => {
   for (const s of [0, 1, 777, 40000, 65535]) assertEq(lut[s], threeInstValue(s), `3inst s=${s}`);
 });
 
-Deno.test("decodeHatW() reproduces the fixtures' hatW_decoded bit for bit", () => {
-  const dir = fixturesDir();
-  if (!dir) return;
+Deno.test("decodeHatW() reproduces the fixtures' hatW_decoded bit for bit", { ignore: noFixtures() }, () => {
+  const dir = fixturesDir()!;
   for (const f of loadFixtureLinears(dir)) {
     const hat = decodeHatW(f.trellis, {
       m: f.m,

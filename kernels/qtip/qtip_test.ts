@@ -3,7 +3,7 @@
 import { QTIP_SOURCE, qtipMatmul } from "./qtip.ts";
 import { toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
-import { fixturesDir, loadFixtureLinears } from "./_fixtures.ts";
+import { fixturesDir, loadFixtureLinears, noFixtures } from "./_fixtures.ts";
 import {
   assertCompilesCleanly,
   noGpu,
@@ -16,6 +16,8 @@ import {
   upload,
 } from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
+
+const NO_GPU = await noGpu();
 
 const RTOL = 1e-4; // of sum_i |hatW[o, i] * x[t, i]|: f32 sums in a different order than the f64 reference
 
@@ -84,9 +86,8 @@ async function runCase(
   };
 }
 
-Deno.test("qtip.wgsl compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "qtip", QTIP_SOURCE);
+Deno.test("qtip.wgsl compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "qtip", QTIP_SOURCE);
 });
 
 // Shapes per on-disk order (swizzled needs multiples of 32); M spans both entry points.
@@ -97,9 +98,8 @@ const shapes: Record<TrellisLayout, [number, number, number][]> = {
 
 for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
   for (const K of [2, 3, 4] as const) {
-    Deno.test(`qtipMatmul() matches decodeHatW @ x for ${code} K=${K}`, async () => {
-      if (await noGpu()) return;
-      const k = (await testKernels())!;
+    Deno.test(`qtipMatmul() matches decodeHatW @ x for ${code} K=${K}`, { ignore: NO_GPU }, async () => {
+      const k = await testKernels();
       for (const layout of ["plain", "swizzled"] as TrellisLayout[]) {
         for (const [m, n, M] of shapes[layout]) {
           const c: Case = { code, K, layout, m, n, M };
@@ -113,59 +113,62 @@ for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
 }
 
 for (const M of [2, 20]) {
-  Deno.test(`qtipMatmul() honours strides, offsets and accumulate at M=${M}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
-    const m = 64, n = 96, K = 3, xStride = 101, xOffset = 5, outStride = 70, outOffset = 3;
-    const words = randomWords((m * n * K) / 16, 77);
-    const tlut = randomTlut(78);
-    const hatW = decodeHatW(words, { m, n, code: "hyb", K, tlut, layout: "swizzled" });
-    const xFull = randomF32(xOffset + M * xStride, 79);
-    const x = new Float32Array(M * n);
-    for (let t = 0; t < M; t++) {
-      x.set(xFull.subarray(xOffset + t * xStride, xOffset + t * xStride + n), t * n);
-    }
-    const outLen = outOffset + M * outStride;
-    const prior = randomF32(outLen, 80);
-    const out = upload(k, prior);
-    await run(k, (pass) =>
-      qtipMatmul(k, pass, {
-        x: upload(k, xFull),
-        trellis: upload(k, toGpuLayout(words, { m, n, K, V: 2, layout: "swizzled" })),
-        lut: upload(k, Float32Array.from(new Float16Array(tlut.buffer))),
-        out,
-        M,
-        m,
-        n,
-        code: "hyb",
-        K,
-        mma: true,
-        accumulate: true,
-        xOffset,
-        xStride,
-        outOffset,
-        outStride,
-      }));
-    const got = await readF32(k, out, outLen);
-    const want = matmulRef(hatW, x, M, m, n);
-    const scale = absScale(hatW, x, M, m, n);
-    for (let i = 0; i < outLen; i++) {
-      const rel = i - outOffset, t = Math.floor(rel / outStride), o = rel % outStride;
-      const inside = rel >= 0 && t < M && o < m;
-      const expect = inside ? prior[i] + want[t * m + o] : prior[i];
-      const tol = inside ? RTOL * scale[t * m + o] + 1e-5 : 0;
-      if (!(Math.abs(got[i] - expect) <= tol)) {
-        throw new Error(`out[${i}] (inside=${inside}): got ${got[i]}, expected ${expect}`);
+  Deno.test(
+    `qtipMatmul() honours strides, offsets and accumulate at M=${M}`,
+    { ignore: NO_GPU },
+    async () => {
+      const k = await testKernels();
+      const m = 64, n = 96, K = 3, xStride = 101, xOffset = 5, outStride = 70, outOffset = 3;
+      const words = randomWords((m * n * K) / 16, 77);
+      const tlut = randomTlut(78);
+      const hatW = decodeHatW(words, { m, n, code: "hyb", K, tlut, layout: "swizzled" });
+      const xFull = randomF32(xOffset + M * xStride, 79);
+      const x = new Float32Array(M * n);
+      for (let t = 0; t < M; t++) {
+        x.set(xFull.subarray(xOffset + t * xStride, xOffset + t * xStride + n), t * n);
       }
-    }
-  });
+      const outLen = outOffset + M * outStride;
+      const prior = randomF32(outLen, 80);
+      const out = upload(k, prior);
+      await run(k, (pass) =>
+        qtipMatmul(k, pass, {
+          x: upload(k, xFull),
+          trellis: upload(k, toGpuLayout(words, { m, n, K, V: 2, layout: "swizzled" })),
+          lut: upload(k, Float32Array.from(new Float16Array(tlut.buffer))),
+          out,
+          M,
+          m,
+          n,
+          code: "hyb",
+          K,
+          mma: true,
+          accumulate: true,
+          xOffset,
+          xStride,
+          outOffset,
+          outStride,
+        }));
+      const got = await readF32(k, out, outLen);
+      const want = matmulRef(hatW, x, M, m, n);
+      const scale = absScale(hatW, x, M, m, n);
+      for (let i = 0; i < outLen; i++) {
+        const rel = i - outOffset, t = Math.floor(rel / outStride), o = rel % outStride;
+        const inside = rel >= 0 && t < M && o < m;
+        const expect = inside ? prior[i] + want[t * m + o] : prior[i];
+        const tol = inside ? RTOL * scale[t * m + o] + 1e-5 : 0;
+        if (!(Math.abs(got[i] - expect) <= tol)) {
+          throw new Error(`out[${i}] (inside=${inside}): got ${got[i]}, expected ${expect}`);
+        }
+      }
+    },
+  );
 }
 
-Deno.test("qtipMatmul() on the fixtures' linears matches hatW_decoded @ x", async () => {
-  if (await noGpu()) return;
-  const dir = fixturesDir();
-  if (!dir) return;
-  const k = (await testKernels())!;
+Deno.test("qtipMatmul() on the fixtures' linears matches hatW_decoded @ x", {
+  ignore: NO_GPU || noFixtures(),
+}, async () => {
+  const dir = fixturesDir()!;
+  const k = await testKernels();
   for (const f of loadFixtureLinears(dir)) {
     for (const M of [1, 5, 12]) {
       const c: Case = { code: "hyb", K: 2, layout: "swizzled", m: f.m, n: f.n, M };

@@ -13,6 +13,8 @@ import {
   upload,
 } from "../../test/support/mod.ts";
 
+const NO_GPU = await noGpu();
+
 const cases = [
   { rows: 1, dim: 2 },
   { rows: 3, dim: 8 },
@@ -22,15 +24,13 @@ const cases = [
   { rows: 1, dim: 4096 },
 ];
 
-Deno.test("rmsnorm() compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "rmsnorm", RMSNORM_SOURCE);
+Deno.test("rmsnorm() compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "rmsnorm", RMSNORM_SOURCE);
 });
 
 for (const c of cases) {
-  Deno.test(`rmsnorm() matches rmsnormRef at rows=${c.rows} dim=${c.dim}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
+  Deno.test(`rmsnorm() matches rmsnormRef at rows=${c.rows} dim=${c.dim}`, { ignore: NO_GPU }, async () => {
+    const k = await testKernels();
     const x = randomF32(c.rows * c.dim, c.dim, -3, 3);
     const w = randomF16(c.dim, c.rows + 7, 0.5, 1.5);
     const out = scratch(k, x.byteLength);
@@ -50,9 +50,8 @@ for (const c of cases) {
   });
 }
 
-Deno.test("rmsnorm() honours strides and offsets", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("rmsnorm() honours strides and offsets", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const rows = 3, dim = 100, stride = 130, off = 7;
   const x = randomF32(off + rows * stride, 11);
   const w = randomF16(dim, 12);

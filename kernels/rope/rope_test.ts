@@ -11,6 +11,8 @@ import {
   upload,
 } from "../../test/support/mod.ts";
 
+const NO_GPU = await noGpu();
+
 const LLAMA31: RopeScaling = {
   type: "llama3",
   factor: 8,
@@ -146,41 +148,43 @@ const gpuCases = [
   { nHeads: 4, nKvHeads: 2, headDim: 64, positions: Array.from({ length: 137 }, (_, i) => (i * 37) % 1050) },
 ];
 
-Deno.test("rope() compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "rope", ROPE_SOURCE);
+Deno.test("rope() compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "rope", ROPE_SOURCE);
 });
 
 for (const c of gpuCases) {
   const T = c.positions.length;
-  Deno.test(`rope() matches ropeRef at T=${T} nHeads=${c.nHeads} nKvHeads=${c.nKvHeads} headDim=${c.headDim}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
-    const table = buildRopeTable({ headDim: c.headDim, theta: 500000, maxPos: MAX_POS, scaling: LLAMA31 });
-    const q = randomF32(T * c.nHeads * c.headDim, T + c.headDim, -2, 2);
-    const kk = randomF32(T * c.nKvHeads * c.headDim, T + c.headDim + 1, -2, 2);
-    const qBuf = upload(k, q), kBuf = upload(k, kk);
-    await run(k, (pass) =>
-      rope(k, pass, {
-        q: qBuf,
-        k: kBuf,
-        positions: upload(k, Uint32Array.from(c.positions)),
-        cosSin: upload(k, table),
-        T,
-        nHeads: c.nHeads,
-        nKvHeads: c.nKvHeads,
-        headDim: c.headDim,
-        maxPos: MAX_POS,
-      }));
-    assertClose(await readF32(k, qBuf, q.length), ropeRef(q, c.positions, table, c.nHeads, c.headDim), {
-      ...TOL,
-      label: "q",
-    });
-    assertClose(await readF32(k, kBuf, kk.length), ropeRef(kk, c.positions, table, c.nKvHeads, c.headDim), {
-      ...TOL,
-      label: "k",
-    });
-  });
+  Deno.test(
+    `rope() matches ropeRef at T=${T} nHeads=${c.nHeads} nKvHeads=${c.nKvHeads} headDim=${c.headDim}`,
+    { ignore: NO_GPU },
+    async () => {
+      const k = await testKernels();
+      const table = buildRopeTable({ headDim: c.headDim, theta: 500000, maxPos: MAX_POS, scaling: LLAMA31 });
+      const q = randomF32(T * c.nHeads * c.headDim, T + c.headDim, -2, 2);
+      const kk = randomF32(T * c.nKvHeads * c.headDim, T + c.headDim + 1, -2, 2);
+      const qBuf = upload(k, q), kBuf = upload(k, kk);
+      await run(k, (pass) =>
+        rope(k, pass, {
+          q: qBuf,
+          k: kBuf,
+          positions: upload(k, Uint32Array.from(c.positions)),
+          cosSin: upload(k, table),
+          T,
+          nHeads: c.nHeads,
+          nKvHeads: c.nKvHeads,
+          headDim: c.headDim,
+          maxPos: MAX_POS,
+        }));
+      assertClose(await readF32(k, qBuf, q.length), ropeRef(q, c.positions, table, c.nHeads, c.headDim), {
+        ...TOL,
+        label: "q",
+      });
+      assertClose(await readF32(k, kBuf, kk.length), ropeRef(kk, c.positions, table, c.nKvHeads, c.headDim), {
+        ...TOL,
+        label: "k",
+      });
+    },
+  );
 }
 
 /** Columns [col, col + width) of each row of a (rows, stride) matrix starting at offset, densely. */
@@ -196,56 +200,59 @@ function columns(
 }
 
 for (const fusedOneBuffer of [true, false]) {
-  Deno.test(`rope() rotates q and k inside a fused QKV buffer (${fusedOneBuffer ? "one binding" : "two bindings"})`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
-    const nHeads = 4, nKvHeads = 2, headDim = 16, T = 6, base = 5;
-    const qW = nHeads * headDim, kvW = nKvHeads * headDim;
-    const stride = qW + 2 * kvW + 3; // (T, q | k | v | pad), starting at element `base`
-    const positions = [9, 3, 3, MAX_POS + 50, 0, 77]; // MAX_POS + 50 is clamped to MAX_POS - 1
-    const posBuf = new Uint32Array([1, 2, ...positions]); // read from positionsOffset 2
-    const table = buildRopeTable({ headDim, theta: 10000, maxPos: MAX_POS });
-    const qkv = randomF32(base + T * stride + 4, 99, -2, 2);
-    const buf = upload(k, qkv);
-    const kArg = fusedOneBuffer ? buf : { buffer: buf }; // a second binding object forces two dispatches
-    await run(k, (pass) =>
-      rope(k, pass, {
-        q: buf,
-        k: kArg,
-        positions: upload(k, posBuf),
-        cosSin: upload(k, table),
-        T,
+  Deno.test(
+    `rope() rotates q and k inside a fused QKV buffer (${fusedOneBuffer ? "one binding" : "two bindings"})`,
+    { ignore: NO_GPU },
+    async () => {
+      const k = await testKernels();
+      const nHeads = 4, nKvHeads = 2, headDim = 16, T = 6, base = 5;
+      const qW = nHeads * headDim, kvW = nKvHeads * headDim;
+      const stride = qW + 2 * kvW + 3; // (T, q | k | v | pad), starting at element `base`
+      const positions = [9, 3, 3, MAX_POS + 50, 0, 77]; // MAX_POS + 50 is clamped to MAX_POS - 1
+      const posBuf = new Uint32Array([1, 2, ...positions]); // read from positionsOffset 2
+      const table = buildRopeTable({ headDim, theta: 10000, maxPos: MAX_POS });
+      const qkv = randomF32(base + T * stride + 4, 99, -2, 2);
+      const buf = upload(k, qkv);
+      const kArg = fusedOneBuffer ? buf : { buffer: buf }; // a second binding object forces two dispatches
+      await run(k, (pass) =>
+        rope(k, pass, {
+          q: buf,
+          k: kArg,
+          positions: upload(k, posBuf),
+          cosSin: upload(k, table),
+          T,
+          nHeads,
+          nKvHeads,
+          headDim,
+          maxPos: MAX_POS,
+          qStride: stride,
+          qOffset: base,
+          kStride: stride,
+          kOffset: base + qW,
+          positionsOffset: 2,
+        }));
+      const clamped = positions.map((p) => Math.min(p, MAX_POS - 1));
+      const want = qkv.slice();
+      const qDense = ropeRef(
+        columns(qkv, { rows: T, stride, offset: base, width: qW }),
+        clamped,
+        table,
         nHeads,
+        headDim,
+      );
+      const kDense = ropeRef(
+        columns(qkv, { rows: T, stride, offset: base + qW, width: kvW }),
+        clamped,
+        table,
         nKvHeads,
         headDim,
-        maxPos: MAX_POS,
-        qStride: stride,
-        qOffset: base,
-        kStride: stride,
-        kOffset: base + qW,
-        positionsOffset: 2,
-      }));
-    const clamped = positions.map((p) => Math.min(p, MAX_POS - 1));
-    const want = qkv.slice();
-    const qDense = ropeRef(
-      columns(qkv, { rows: T, stride, offset: base, width: qW }),
-      clamped,
-      table,
-      nHeads,
-      headDim,
-    );
-    const kDense = ropeRef(
-      columns(qkv, { rows: T, stride, offset: base + qW, width: kvW }),
-      clamped,
-      table,
-      nKvHeads,
-      headDim,
-    );
-    for (let t = 0; t < T; t++) {
-      want.set(qDense.subarray(t * qW, (t + 1) * qW), base + t * stride);
-      want.set(kDense.subarray(t * kvW, (t + 1) * kvW), base + t * stride + qW);
-    }
-    // v columns, padding and the prefix must come back untouched (exactly).
-    assertClose(await readF32(k, buf, qkv.length), want, TOL);
-  });
+      );
+      for (let t = 0; t < T; t++) {
+        want.set(qDense.subarray(t * qW, (t + 1) * qW), base + t * stride);
+        want.set(kDense.subarray(t * kvW, (t + 1) * kvW), base + t * stride + qW);
+      }
+      // v columns, padding and the prefix must come back untouched (exactly).
+      assertClose(await readF32(k, buf, qkv.length), want, TOL);
+    },
+  );
 }

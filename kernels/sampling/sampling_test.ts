@@ -21,6 +21,8 @@ import {
 } from "../../test/support/mod.ts";
 import type { Kernels } from "../core.ts";
 
+const NO_GPU = await noGpu();
+
 const GREEDY = { temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0 };
 
 interface RunOptions {
@@ -110,9 +112,8 @@ function assertMatchesRef(
   });
 }
 
-Deno.test("sample() compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "sampling", SAMPLING_SOURCE);
+Deno.test("sample() compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "sampling", SAMPLING_SOURCE);
 });
 
 Deno.test("philox4x32() matches the Random123 known-answer vectors", () => {
@@ -135,95 +136,106 @@ Deno.test("philox4x32() matches the Random123 known-answer vectors", () => {
 const GREEDY_VOCABS = [1, 7, 137, 1000, 4032, 128256];
 
 for (const vocab of GREEDY_VOCABS) {
-  Deno.test(`sample() greedy equals argmax (ties, -Infinity, NaN) at vocab=${vocab}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
-    const nRows = vocab >= 100000 ? 2 : 4;
-    const logits = randomF32(nRows * vocab, vocab + 3, -8, 8);
-    const rnd = seededRandom(vocab);
-    const at = () => Math.floor(rnd() * vocab);
-    // Row 0 plain. Row 1: the max appears twice (the later index written first), plus -Inf and NaN.
-    if (vocab > 1) {
-      const r1 = rowOf(logits, 1, vocab);
-      const a = at(), b = at();
-      r1[Math.max(a, b)] = 9;
-      r1[Math.min(a, b)] = 9;
-      r1[at()] = -Infinity;
-      r1[at()] = NaN;
-    }
-    // Row 2 (small vocabs): every logit -Infinity, so every token ties; row 3: a tie at +0 / -0.
-    if (nRows > 2) {
-      rowOf(logits, 2, vocab).fill(-Infinity);
-      const r3 = rowOf(logits, 3, vocab).fill(-1);
-      r3[Math.floor(vocab / 2)] = -0;
-      r3[vocab - 1] = 0;
-    }
-    const rows = Array.from(
-      { length: nRows },
-      (_, r) => ({ ...GREEDY, seed: r, counter: r, outIndex: nRows - r }),
-    );
-    const o = { logits, rows, vocab };
-    const got = await gpuSample(k, o);
-    rows.forEach((_, r) => {
-      const want = argmaxOf(rowOf(logits, r, vocab));
-      if (got.tokens[r] !== want) throw new Error(`row ${r}: got token ${got.tokens[r]}, expected ${want}`);
-    });
-    assertMatchesRef(got, o, `vocab ${vocab}`);
-    if (nRows > 2) assertClose([got.logprobs[2]], [-Math.log(vocab)], { atol: 1e-4, label: "all -Infinity" });
-  });
+  Deno.test(
+    `sample() greedy equals argmax (ties, -Infinity, NaN) at vocab=${vocab}`,
+    { ignore: NO_GPU },
+    async () => {
+      const k = await testKernels();
+      const nRows = vocab >= 100000 ? 2 : 4;
+      const logits = randomF32(nRows * vocab, vocab + 3, -8, 8);
+      const rnd = seededRandom(vocab);
+      const at = () => Math.floor(rnd() * vocab);
+      // Row 0 plain. Row 1: the max appears twice (the later index written first), plus -Inf and NaN.
+      if (vocab > 1) {
+        const r1 = rowOf(logits, 1, vocab);
+        const a = at(), b = at();
+        r1[Math.max(a, b)] = 9;
+        r1[Math.min(a, b)] = 9;
+        r1[at()] = -Infinity;
+        r1[at()] = NaN;
+      }
+      // Row 2 (small vocabs): every logit -Infinity, so every token ties; row 3: a tie at +0 / -0.
+      if (nRows > 2) {
+        rowOf(logits, 2, vocab).fill(-Infinity);
+        const r3 = rowOf(logits, 3, vocab).fill(-1);
+        r3[Math.floor(vocab / 2)] = -0;
+        r3[vocab - 1] = 0;
+      }
+      const rows = Array.from(
+        { length: nRows },
+        (_, r) => ({ ...GREEDY, seed: r, counter: r, outIndex: nRows - r }),
+      );
+      const o = { logits, rows, vocab };
+      const got = await gpuSample(k, o);
+      rows.forEach((_, r) => {
+        const want = argmaxOf(rowOf(logits, r, vocab));
+        if (got.tokens[r] !== want) throw new Error(`row ${r}: got token ${got.tokens[r]}, expected ${want}`);
+      });
+      assertMatchesRef(got, o, `vocab ${vocab}`);
+      if (nRows > 2) {
+        assertClose([got.logprobs[2]], [-Math.log(vocab)], { atol: 1e-4, label: "all -Infinity" });
+      }
+    },
+  );
 }
 
-Deno.test("sample() honours logits stride and offset, params offset and outIndex", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const vocab = 1000, stride = 1030, offset = 5, nRows = 3;
-  const logits = randomF32(offset + nRows * stride, 21, -5, 5);
-  const rows = [
-    { temperature: 0.9, topK: 40, topP: 0.95, minP: 0, seed: 7, counter: 3, outIndex: 9 },
-    { ...GREEDY, counter: 0, outIndex: 2 },
-    { temperature: 1.2, topK: 0, topP: 1, minP: 0.01, seed: -5, counter: 11, outIndex: 4 },
-  ];
-  const o = { logits, rows, vocab, stride, offset, paramsOffset: 2 };
-  assertMatchesRef(await gpuSample(k, o), o, "strided");
-});
+Deno.test(
+  "sample() honours logits stride and offset, params offset and outIndex",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const vocab = 1000, stride = 1030, offset = 5, nRows = 3;
+    const logits = randomF32(offset + nRows * stride, 21, -5, 5);
+    const rows = [
+      { temperature: 0.9, topK: 40, topP: 0.95, minP: 0, seed: 7, counter: 3, outIndex: 9 },
+      { ...GREEDY, counter: 0, outIndex: 2 },
+      { temperature: 1.2, topK: 0, topP: 1, minP: 0.01, seed: -5, counter: 11, outIndex: 4 },
+    ];
+    const o = { logits, rows, vocab, stride, offset, paramsOffset: 2 };
+    assertMatchesRef(await gpuSample(k, o), o, "strided");
+  },
+);
 
-Deno.test("sample() with topK=1 or a tiny topP equals greedy at any temperature", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const vocab = 769;
-  const temps = [0.05, 0.5, 1, 3, 100];
-  const rows: SamplingRow[] = [];
-  for (const [j, t] of temps.entries()) {
-    rows.push({
-      temperature: t,
-      topK: 1,
-      topP: 1,
-      minP: 0,
-      seed: 100 + j,
-      counter: j,
-      outIndex: rows.length,
-    });
-    rows.push({
-      temperature: t,
-      topK: 0,
-      topP: 1e-6,
-      minP: 0,
-      seed: 200 + j,
-      counter: j,
-      outIndex: rows.length,
-    });
-  }
-  const logits = randomF32(rows.length * vocab, 31, -3, 3);
-  const got = await gpuSample(k, { logits, rows, vocab, logprobs: false });
-  rows.forEach((r, i) => {
-    const want = argmaxOf(rowOf(logits, i, vocab));
-    if (got.tokens[i] !== want) {
-      throw new Error(
-        `t=${r.temperature} topK=${r.topK} topP=${r.topP}: got ${got.tokens[i]}, expected ${want}`,
-      );
+Deno.test(
+  "sample() with topK=1 or a tiny topP equals greedy at any temperature",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const vocab = 769;
+    const temps = [0.05, 0.5, 1, 3, 100];
+    const rows: SamplingRow[] = [];
+    for (const [j, t] of temps.entries()) {
+      rows.push({
+        temperature: t,
+        topK: 1,
+        topP: 1,
+        minP: 0,
+        seed: 100 + j,
+        counter: j,
+        outIndex: rows.length,
+      });
+      rows.push({
+        temperature: t,
+        topK: 0,
+        topP: 1e-6,
+        minP: 0,
+        seed: 200 + j,
+        counter: j,
+        outIndex: rows.length,
+      });
     }
-  });
-});
+    const logits = randomF32(rows.length * vocab, 31, -3, 3);
+    const got = await gpuSample(k, { logits, rows, vocab, logprobs: false });
+    rows.forEach((r, i) => {
+      const want = argmaxOf(rowOf(logits, i, vocab));
+      if (got.tokens[i] !== want) {
+        throw new Error(
+          `t=${r.temperature} topK=${r.topK} topP=${r.topP}: got ${got.tokens[i]}, expected ${want}`,
+        );
+      }
+    });
+  },
+);
 
 const SETTINGS = [
   { temperature: 1, topK: 0, topP: 1, minP: 0 },
@@ -234,9 +246,8 @@ const SETTINGS = [
 ];
 
 for (const vocab of [7, 137, 1000, 4032]) {
-  Deno.test(`sample() matches sampleRef token for token at vocab=${vocab}`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
+  Deno.test(`sample() matches sampleRef token for token at vocab=${vocab}`, { ignore: NO_GPU }, async () => {
+    const k = await testKernels();
     const rows: SamplingRow[] = [];
     for (const [j, s] of SETTINGS.entries()) {
       for (let c = 0; c < 6; c++) {
@@ -249,9 +260,8 @@ for (const vocab of [7, 137, 1000, 4032]) {
   });
 }
 
-Deno.test("sample() matches sampleRef on a 128256 vocabulary", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("sample() matches sampleRef on a 128256 vocabulary", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const vocab = 128256;
   const rows = [
     { temperature: 0.9, topK: 40, topP: 0.95, minP: 0, seed: 1, counter: 17, outIndex: 0 },
@@ -262,89 +272,98 @@ Deno.test("sample() matches sampleRef on a 128256 vocabulary", async () => {
   assertMatchesRef(await gpuSample(k, o), o, "vocab 128256");
 });
 
-Deno.test("sample() depends only on seed, counter and logits, not on the batch", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const vocab = 300;
-  const probe = randomF32(vocab, 5, -2, 2);
-  const setting = { temperature: 1, topK: 0, topP: 0.95, minP: 0, seed: 123456789 };
-  // Batch A: the probe alone at row 0. Batch B: the probe at row 5 among other rows and settings.
-  const a = await gpuSample(k, { logits: probe, rows: [{ ...setting, counter: 9, outIndex: 0 }], vocab });
-  const others = randomF32(8 * vocab, 6, -2, 2);
-  others.set(probe, 5 * vocab);
-  const bRows = Array.from({ length: 8 }, (_, r) => ({
-    temperature: 0.5 + r / 4,
-    topK: r * 3,
-    topP: 1,
-    minP: 0,
-    seed: r,
-    counter: r,
-    outIndex: 7 - r,
-  }));
-  bRows[5] = { ...setting, counter: 9, outIndex: 2 };
-  const b = await gpuSample(k, { logits: others, rows: bRows, vocab });
-  if (a.tokens[0] !== b.tokens[5]) {
-    throw new Error(`probe row: batch A gave ${a.tokens[0]}, batch B ${b.tokens[5]}`);
-  }
+Deno.test(
+  "sample() depends only on seed, counter and logits, not on the batch",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const vocab = 300;
+    const probe = randomF32(vocab, 5, -2, 2);
+    const setting = { temperature: 1, topK: 0, topP: 0.95, minP: 0, seed: 123456789 };
+    // Batch A: the probe alone at row 0. Batch B: the probe at row 5 among other rows and settings.
+    const a = await gpuSample(k, { logits: probe, rows: [{ ...setting, counter: 9, outIndex: 0 }], vocab });
+    const others = randomF32(8 * vocab, 6, -2, 2);
+    others.set(probe, 5 * vocab);
+    const bRows = Array.from({ length: 8 }, (_, r) => ({
+      temperature: 0.5 + r / 4,
+      topK: r * 3,
+      topP: 1,
+      minP: 0,
+      seed: r,
+      counter: r,
+      outIndex: 7 - r,
+    }));
+    bRows[5] = { ...setting, counter: 9, outIndex: 2 };
+    const b = await gpuSample(k, { logits: others, rows: bRows, vocab });
+    if (a.tokens[0] !== b.tokens[5]) {
+      throw new Error(`probe row: batch A gave ${a.tokens[0]}, batch B ${b.tokens[5]}`);
+    }
 
-  // Counters 0..63 on a flat distribution give many different tokens.
-  const flat = new Float32Array(64 * 8).fill(0);
-  const rows = Array.from({ length: 64 }, (_, c) => ({ ...setting, topP: 1, counter: c, outIndex: c }));
-  const got = await gpuSample(k, { logits: flat, rows, vocab: 8 });
-  const distinct = new Set(got.tokens).size;
-  if (distinct < 6) throw new Error(`64 counters over 8 equal tokens gave only ${distinct} distinct tokens`);
-});
+    // Counters 0..63 on a flat distribution give many different tokens.
+    const flat = new Float32Array(64 * 8).fill(0);
+    const rows = Array.from({ length: 64 }, (_, c) => ({ ...setting, topP: 1, counter: c, outIndex: c }));
+    const got = await gpuSample(k, { logits: flat, rows, vocab: 8 });
+    const distinct = new Set(got.tokens).size;
+    if (distinct < 6) {
+      throw new Error(
+        `64 counters over 8 equal tokens gave only ${distinct} distinct tokens`,
+      );
+    }
+  },
+);
 
 /** Pearson's chi-square of observed counts against probabilities over the same bins. */
 function chiSquare(counts: number[], probs: number[], n: number): number {
   return counts.reduce((acc, c, i) => acc + (c - n * probs[i]) ** 2 / (n * probs[i]), 0);
 }
 
-Deno.test("sample() draws match the truncated distribution (chi-square, 2000 draws)", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const n = 2000;
-  const logits6 = Float32Array.of(0.5, 2.0, -1.5, 1.0, 1.5, -0.5); // top-p 0.9 at t=0.7 keeps 1, 4, 3
-  const setting = { temperature: 0.7, topK: 0, topP: 0.9, minP: 0, seed: 2024 };
-  const logits = new Float32Array(n * 6);
-  for (let r = 0; r < n; r++) logits.set(logits6, r * 6);
-  const rows = Array.from({ length: n }, (_, c) => ({ ...setting, counter: c, outIndex: c }));
-  const got = await gpuSample(k, { logits, rows, vocab: 6, logprobs: false });
+Deno.test(
+  "sample() draws match the truncated distribution (chi-square, 2000 draws)",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const n = 2000;
+    const logits6 = Float32Array.of(0.5, 2.0, -1.5, 1.0, 1.5, -0.5); // top-p 0.9 at t=0.7 keeps 1, 4, 3
+    const setting = { temperature: 0.7, topK: 0, topP: 0.9, minP: 0, seed: 2024 };
+    const logits = new Float32Array(n * 6);
+    for (let r = 0; r < n; r++) logits.set(logits6, r * 6);
+    const rows = Array.from({ length: n }, (_, c) => ({ ...setting, counter: c, outIndex: c }));
+    const got = await gpuSample(k, { logits, rows, vocab: 6, logprobs: false });
 
-  const d = sampleRefDetail(logits6, { ...setting, counter: 0 });
-  const keptIdx = [...d.kept.keys()].filter((i) => d.kept[i]);
-  if (keptIdx.join() !== "1,3,4") throw new Error(`reference kept [${keptIdx}], expected [1,3,4]`);
-  const probs = keptIdx.map((i) => d.weights[i] / d.keptMass);
-  const counts = keptIdx.map(() => 0);
-  for (const t of got.tokens) {
-    const j = keptIdx.indexOf(t);
-    if (j < 0) throw new Error(`token ${t} was sampled but top-p excludes it`);
-    counts[j]++;
-  }
-  // 99.9% quantile of chi-square with 2 degrees of freedom.
-  const bound = 13.82;
-  const chi = chiSquare(counts, probs, n);
-  if (chi > bound) throw new Error(`chi-square ${chi.toFixed(2)} > ${bound}: counts ${counts}, p ${probs}`);
-  // The test has power: the same counts are far from the distribution without temperature.
-  const wrong = sampleRefDetail(logits6, { ...setting, temperature: 1, counter: 0 });
-  const wrongProbs = keptIdx.map((i) => wrong.weights[i] / wrong.keptMass);
-  const chiWrong = chiSquare(counts, wrongProbs, n);
-  if (!(chiWrong > 3 * bound)) throw new Error(`chi-square vs t=1 is only ${chiWrong.toFixed(2)}`);
-  // And every draw is exactly the reference's (u is exact; only rounding of masses may differ).
-  rows.forEach((r, i) => {
-    if (!acceptable(sampleRefDetail(logits6, r), 1e-5).has(got.tokens[i])) {
-      throw new Error(
-        `counter ${r.counter}: GPU ${got.tokens[i]} differs from the reference (u ${
-          uniformDraw(r.seed, r.counter)
-        })`,
-      );
+    const d = sampleRefDetail(logits6, { ...setting, counter: 0 });
+    const keptIdx = [...d.kept.keys()].filter((i) => d.kept[i]);
+    if (keptIdx.join() !== "1,3,4") throw new Error(`reference kept [${keptIdx}], expected [1,3,4]`);
+    const probs = keptIdx.map((i) => d.weights[i] / d.keptMass);
+    const counts = keptIdx.map(() => 0);
+    for (const t of got.tokens) {
+      const j = keptIdx.indexOf(t);
+      if (j < 0) throw new Error(`token ${t} was sampled but top-p excludes it`);
+      counts[j]++;
     }
-  });
-});
+    // 99.9% quantile of chi-square with 2 degrees of freedom.
+    const bound = 13.82;
+    const chi = chiSquare(counts, probs, n);
+    if (chi > bound) throw new Error(`chi-square ${chi.toFixed(2)} > ${bound}: counts ${counts}, p ${probs}`);
+    // The test has power: the same counts are far from the distribution without temperature.
+    const wrong = sampleRefDetail(logits6, { ...setting, temperature: 1, counter: 0 });
+    const wrongProbs = keptIdx.map((i) => wrong.weights[i] / wrong.keptMass);
+    const chiWrong = chiSquare(counts, wrongProbs, n);
+    if (!(chiWrong > 3 * bound)) throw new Error(`chi-square vs t=1 is only ${chiWrong.toFixed(2)}`);
+    // And every draw is exactly the reference's (u is exact; only rounding of masses may differ).
+    rows.forEach((r, i) => {
+      if (!acceptable(sampleRefDetail(logits6, r), 1e-5).has(got.tokens[i])) {
+        throw new Error(
+          `counter ${r.counter}: GPU ${got.tokens[i]} differs from the reference (u ${
+            uniformDraw(r.seed, r.counter)
+          })`,
+        );
+      }
+    });
+  },
+);
 
-Deno.test("sample() min-p excludes tokens below minP * pmax", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("sample() min-p excludes tokens below minP * pmax", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const vocab = 1000, n = 300, minP = 0.1;
   const row = randomF32(vocab, 41, -4, 4);
   const logits = new Float32Array(n * vocab);
@@ -375,9 +394,8 @@ Deno.test("sample() min-p excludes tokens below minP * pmax", async () => {
   }
 });
 
-Deno.test("sample() top-k keeps every token tied with the k-th value", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("sample() top-k keeps every token tied with the k-th value", { ignore: NO_GPU }, async () => {
+  const k = await testKernels();
   const n = 300;
   const row = Float32Array.of(1, 3, 2, 2, 0.5, 2, -Infinity);
   const logits = new Float32Array(n * row.length);

@@ -25,6 +25,8 @@ import {
 import { KernelError, type Kernels } from "../core.ts";
 import assert from "node:assert/strict";
 
+const NO_GPU = await noGpu();
+
 const JUNK = 0xdeadbeef;
 
 /** Row r of a (rows, stride) matrix from offset. */
@@ -131,9 +133,8 @@ Deno.test("topLogprobsRef() handles all -Infinity and +Infinity rows and rejects
 
 // ---- GPU ----
 
-Deno.test("topLogprobs() compiles cleanly", async () => {
-  if (await noGpu()) return;
-  await assertCompilesCleanly((await testKernels())!, "top_logprobs", TOP_LOGPROBS_SOURCE);
+Deno.test("topLogprobs() compiles cleanly", { ignore: NO_GPU }, async () => {
+  await assertCompilesCleanly(await testKernels(), "top_logprobs", TOP_LOGPROBS_SOURCE);
 });
 
 /**
@@ -160,9 +161,10 @@ function testLogits(vocab: number, stride: number, offset: number, seed: number)
 }
 
 for (const [n, vocab] of [1, 7, 137, 4032, 128256].entries()) {
-  Deno.test(`topLogprobs() matches the reference at vocab=${vocab}, k in {1, 5, 20}, rows 1..4`, async () => {
-    if (await noGpu()) return;
-    const k = (await testKernels())!;
+  Deno.test(`topLogprobs() matches the reference at vocab=${vocab}, k in {1, 5, 20}, rows 1..4`, {
+    ignore: NO_GPU,
+  }, async () => {
+    const k = await testKernels();
     const stride = vocab + 3 + n; // stride > vocab
     const offset = 2 * n + 1;
     const logits = testLogits(vocab, stride, offset, 100 + vocab);
@@ -178,9 +180,10 @@ for (const [n, vocab] of [1, 7, 137, 4032, 128256].entries()) {
   });
 }
 
-Deno.test("topLogprobs() on dense rows with default stride and offsets, and +Infinity logits", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
+Deno.test("topLogprobs() on dense rows with default stride and offsets, and +Infinity logits", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
   const vocab = 1000;
   const logits = randomF32(3 * vocab, 9, -30, 30);
   logits[vocab + 17] = Infinity;
@@ -191,67 +194,73 @@ Deno.test("topLogprobs() on dense rows with default stride and offsets, and +Inf
   assert.deepEqual(got[1].ids.slice(0, 2), [17, 400]);
 });
 
-Deno.test("topLogprobs() agrees bit for bit with sample()'s logprob of the sampled token", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const vocab = 4032, rows = 4;
-  const logits = randomF32(rows * vocab, 77, -4, 4);
-  const buf = upload(k, logits);
-  const samplingRows = Array.from({ length: rows }, (_, r) => ({
-    temperature: r === 0 ? 0 : 1.5, // greedy row 0, wide sampling elsewhere
-    topK: 10,
-    topP: 1,
-    minP: 0,
-    seed: 3 + r,
-    counter: r,
-    outIndex: r,
-  }));
-  const tokens = scratch(k, rows * 4);
-  const logprobs = scratch(k, rows * 4);
-  await run(k, (pass) =>
-    sample(k, pass, {
-      logits: buf,
-      params: upload(k, new Uint8Array(packSamplingParams(samplingRows))),
-      rows,
-      vocab,
-      tokens,
-      logprobs,
+Deno.test(
+  "topLogprobs() agrees bit for bit with sample()'s logprob of the sampled token",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const vocab = 4032, rows = 4;
+    const logits = randomF32(rows * vocab, 77, -4, 4);
+    const buf = upload(k, logits);
+    const samplingRows = Array.from({ length: rows }, (_, r) => ({
+      temperature: r === 0 ? 0 : 1.5, // greedy row 0, wide sampling elsewhere
+      topK: 10,
+      topP: 1,
+      minP: 0,
+      seed: 3 + r,
+      counter: r,
+      outIndex: r,
     }));
-  const t = await readU32(k, tokens, rows);
-  const lp = await readF32(k, logprobs, rows);
-  const top = await gpuTop(k, { logits, rows, vocab, k: 20 }, buf);
-  assert.equal(top[0].ids[0], t[0], "greedy token is the top entry");
-  for (let r = 0; r < rows; r++) {
-    const at = top[r].ids.indexOf(t[r]);
-    assert.ok(at >= 0, `row ${r}: sampled token ${t[r]} (top-k 10) missing from the top 20`);
-    assert.equal(top[r].logprobs[at], lp[r], `row ${r}: logprob differs from sample()'s`);
-  }
-});
+    const tokens = scratch(k, rows * 4);
+    const logprobs = scratch(k, rows * 4);
+    await run(k, (pass) =>
+      sample(k, pass, {
+        logits: buf,
+        params: upload(k, new Uint8Array(packSamplingParams(samplingRows))),
+        rows,
+        vocab,
+        tokens,
+        logprobs,
+      }));
+    const t = await readU32(k, tokens, rows);
+    const lp = await readF32(k, logprobs, rows);
+    const top = await gpuTop(k, { logits, rows, vocab, k: 20 }, buf);
+    assert.equal(top[0].ids[0], t[0], "greedy token is the top entry");
+    for (let r = 0; r < rows; r++) {
+      const at = top[r].ids.indexOf(t[r]);
+      assert.ok(at >= 0, `row ${r}: sampled token ${t[r]} (top-k 10) missing from the top 20`);
+      assert.equal(top[r].logprobs[at], lp[r], `row ${r}: logprob differs from sample()'s`);
+    }
+  },
+);
 
-Deno.test("topLogprobs() rejects bad options with a KernelError naming the field", async () => {
-  if (await noGpu()) return;
-  const k = (await testKernels())!;
-  const logits = upload(k, new Float32Array(100));
-  const out = scratch(k, 40 * 4);
-  const base: TopLogprobsOptions = { logits, rows: 1, vocab: 100, k: 20, out };
-  const enc = k.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  const bad: [Partial<TopLogprobsOptions>, RegExp][] = [
-    [{ k: 0 }, /k in 1\.\.20/],
-    [{ k: 21 }, /k in 1\.\.20/],
-    [{ k: 2.5 }, /k in 1\.\.20/],
-    [{ vocab: 0 }, /vocab/],
-    [{ vocab: 50, logitsStride: 40 }, /logitsStride >= vocab/],
-    [{ rows: 2 }, /logits must hold/],
-    [{ logitsOffset: 1 }, /logits must hold/],
-    [{ outOffset: 1 }, /out must hold/],
-    [{ rows: -1 }, /rows/],
-  ];
-  for (const [patch, msg] of bad) {
-    assert.throws(() => topLogprobs(k, pass, { ...base, ...patch }), (e: unknown) => {
-      return e instanceof KernelError && msg.test(e.message);
-    }, JSON.stringify(patch));
-  }
-  pass.end();
-  enc.finish();
-});
+Deno.test(
+  "topLogprobs() rejects bad options with a KernelError naming the field",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    const logits = upload(k, new Float32Array(100));
+    const out = scratch(k, 40 * 4);
+    const base: TopLogprobsOptions = { logits, rows: 1, vocab: 100, k: 20, out };
+    const enc = k.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    const bad: [Partial<TopLogprobsOptions>, RegExp][] = [
+      [{ k: 0 }, /k in 1\.\.20/],
+      [{ k: 21 }, /k in 1\.\.20/],
+      [{ k: 2.5 }, /k in 1\.\.20/],
+      [{ vocab: 0 }, /vocab/],
+      [{ vocab: 50, logitsStride: 40 }, /logitsStride >= vocab/],
+      [{ rows: 2 }, /logits must hold/],
+      [{ logitsOffset: 1 }, /logits must hold/],
+      [{ outOffset: 1 }, /out must hold/],
+      [{ rows: -1 }, /rows/],
+    ];
+    for (const [patch, msg] of bad) {
+      assert.throws(() => topLogprobs(k, pass, { ...base, ...patch }), (e: unknown) => {
+        return e instanceof KernelError && msg.test(e.message);
+      }, JSON.stringify(patch));
+    }
+    pass.end();
+    enc.finish();
+  },
+);

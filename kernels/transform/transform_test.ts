@@ -5,7 +5,7 @@ import { blockTransform, HadTable, normTransform, ropeKv } from "./transform.ts"
 import { blockTransformRef, normTransformRef, ropeKvRef } from "./transform_ref.ts";
 import { buildRopeTable } from "../rope/rope.ts";
 import {
-  hasWebGpu,
+  noGpu,
   randomF32,
   readF32,
   readU32,
@@ -15,7 +15,7 @@ import {
   upload,
 } from "../../test/support/mod.ts";
 
-const gpu = await hasWebGpu();
+const NO_GPU = await noGpu();
 
 /** Fails unless |got - want| <= tol * (1 + |want|) everywhere (NaN fails). */
 function near(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, label: string): void {
@@ -42,7 +42,7 @@ function pack(vs: Float32Array[]): { data: Float32Array; at: number[] } {
 
 Deno.test({
   name: "normTransform: finish + residual + RMSNorm + per-part input transforms equal the unfused steps",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
     const k = (await testKernels())!;
     // dim: a power of two, had_20, had_28 (with 2 tensor-parallel chunks), had_172.
@@ -117,7 +117,7 @@ Deno.test({
 
 Deno.test({
   name: "ropeKv: q/k/v output transforms, RoPE and the paged f16 cache equal the unfused steps",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
     const k = (await testKernels())!;
     const hd = 64, nHeads = 4, nKvHeads = 2, blockSize = 4, maxBlocksPerSeq = 3, T = 3;
@@ -199,7 +199,7 @@ Deno.test({
 
 Deno.test({
   name: "blockTransform: the MLP middle and input transforms over many workgroups equal the unfused steps",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
     const k = (await testKernels())!;
     for (const [n, chunk] of [[1376, 1376], [448, 448], [1024, 1024], [896, 448], [4096, 4096]]) {

@@ -2,13 +2,19 @@
 // uploads, readbacks and tolerance checks.
 import { Kernels } from "../../kernels/mod.ts";
 
-let shared: Promise<Kernels | null> | undefined;
+/**
+ * TRELLIS_REQUIRE_GPU=1 (set by .ci/run, which guarantees an adapter): GPU tests run and fail when there is
+ * no WebGPU adapter, instead of being ignored, so a machine that lost its adapter cannot pass CI.
+ */
+export const REQUIRE_GPU = Deno.env.get("TRELLIS_REQUIRE_GPU") === "1";
 
-/** The test device, or null when this machine has no WebGPU adapter (tests then skip). */
-export function testKernels(): Promise<Kernels | null> {
+let shared: Promise<Kernels> | undefined;
+
+/** The module's test device (opened once, destroyed after the module's last test); throws without an adapter. */
+export function testKernels(): Promise<Kernels> {
   shared ??= (async () => {
     const adapter = await navigator.gpu?.requestAdapter();
-    if (!adapter) return null;
+    if (!adapter) throw new Error(`No WebGPU adapter: ${GPU_HELP}`);
     const want: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
     const requiredFeatures = want.filter((f) => adapter.features.has(f));
     const l = adapter.limits;
@@ -28,7 +34,9 @@ export function testKernels(): Promise<Kernels | null> {
   return shared;
 }
 
-/** Whether this machine has a WebGPU adapter: for `ignore:` in tests that open their own device. */
+const GPU_HELP = "install Mesa's lavapipe (apt-get install mesa-vulkan-drivers) and set XDG_RUNTIME_DIR";
+
+/** Whether this machine has a WebGPU adapter (a probe only: no device is opened). */
 export async function hasWebGpu(): Promise<boolean> {
   try {
     return !!(await navigator.gpu?.requestAdapter());
@@ -37,15 +45,15 @@ export async function hasWebGpu(): Promise<boolean> {
   }
 }
 
-/** True when GPU tests should be skipped; prints why once. */
-let warned = false;
+/**
+ * For `ignore:`, awaited once at the top of a test module: true when this machine has no WebGPU adapter
+ * (said once), so the module's GPU tests show as ignored rather than passing without running. Always false
+ * under TRELLIS_REQUIRE_GPU=1: the tests then run and fail, naming the missing adapter.
+ */
 export async function noGpu(): Promise<boolean> {
-  const k = await testKernels();
-  if (!k && !warned) {
-    warned = true;
-    console.warn("skipping GPU tests: no WebGPU adapter (install mesa-vulkan-drivers for lavapipe)");
-  }
-  return !k;
+  if (REQUIRE_GPU || await hasWebGpu()) return false;
+  console.warn(`Skipping GPU tests: no WebGPU adapter (${GPU_HELP})`);
+  return true;
 }
 
 type Typed = Float32Array | Uint32Array | Int32Array | Uint16Array | Float16Array | Uint8Array;
