@@ -14,7 +14,7 @@ Deno.test("queue: beyond maxRunning + maxWaiting sequences a request gets 429 wi
   const { gate, release } = gated();
   const t = setup({ gate }, { maxRunning: 2, maxWaiting: 2, retryAfterS: 3 });
   const accepted = [1, 2, 3, 4].map(() => t.post("/v1/chat/completions", CHAT));
-  await waitFor(() => t.server.admission.waiting === 2, 2000, "two waiting");
+  await waitFor(() => t.server.admission.waiting === 2, "two waiting");
   assert.equal(t.server.admission.running, 2);
   assert.equal(t.engine.requests.length, 2, "waiting sequences have not reached the engine");
 
@@ -81,11 +81,11 @@ Deno.test("cancel: a streaming client that disconnects frees its KV blocks and e
   assert.equal(t.engine.active.size, 1);
   assert.ok(t.engine.kvBlocksUsed > 0);
   await reader.cancel();
-  await waitFor(() => t.engine.active.size === 0, 1000, "engine sequence to end");
+  await waitFor(() => t.engine.active.size === 0, "engine sequence to end");
   assert.equal(t.engine.kvBlocksUsed, 0);
   assert.deepEqual(t.engine.aborted, [t.engine.requests[0].id]);
   assert.ok(t.engine.requests[0].maxTokens > 100, "it was stopped long before its limit");
-  await waitFor(() => t.logs.some((l) => l.outcome === "cancelled"), 1000, "request log");
+  await waitFor(() => t.logs.some((l) => l.outcome === "cancelled"), "request log");
   const line = t.logs.find((l) => l.outcome === "cancelled")!;
   assert.equal(line.level, "info", "a disconnect is not logged as an error");
   const metrics = await (await t.get("/metrics")).text();
@@ -96,10 +96,10 @@ Deno.test("cancel: a non-streaming client that aborts frees its KV blocks", asyn
   const t = setup({ delayMs: 5, script: () => new Array(1000).fill(97) });
   const controller = new AbortController();
   const pending = t.post("/v1/chat/completions", { ...CHAT, n: 2 }, { signal: controller.signal });
-  await waitFor(() => t.engine.kvBlocksUsed > 12, 2000, "generation to start");
+  await waitFor(() => t.engine.kvBlocksUsed > 12, "generation to start");
   controller.abort();
   await pending.then((r) => r.body?.cancel()).catch(() => {});
-  await waitFor(() => t.engine.active.size === 0, 1000, "engine sequences to end");
+  await waitFor(() => t.engine.active.size === 0, "engine sequences to end");
   assert.equal(t.engine.kvBlocksUsed, 0);
   assert.equal(t.engine.aborted.length, 2);
 });
@@ -114,7 +114,7 @@ Deno.test("cancel: a request that disconnects while queued never reaches the eng
   await waitFor(() => t.server.admission.waiting === 1);
   controller.abort();
   await queued.then((r) => r.body?.cancel()).catch(() => {});
-  await waitFor(() => t.server.admission.waiting === 0, 1000, "queue to empty");
+  await waitFor(() => t.server.admission.waiting === 0, "queue to empty");
   assert.equal(t.server.admission.waitingTokens, 0);
   release();
   assert.equal((await running).status, 200);
@@ -125,7 +125,8 @@ Deno.test("shutdown: new requests get 503, running ones finish within the grace 
   const t = setup({ delayMs: 2, script: () => new Array(20).fill(98) });
   const inflight = t.post("/v1/completions", { model: "fake", prompt: "a", max_tokens: 20 });
   await waitFor(() => t.engine.active.size === 1);
-  const done = t.server.shutdown(5000);
+  // A grace period no loaded machine outlasts: the running request must finish, not be cut.
+  const done = t.server.shutdown(60_000);
   const refused = await t.post("/v1/completions", { model: "fake", prompt: "a" });
   assert.equal(refused.status, 503);
   assert.match(((await refused.json()) as Json).error.message, /shutting down/);
@@ -139,13 +140,12 @@ Deno.test("shutdown: new requests get 503, running ones finish within the grace 
 });
 
 Deno.test("shutdown: what outlives the grace period is cancelled and its blocks freed", async () => {
+  // 5000 tokens 5 ms apart: at least 25 s on their own, so only the drain can have ended them.
   const t = setup({ delayMs: 5, script: () => new Array(5000).fill(99) });
   const stream = t.post("/v1/chat/completions", { ...CHAT, stream: true });
   const plain = t.post("/v1/chat/completions", CHAT);
-  await waitFor(() => t.engine.active.size === 2);
-  const started = performance.now();
+  await waitFor(() => t.engine.active.size === 2 && t.engine.kvBlocksUsed > 0);
   await t.server.shutdown(50);
-  assert.ok(performance.now() - started < 1000);
   assert.equal(t.engine.active.size, 0);
   assert.equal(t.engine.kvBlocksUsed, 0);
   assert.equal(t.engine.aborted.length, 2);

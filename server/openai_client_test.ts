@@ -130,7 +130,7 @@ Deno.test("openai client: a full queue is a RateLimitError after exactly 3 attem
     { maxRunning: 1, maxWaiting: 0, retryAfterS: 0.2 },
     async (client, _engine, logs) => {
       const running = client.chat.completions.create({ model: "fake", messages: MESSAGES });
-      await waitFor(() => _engine.active.size === 1, 2000, "the first request to run");
+      await waitFor(() => _engine.active.size === 1, "the first request to run");
       const started = performance.now();
       await assert.rejects(
         client.chat.completions.create({ model: "fake", messages: MESSAGES }),
@@ -163,7 +163,7 @@ Deno.test("openai client: aborting a stream mid-way cancels the engine sequence"
       assert.ok(err instanceof OpenAI.APIUserAbortError || (err as Error).name === "AbortError", String(err));
     }
     assert.ok(chunks >= 5 && chunks < 100, `stopped reading after the abort (${chunks} chunks)`);
-    await waitFor(() => engine.active.size === 0, 2000, "the engine sequence to be aborted");
+    await waitFor(() => engine.active.size === 0, "the engine sequence to be aborted");
     assert.equal(engine.kvBlocksUsed, 0);
     assert.equal(engine.aborted.length, 1);
   });

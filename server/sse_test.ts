@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ApiError } from "./errors.ts";
 import { sseResponse } from "./sse.ts";
+import { settles } from "../test/support/server.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -23,14 +24,25 @@ Deno.test("sse: compact data lines, [DONE] at the end, the stream headers, onClo
 });
 
 Deno.test("sse: a comment line keeps a silent stream alive, only after the keep-alive interval", async () => {
+  let speak!: () => void;
+  const spoken = new Promise<void>((r) => speak = r);
   async function* events() {
-    await sleep(120);
+    await spoken;
     yield { late: true };
   }
-  const res = sseResponse(events(), { onCancel: () => {}, keepAliveMs: 50 });
-  const frames = (await res.text()).split("\n\n").filter((f) => f !== "");
-  assert.ok(frames.length >= 3 && frames.length <= 5, JSON.stringify(frames));
-  assert.ok(frames.slice(0, -2).every((f) => f === ": keep-alive"));
+  const res = sseResponse(events(), { onCancel: () => {}, keepAliveMs: 20 });
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  // While the producer is silent, only keep-alive comments arrive, one per interval.
+  for (let i = 0; i < 2; i++) {
+    assert.equal(decoder.decode((await reader.read()).value), ": keep-alive\n\n");
+  }
+  speak();
+  let rest = "";
+  for (let r = await reader.read(); !r.done; r = await reader.read()) rest += decoder.decode(r.value);
+  // Keep-alives may still have been sent before the event; the event and [DONE] come last.
+  const frames = rest.split("\n\n").filter((f) => f !== "");
+  assert.ok(frames.slice(0, -2).every((f) => f === ": keep-alive"), JSON.stringify(frames));
   assert.deepEqual(frames.slice(-2), ['data: {"late":true}', "data: [DONE]"]);
 });
 
@@ -52,7 +64,8 @@ Deno.test("sse: an error after the first event is one error event, then [DONE]",
 
 Deno.test("sse: a client that cancels the body triggers onCancel and stops the producer", async () => {
   let cancelled = 0;
-  let finalized = false;
+  let finalized!: () => void;
+  const producerStopped = new Promise<void>((r) => finalized = r);
   async function* events() {
     try {
       for (let i = 0;; i++) {
@@ -60,7 +73,7 @@ Deno.test("sse: a client that cancels the body triggers onCancel and stops the p
         await sleep(1);
       }
     } finally {
-      finalized = true;
+      finalized();
     }
   }
   const closed: string[] = [];
@@ -69,8 +82,8 @@ Deno.test("sse: a client that cancels the body triggers onCancel and stops the p
   await reader.read();
   await reader.read();
   await reader.cancel();
-  await sleep(10);
   assert.equal(cancelled, 1);
   assert.deepEqual(closed, ["cancelled"]);
-  assert.equal(finalized, true);
+  // The generator's finally runs once its pending step ends: an event, not a sleep, says when.
+  await settles(producerStopped, "the producer to stop");
 });

@@ -4,6 +4,7 @@
 import { createApp, type ServerApp } from "../../server/app.ts";
 import type { ServerConfig } from "../../server/config.ts";
 import { byteCodec, FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
+export { settles, waitFor } from "./wait.ts";
 
 export interface TestServer {
   engine: FakeEngine;
@@ -57,17 +58,6 @@ export async function readSse(res: Response): Promise<unknown[]> {
     const data = frame.slice("data: ".length);
     return data === "[DONE]" ? data : JSON.parse(data);
   });
-}
-
-/** Waits until `check()` is true, polling; throws after `timeoutMs`. */
-export async function waitFor(check: () => boolean, timeoutMs = 2000, what = "condition"): Promise<void> {
-  const start = Date.now();
-  while (!check()) {
-    if (Date.now() - start > timeoutMs) {
-      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 export const CHAT = { model: "fake", messages: [{ role: "user", content: "Hi" }] };
