@@ -72,15 +72,7 @@ export class Admission {
    */
   submit(seqs: Sequence[], signal?: AbortSignal): Submission {
     this.checkAvailable();
-    const capacity = this.#opts.maxRunning + this.#opts.maxWaiting;
-    if (seqs.length > capacity) {
-      // Retrying could never help, so this is a 400, not a 429.
-      throw new ApiError(
-        "invalid_request",
-        `Request needs ${seqs.length} sequences (prompts × n), more than this server admits at once (${capacity})`,
-        { param: "n" },
-      );
-    }
+    this.checkCount(seqs.length);
     const free = this.#queue.length === 0 ? Math.max(0, this.#opts.maxRunning - this.#running.size) : 0;
     const overflow = seqs.slice(free);
     const overflowTokens = overflow.reduce((sum, s) => sum + s.promptTokens, 0);
@@ -137,6 +129,21 @@ export class Admission {
     }
     for (const seq of [...this.#queue, ...this.#running]) this.#cancel(seq);
     await Promise.allSettled([...this.#runs]);
+  }
+
+  /**
+   * A 400 for a request of more sequences (prompts × n) than this server admits at once: retrying could
+   * never help, so it is not a 429. Routes call it before encoding anything.
+   */
+  checkCount(sequences: number): void {
+    const capacity = this.#opts.maxRunning + this.#opts.maxWaiting;
+    if (sequences > capacity) {
+      throw new ApiError(
+        "invalid_request",
+        `Request needs ${sequences} sequences (prompts × n), more than this server admits at once (${capacity})`,
+        { param: "n" },
+      );
+    }
   }
 
   /** Throws ApiError 503 while the model loads, after the GPU was lost, or while draining. */

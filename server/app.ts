@@ -7,7 +7,15 @@ import { cors } from "hono/cors";
 import type { EngineHandle, ModelInfo } from "../engine/mod.ts";
 import { bearerAuth } from "./auth.ts";
 import { DEFAULT_CONFIG, type ServerConfig } from "./config.ts";
-import { type AppEnv, type LogFn, modelInfo, ModelNames, RequestLog, type ServerContext } from "./context.ts";
+import {
+  type AppEnv,
+  CLIENT_CLOSED,
+  type LogFn,
+  modelInfo,
+  ModelNames,
+  RequestLog,
+  type ServerContext,
+} from "./context.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
 import { chatCompletionsRoute } from "./routes/chat_completions.ts";
@@ -18,6 +26,7 @@ import { metricsRoute } from "./routes/metrics.ts";
 import { modelsRoute } from "./routes/models.ts";
 import { tokenizeRoute } from "./routes/tokenize.ts";
 import { Admission } from "./admission.ts";
+import { DisconnectWatch } from "./disconnect.ts";
 import type { TextCodec } from "../text/mod.ts";
 import { GrammarPool } from "../grammar/mod.ts";
 
@@ -122,7 +131,12 @@ export function createApp(deps: AppDeps): ServerApp {
     c.set("log", requestLog);
     await next();
     c.res.headers.set("x-request-id", requestId);
-    if (!requestLog.deferred) requestLog.write(c.res.status);
+    if (requestLog.deferred) return;
+    if (c.req.raw.signal.aborted) {
+      // The client went away: nginx's 499, not the 503 the abandoned request ended with.
+      requestLog.fields.outcome = "cancelled";
+      requestLog.write(CLIENT_CLOSED);
+    } else requestLog.write(c.res.status);
   });
 
   if (config.corsOrigins.length > 0) {
@@ -223,11 +237,24 @@ export interface ServerHandle {
 export function startServer(config: ServerConfig, deps: Omit<AppDeps, "config">): ServerHandle {
   const server = createApp({ ...deps, config });
   const log = deps.log ?? (config.logRequests ? stdoutLog : () => {});
+  let watch: DisconnectWatch | null = null;
   const http = Deno.serve({
     hostname: config.host,
     port: config.port,
     onListen: () => {},
-  }, server.app.fetch);
+  }, async (request, info) => {
+    if (request.method !== "POST" || watch === null) return await server.app.fetch(request);
+    // A client that hangs up before the response aborts the request's signal (see disconnect.ts).
+    const gone = watch.watch(info.remoteAddr);
+    try {
+      return await server.app.fetch(
+        new Request(request, { signal: AbortSignal.any([request.signal, gone.signal]) }),
+      );
+    } finally {
+      gone.done();
+    }
+  });
+  watch = new DisconnectWatch(http.addr.port);
   const host = http.addr.hostname.includes(":") ? `[${http.addr.hostname}]` : http.addr.hostname;
   const url = `http://${host}:${http.addr.port}/v1`;
   log({ level: "info", msg: "listening", url, model: server.models.canonical });
@@ -243,6 +270,7 @@ export function startServer(config: ServerConfig, deps: Omit<AppDeps, "config">)
     shutdown(graceMs?: number) {
       stopping ??= (async () => {
         await server.shutdown(graceMs);
+        watch?.close();
         await http.shutdown();
         await deps.engine.close();
       })();

@@ -202,5 +202,10 @@ export function parseConfig(
     if (out[field] < 1) throw new Error(`Invalid setting ${field}: expected at least 1, got ${out[field]}`);
   }
   if (out.port > 65535) throw new Error(`Invalid setting port: expected at most 65535, got ${out.port}`);
+  // One prompt token and one completion token at least: a smaller context would start, report healthy and
+  // refuse every request.
+  if (out.maxContext !== null && out.maxContext < 2) {
+    throw new Error(`Invalid setting maxContext: expected at least 2 tokens, got ${out.maxContext}`);
+  }
   return out;
 }

@@ -21,6 +21,9 @@ export function modelInfo(engine: EngineHandle): ModelInfo | null {
 
 export type LogFn = (record: Record<string, unknown>) => void;
 
+/** Logged status of a request whose client closed the connection first (nginx's convention). */
+export const CLIENT_CLOSED = 499;
+
 /** One structured line per request, written when the response (or its stream) ends. */
 export class RequestLog {
   readonly fields: Record<string, unknown>;

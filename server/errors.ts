@@ -9,12 +9,13 @@ export type ErrorKind =
   | "model_not_found"
   | "unknown_url"
   | "too_large"
+  | "unsupported_media_type"
   | "rate_limited"
   | "internal"
   | "unavailable";
 
 interface ErrorRow {
-  status: 400 | 401 | 404 | 413 | 429 | 500 | 503;
+  status: 400 | 401 | 404 | 413 | 415 | 429 | 500 | 503;
   type: string;
   code: string | null;
 }
@@ -25,6 +26,7 @@ const ERROR_TABLE: Record<ErrorKind, ErrorRow> = {
   model_not_found: { status: 404, type: "invalid_request_error", code: "model_not_found" },
   unknown_url: { status: 404, type: "invalid_request_error", code: "unknown_url" },
   too_large: { status: 413, type: "invalid_request_error", code: "request_too_large" },
+  unsupported_media_type: { status: 415, type: "invalid_request_error", code: "unsupported_media_type" },
   rate_limited: { status: 429, type: "rate_limit_error", code: "rate_limit_exceeded" },
   internal: { status: 500, type: "server_error", code: null },
   unavailable: { status: 503, type: "server_error", code: "service_unavailable" },
@@ -53,7 +55,7 @@ export class ApiError extends Error {
   readonly retryAfterS: number | undefined;
 
   constructor(kind: ErrorKind, message: string, options: ApiErrorOptions = {}) {
-    super(message);
+    super(clipMessage(message));
     this.name = "ApiError";
     const row = ERROR_TABLE[kind];
     this.kind = kind;
@@ -85,6 +87,23 @@ export class ApiError extends Error {
       headers: { "content-type": "application/json", ...this.headers(), ...extraHeaders },
     });
   }
+}
+
+/** A quoted value longer than this is cut in error messages; a whole message, at MAX_MESSAGE. */
+const MAX_QUOTED = 80;
+const MAX_MESSAGE = 2000;
+
+/**
+ * Error messages quote what the client sent; a 1 MiB `model` must not come back whole. Each quoted run over
+ * MAX_QUOTED characters keeps its start and says how long it was; the message is capped at MAX_MESSAGE.
+ */
+export function clipMessage(message: string): string {
+  const clipped = message.replace(
+    new RegExp(`"([^"]{${MAX_QUOTED + 1},})"`, "g"),
+    (_, inner: string) => `"${inner.slice(0, MAX_QUOTED)}..." (${inner.length} characters)`,
+  );
+  if (clipped.length <= MAX_MESSAGE) return clipped;
+  return `${clipped.slice(0, MAX_MESSAGE)}... (${clipped.length - MAX_MESSAGE} more characters)`;
 }
 
 /** Turns anything thrown into an ApiError; unknown errors become a 500 with a generic message. */

@@ -3,12 +3,13 @@
 
 import { contextOverflow, type GenerateRequest } from "../../engine/mod.ts";
 import type { Grammar } from "../../grammar/mod.ts";
-import type { RequestLog, ServerContext } from "../context.ts";
+import { CLIENT_CLOSED, type RequestLog, type ServerContext } from "../context.ts";
 import { ApiError } from "../errors.ts";
 import type { GenerationOptions } from "../schemas/common.ts";
 import type { Submission } from "../admission.ts";
 import { Sequence, type SequenceOutput, type TokenLogprob } from "../sequence.ts";
 import { sseResponse } from "../sse.ts";
+import type { TextCodec } from "../../text/mod.ts";
 
 export function randomId(): string {
   return crypto.randomUUID().replaceAll("-", "");
@@ -26,6 +27,38 @@ export interface BuildOptions {
   grammar?: Grammar | null;
 }
 
+/** The longest text any one token of `codec` stands for, in UTF-16 units (computed once per codec). */
+const longestToken = new WeakMap<TextCodec, number>();
+
+function longestTokenChars(codec: TextCodec): number {
+  let longest = longestToken.get(codec);
+  if (longest === undefined) {
+    longest = 1;
+    for (let id = 0; id < codec.vocabSize; id++) longest = Math.max(longest, codec.tokenText(id).length);
+    longestToken.set(codec, longest);
+  }
+  return longest;
+}
+
+/**
+ * Refuses, before encoding, prompt text that cannot fit the context whatever its tokens: more characters
+ * than the context times the longest token's text (`tokenText`, which spells byte tokens as "<0xNN>" and so
+ * only overestimates). Encoding megabytes would block the HTTP thread for seconds (/health included).
+ */
+export function checkPromptText(ctx: ServerContext, text: string, param: string): void {
+  ctx.admission.checkAvailable();
+  const maxContext = ctx.engine.info.maxContext;
+  const limit = maxContext * longestTokenChars(ctx.codec);
+  if (text.length > limit) {
+    throw new ApiError(
+      "invalid_request",
+      `The prompt has ${text.length} characters, more than the ${maxContext}-token context can hold ` +
+        `(at most ${limit}: no token is longer than ${limit / maxContext} characters)`,
+      { param, code: "context_length_exceeded" },
+    );
+  }
+}
+
 /** One Sequence per choice; a prompt that leaves no room for a completion is a 400 before any GPU work. */
 export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] {
   // 503 while loading, lost or draining, before anything reads the model's info.
@@ -40,13 +73,21 @@ export function buildSequences(ctx: ServerContext, b: BuildOptions): Sequence[] 
       ...template.stopTokenIds,
     ]),
   ];
-  for (const promptIds of b.prompts) {
+  b.prompts.forEach((promptIds, p) => {
+    if (promptIds.length === 0) {
+      const what = b.param === "messages" ? "The messages render to" : "The prompt encodes to";
+      throw new ApiError(
+        "invalid_request",
+        `${what} an empty prompt: expected at least one token (a Llama 2 chat needs a user message)`,
+        { param: b.prompts.length > 1 ? `${b.param}[${p}]` : b.param },
+      );
+    }
     // At least one token must be left for the completion.
     const overflow = contextOverflow({ promptTokens: promptIds.length, maxTokens: 1, maxContext });
     if (overflow !== null) {
       throw new ApiError("invalid_request", overflow, { param: b.param, code: "context_length_exceeded" });
     }
-  }
+  });
   const seqs: Sequence[] = [];
   b.prompts.forEach((promptIds, p) => {
     // Prompt + max_tokens beyond the context is clamped and finishes with "length" (docs/API.md §8, ours).
@@ -198,7 +239,7 @@ export function streamResponse(
       if (outcome === "error") o.cancel();
       finishLog(o.log, o.seqs, o.n);
       o.log.fields.outcome = outcome;
-      o.log.write(200);
+      o.log.write(outcome === "cancelled" ? CLIENT_CLOSED : 200);
     },
   });
 }

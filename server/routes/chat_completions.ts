@@ -13,6 +13,7 @@ import { type ToolCallDelta, ToolCallParser } from "../tool_calls.ts";
 import {
   admit,
   buildSequences,
+  checkPromptText,
   collectChoices,
   finishLog,
   finishOf,
@@ -92,6 +93,7 @@ export function chatCompletionsRoute(ctx: ServerContext): Hono<AppEnv> {
         param: "messages",
       });
     }
+    checkPromptText(ctx, promptText, "messages");
     const promptIds = ctx.codec.encode(promptText, { addSpecialTokens: false });
     const id = `chatcmpl-${randomId()}`;
     // 503 before compiling while the model loads; the compile runs in a grammar Worker.

@@ -11,6 +11,7 @@ import { compilePlan, completionPlan } from "../structured.ts";
 import {
   admit,
   buildSequences,
+  checkPromptText,
   collectChoices,
   finishLog,
   finishOf,
@@ -45,11 +46,15 @@ interface Prompt {
   text: () => string;
 }
 
-function toPrompts(ctx: ServerContext, prompt: CompletionRequest["prompt"]): Prompt[] {
-  const fromText = (text: string): Prompt => ({
-    ids: ctx.codec.encode(text, { addSpecialTokens: true }),
-    text: () => text,
-  });
+/** Encodes the prompts, after refusing (400) more prompts × n than the server admits, or text too long
+ * for the context: nothing is encoded or built for a request that cannot run. */
+function toPrompts(ctx: ServerContext, prompt: CompletionRequest["prompt"], n: number): Prompt[] {
+  const count = typeof prompt === "string" || typeof prompt[0] === "number" ? 1 : prompt.length;
+  ctx.admission.checkCount(count * n);
+  const fromText = (text: string, i: number): Prompt => {
+    checkPromptText(ctx, text, count > 1 ? `prompt[${i}]` : "prompt");
+    return { ids: ctx.codec.encode(text, { addSpecialTokens: true }), text: () => text };
+  };
   const fromIds = (ids: number[], p: string): Prompt => {
     const bad = ids.findIndex((id) => id >= ctx.codec.vocabSize);
     if (bad !== -1) {
@@ -63,7 +68,7 @@ function toPrompts(ctx: ServerContext, prompt: CompletionRequest["prompt"]): Pro
     }
     return { ids, text: () => ctx.codec.decode(ids, { skipSpecialTokens: false }) };
   };
-  if (typeof prompt === "string") return [fromText(prompt)];
+  if (typeof prompt === "string") return [fromText(prompt, 0)];
   if (prompt.every((p) => typeof p === "string")) return (prompt as string[]).map(fromText);
   if (prompt.every((p) => typeof p === "number")) return [fromIds(prompt as number[], "prompt")];
   return (prompt as number[][]).map((ids, i) => fromIds(ids, `prompt[${i}]`));
@@ -102,7 +107,7 @@ export function completionsRoute(ctx: ServerContext): Hono<AppEnv> {
     );
     checkSupported(body, opts.n);
     const wantLogprobs = opts.request.logprobs !== undefined;
-    const prompts = toPrompts(ctx, body.prompt);
+    const prompts = toPrompts(ctx, body.prompt, opts.n);
     const echo = body.echo ?? false;
     const echoText = (index: number) => echo ? prompts[Math.floor(index / opts.n)].text() : "";
 

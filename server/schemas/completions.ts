@@ -20,12 +20,35 @@ import {
 
 const TOKEN_IDS = z.array(z.number().int().min(0)).min(1, "expected at least one token id");
 
-export const PROMPT = z.union([
-  z.string(),
-  z.array(z.string()).min(1, "expected at least one prompt"),
-  TOKEN_IDS,
-  z.array(TOKEN_IDS).min(1, "expected at least one prompt"),
-], { error: "expected a string, or a non-empty array of strings, of token ids or of token-id arrays" });
+/** Prompts per request at most, as OpenAI's API caps the array. */
+export const MAX_PROMPTS = 2048;
+
+/** A list of more than MAX_PROMPTS prompts is refused before its elements are validated: zod would spend
+ * seconds on a 4 MB body of one-token prompts before any length check ran. */
+function capPrompts(value: unknown, ctx: z.core.ParsePayload): unknown {
+  if (Array.isArray(value) && value.length > MAX_PROMPTS && typeof value[0] !== "number") {
+    ctx.issues.push({
+      code: "too_big",
+      origin: "array",
+      maximum: MAX_PROMPTS,
+      inclusive: true,
+      input: value,
+      message: `expected at most ${MAX_PROMPTS} prompts, got ${value.length}`,
+    });
+    return z.NEVER;
+  }
+  return value;
+}
+
+export const PROMPT = z.preprocess(
+  capPrompts,
+  z.union([
+    z.string(),
+    z.array(z.string()).min(1, "expected at least one prompt"),
+    TOKEN_IDS,
+    z.array(TOKEN_IDS).min(1, "expected at least one prompt"),
+  ], { error: "expected a string, or a non-empty array of strings, of token ids or of token-id arrays" }),
+);
 
 export const CompletionRequest = z.object({
   model: z.string(),
