@@ -253,14 +253,17 @@ export class Runner {
     if (prefilling.length) {
       // Prefill shares the metadata buffers a prepared round filled: the round in flight ends first.
       await this.#drain();
-      // One prefill batch per iteration, so a long prompt does not stall the streams beside it.
-      const first = await this.engine.prefill(await this.#withMasks(prefilling), 1);
+      // One prefill batch per iteration, so a long prompt does not stall the streams beside it. The batch
+      // is filled fewest-remaining-tokens first: a short prompt admitted during a long one rides in the
+      // next batch instead of waiting for the whole long prefill.
+      const first = await this.engine.prefill(await this.#withMasks(this.#byRemainingPrompt(prefilling)), 1);
       for (const [id, out] of first) {
         const a = this.#active.get(id)!;
         a.prefilling = false;
         if (a.emitted === 0) a.cachedPromptTokens = this.engine.sequences.get(id)?.cachedPrompt ?? 0;
         this.#deliver(id, a, out.ids, out.logprobs, out.top);
       }
+      await this.#afterPrefillBatch(first.size > 0);
     }
     const decoding = [...this.#active.values()].filter((a) => !a.prefilling && !a.cancelled);
     // Tokens each sequence still may make, counting the round in flight.
@@ -362,6 +365,27 @@ export class Runner {
       ok.push(id);
     }
     return ok;
+  }
+
+  /** `ids` ordered by prompt tokens still to prefill, fewest first (stable). */
+  #byRemainingPrompt(ids: string[]): string[] {
+    const left = (id: string) => {
+      const s = this.engine.sequences.get(id);
+      return s ? s.promptIds.length - s.cached : 0;
+    };
+    return ids.map((id) => ({ id, n: left(id) })).sort((a, b) => a.n - b.n).map((x) => x.id);
+  }
+
+  /**
+   * A prefill batch that completed no prompt read nothing back, so nothing waited for the GPU: without a
+   * wait here the loop would submit every batch of a long prompt in one synchronous burst, and the
+   * Worker would handle no message (cancel, generate) and post no stats until all of it had run. So wait
+   * for the batch (Deno's WebGPU waits block the thread until the queue is idle), then let queued events
+   * in: a cancellation lands, and a new request is admitted, within one prefill batch.
+   */
+  async #afterPrefillBatch(readBack: boolean): Promise<void> {
+    if (!readBack) await this.engine.gpu.device.queue.onSubmittedWorkDone();
+    await new Promise((resolve) => setTimeout(resolve, 0));
   }
 
   #preempt(a: Active): void {

@@ -273,6 +273,7 @@ Deno.test({
       assert.deepEqual(ids(long.get("pen8")!), got);
       // Host reference: the engine's own logits of prompt + tokens so far, then the reference penalties.
       const counts = penaltiesMarkPromptRef(new Uint32Array(V), P0, 0, V);
+      let compared = 0;
       for (let i = 0; i < n; i++) {
         const logits = await engine.promptLogits([...P0, ...got.slice(0, i)], { lastOnly: true });
         const row = {
@@ -294,9 +295,15 @@ Deno.test({
         let best = 0;
         for (let v = 1; v < V; v++) if (out[v] > out[best]) best = v;
         const sorted = Float32Array.from(out).sort((a, b) => b - a);
-        if (sorted[0] - sorted[1] > 1e-2) assert.equal(got[i], best, `step ${i}`);
+        // Steps whose top two are within the logit tolerance may go either way; every other step must
+        // match, and there must be enough of them for the comparison to mean something.
+        if (sorted[0] - sorted[1] > 1e-2) {
+          assert.equal(got[i], best, `step ${i}`);
+          compared++;
+        }
         counts[got[i]]++;
       }
+      assert.ok(compared >= n - 2, `only ${compared} of ${n} steps had a clear winner`);
       assert.equal(engine.kvBlocks.usedBlocks, 0);
     } finally {
       engine.destroy();
@@ -394,6 +401,77 @@ Deno.test({
       assert.equal(tight.kvBlocks.usedBlocks, 0);
     } finally {
       tight.destroy();
+    }
+  },
+});
+
+/** A prompt of `n` tokens cut from the reference prompts (repeated): long enough for many prefill batches. */
+function longPrompt(n: number): number[] {
+  const body = [...P0.slice(1), ...P1.slice(1)];
+  return [P0[0], ...Array.from({ length: n - 1 }, (_, i) => body[i % body.length])];
+}
+
+Deno.test({
+  name: "Runner: during a long prefill, messages land within one batch: cancels (n > 1 and prefix sharers " +
+    "too) and a short request that gets its first token before the long prompt is done",
+  ignore: NO_GPU,
+  async fn() {
+    const BATCH = 8;
+    const engine = await Engine.load({
+      modelDir: DEFAULT_MODEL_DIR,
+      maxSeqs: 4,
+      maxContext: 128,
+      maxBatchTokens: BATCH,
+      progress: false,
+    });
+    // Which sequences each prefill batch served, in order.
+    const batches: string[][] = [];
+    const prefill = engine.prefill.bind(engine);
+    engine.prefill = (ids, maxBatches) => {
+      batches.push([...ids]);
+      return prefill(ids, maxBatches);
+    };
+    const events = new Map<string, TokenEvent[]>();
+    const finished = (id: string) => finish(events.get(id) ?? []) !== undefined;
+    const runner = new Runner(engine, (id, ev) => {
+      if (!events.has(id)) events.set(id, []);
+      events.get(id)!.push(ev);
+    });
+    const loop = runner.run();
+    try {
+      const prompt = longPrompt(120); // 15 batches of 8
+      // Two choices of one request (n = 2): the second waits to share the first's prompt blocks.
+      runner.submit(request("L-0", prompt, { maxTokens: 4 }));
+      runner.submit(request("L-1", prompt, { maxTokens: 4 }));
+      const served = (id: string) => batches.filter((b) => b.includes(id)).length;
+      await waitFor(() => served("L-0") >= 2, "two batches of the long prompt");
+      // A short request arriving now is served in the next batch, before the long prompt completes.
+      runner.submit(request("S", P0.slice(0, 5), { maxTokens: 1 }));
+      await waitFor(() => finished("S"), "the short request");
+      assert.equal(ids(events.get("S")!).length, 1);
+      assert.ok(!events.has("L-0"), "the long prompt was still prefilling when the short one finished");
+      assert.ok(served("L-0") < 15);
+      assert.deepEqual(
+        [runner.stats().running, runner.stats().waiting],
+        [1, 1],
+        "live gauges: L-0 runs, L-1 waits",
+      );
+      // Cancel both choices: they end without a token, within one more batch.
+      const before = served("L-0");
+      runner.cancel("L-0");
+      runner.cancel("L-1");
+      await waitFor(() => finished("L-0") && finished("L-1"), "both choices to end");
+      for (const id of ["L-0", "L-1"]) {
+        assert.deepEqual(events.get(id), [{ ids: [], finishReason: "abort" }], id);
+      }
+      assert.ok(served("L-0") <= before + 1, `prefill went on for ${served("L-0") - before} batches`);
+      assert.equal(served("L-1"), 0, "the sharer never prefilled");
+      await waitFor(() => runner.stats().running === 0, "the runner to settle");
+      assert.equal(engine.kvBlocks.usedBlocks, 0, "no block held by a sequence");
+    } finally {
+      runner.close();
+      await loop;
+      engine.destroy();
     }
   },
 });
