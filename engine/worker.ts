@@ -12,7 +12,18 @@ let runner: Runner | null = null;
 async function load(opts: EngineOptions): Promise<void> {
   try {
     const engine = await Engine.load({ ...opts, progress: opts.progress ?? true });
-    runner = new Runner(engine, (id, ev) => post({ type: "event", id, ev }));
+    const loseDevice = deviceLossAfter(engine);
+    let failed = false;
+    runner = new Runner(engine, (id, ev) => {
+      // A loop that died (a GPU error, a lost device) takes the engine down: say so before the requests'
+      // errors, so the server answers them as "engine unavailable" (503), not as a bug of its own (500).
+      if (runner?.fatal && !failed) {
+        failed = true;
+        post({ type: "fatal", message: runner.fatal });
+      }
+      post({ type: "event", id, ev });
+      loseDevice?.(ev.ids.length);
+    });
     post({
       type: "ready",
       info: {
@@ -38,6 +49,21 @@ async function load(opts: EngineOptions): Promise<void> {
   } catch (e) {
     post({ type: "fatal", message: e instanceof Error ? e.message : String(e) });
   }
+}
+
+/**
+ * Fault injection for the process tests (test/process_test.ts): with TRELLIS_TEST_LOSE_DEVICE_AFTER_TOKENS=N
+ * the device is destroyed once N tokens have been reported, as a driver reset or a GPU fault would lose it
+ * mid-stream. Unset (always, outside those tests), nothing happens.
+ */
+function deviceLossAfter(engine: Engine): ((tokens: number) => void) | null {
+  const after = Number(Deno.env.get("TRELLIS_TEST_LOSE_DEVICE_AFTER_TOKENS") ?? "0");
+  if (!(after > 0)) return null;
+  let reported = 0;
+  return (tokens) => {
+    reported += tokens;
+    if (reported >= after && reported - tokens < after) engine.gpu.device.destroy();
+  };
 }
 
 self.onmessage = (e: MessageEvent<ToWorker>) => {

@@ -217,8 +217,12 @@ export class Sequence {
         new ApiError("unavailable", "Engine cancelled the sequence", { code: "service_unavailable" }),
       );
     } else {
-      const kind = engine.state() === "lost" ? "unavailable" : "internal";
-      this.#fail(new ApiError(kind, `Engine failed while generating: ${ev.error ?? "no detail"}`));
+      const detail = ev.error ?? "no detail";
+      this.#fail(
+        engine.state() === "lost"
+          ? new ApiError("unavailable", `Engine is unavailable: ${detail}`)
+          : new ApiError("internal", `Engine failed while generating: ${detail}`),
+      );
     }
   }
 

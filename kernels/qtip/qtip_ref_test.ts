@@ -82,8 +82,9 @@ Deno.test("hybValues() picks the LUT row and sign from s*(s+1)", () => {
   assertEq(hybValues(1000, tlut, 9).join(), [280.5, -70].join(), "s=1000");
   // s = 65535: t = 0xFFFF0000: bit 15 clear; row = 0x3FFFC00 & 0x1FF = 0.
   assertEq(hybValues(65535, tlut, 9).join(), [0.5, -0].join(), "s=65535");
-  // s = 3: t = 12: row 0, no flip. With 8 LUT bits the row is (t >> 7) & 255.
-  assertEq(hybValues(300, tlut, 8)[1], -((Math.floor((300 * 301) / 128) & 255) / 4), "s=300 tlutBits=8");
+  // With 8 LUT bits the row is (t >> 7) & 255. s = 300: t = 90300 = 0x160BC: bit 15 clear; 90300 >> 7 = 705;
+  // 705 & 255 = 193, the pair (193.5, -48.25).
+  assertEq(hybValues(300, tlut, 8).join(), [193.5, -48.25].join(), "s=300 tlutBits=8");
 });
 
 for (const K of [2, 3, 4]) {
@@ -120,14 +121,54 @@ Deno.test("packTrellisPlain() rejects broken overlaps, the wrap-around included"
   assertEq(threw, true, "wrap-around overlap");
 });
 
+/** `data` of row-major `shape` with its axes permuted (torch's permute + contiguous). */
+function permuteAxes(data: Uint8Array, shape: number[], perm: number[]): Uint8Array {
+  const strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1));
+  const outShape = perm.map((p) => shape[p]);
+  const out = new Uint8Array(data.length);
+  const idx = outShape.map(() => 0);
+  for (let o = 0; o < out.length; o++) {
+    out[o] = data[idx.reduce((sum, v, j) => sum + v * strides[perm[j]], 0)];
+    for (let j = idx.length - 1; j >= 0 && ++idx[j] === outShape[j]; j--) idx[j] = 0;
+  }
+  return out;
+}
+
+/** Reverses every run of `n` consecutive elements (torch's flip of a last axis of size n). */
+function flipLastAxis(data: Uint8Array, n: number): Uint8Array {
+  return data.map((_, i) => data[i - (i % n) + (n - 1 - (i % n))]);
+}
+
+/**
+ * decode_compressed's un-interleave written as its tensor ops (lib/utils/kernel_decompress.py): the
+ * little-endian bytes viewed as (m/32, n/32, 32, 2, 2, K), permuted (0, -2, 1, -3, 2, -1), flipped on the
+ * last axis, reshaped to (m/16, n/16, 16K, 2), flipped on the last axis, viewed as u16.
+ */
+function unswizzleAsTorch(words: Uint16Array, m: number, n: number, K: number): Uint16Array {
+  const bytes = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+  const permuted = permuteAxes(bytes, [m / 32, n / 32, 32, 2, 2, K], [0, 4, 1, 3, 2, 5]);
+  return new Uint16Array(flipLastAxis(flipLastAxis(permuted, K), 2).buffer);
+}
+
 for (const K of [2, 3, 4]) {
-  Deno.test(`swizzleWords() inverts unswizzleWords() at K=${K}`, () => {
-    const m = 32, n = 96; // 2 x 6 tiles: 1 x 3 interleaved groups of 2 x 2
-    const plain = randomWords(12, K, 30 + K);
-    const sw = swizzleWords(plain, m, n, K);
-    assertArraysEqual(unswizzleWords(sw, m, n, K), plain, "round trip");
+  Deno.test(`unswizzleWords() equals decode_compressed's tensor ops, and swizzleWords() inverts it, at K=${K}`, () => {
+    const m = 64, n = 96; // 4 x 6 tiles: 2 x 3 interleaved groups of 2 x 2
+    const sw = randomWords(24, K, 30 + K);
+    const plain = unswizzleWords(sw, m, n, K);
+    assertArraysEqual(plain, unswizzleAsTorch(sw, m, n, K), "unswizzle");
+    assertArraysEqual(swizzleWords(plain, m, n, K), sw, "round trip");
   });
 }
+
+Deno.test("the test's permuteAxes() and flipLastAxis() follow torch's permute and flip", () => {
+  // (2, 3) permuted (1, 0) is the transpose; flipping runs of 3 reverses each row.
+  assertArraysEqual(
+    permuteAxes(Uint8Array.of(1, 2, 3, 4, 5, 6), [2, 3], [1, 0]),
+    [1, 4, 2, 5, 3, 6],
+    "permute",
+  );
+  assertArraysEqual(flipLastAxis(Uint8Array.of(1, 2, 3, 4, 5, 6), 3), [3, 2, 1, 6, 5, 4], "flip");
+});
 
 Deno.test("decodeHatW() plain layout puts value t of tile (I, J) at row I*16 + t/16, column J*16 + t%16", () => {
   const K = 3, m = 32, n = 48;
@@ -140,9 +181,29 @@ Deno.test("decodeHatW() plain layout puts value t of tile (I, J) at row I*16 + t
   }
 });
 
-Deno.test("expandLut() agrees with the per-state functions", () => {
-  const lut = expandLut("3inst");
-  for (const s of [0, 1, 777, 40000, 65535]) assertEq(lut[s], threeInstValue(s), `3inst s=${s}`);
+Deno.test("expandLut() puts state s's values at row s, V per row, for every code", () => {
+  // The hand-computed values of the tests above, found at their rows of the expanded tables.
+  const oneMad = expandLut("1mad");
+  assertEq(oneMad.length, 65536, "1mad rows");
+  assertEq(oneMad[1], Math.fround(-124 / 147.800537109375), "1mad s=1");
+  assertEq(oneMad[65535], Math.fround(61 / 147.800537109375), "1mad s=65535");
+  const threeInst = expandLut("3inst");
+  assertEq(threeInst[0], 0.76806640625, "3inst s=0");
+  assertEq(threeInst[1], -0.91943359375, "3inst s=1");
+  const tlut = new Uint16Array(
+    new Float16Array(Array.from({ length: 1024 }, (_, i) => (i & 1 ? -(i >> 1) / 4 : (i >> 1) + 0.5))).buffer,
+  );
+  const hyb = expandLut("hyb", tlut, 9);
+  assertEq(hyb.length, 2 * 65536, "hyb rows of 2");
+  assertEq([hyb[2 * 255], hyb[2 * 255 + 1]].join(), [-508.5, -127].join(), "hyb s=255");
+  assertEq([hyb[2 * 1000], hyb[2 * 1000 + 1]].join(), [280.5, -70].join(), "hyb s=1000");
+  let threw = "";
+  try {
+    expandLut("hyb", tlut.slice(0, 100), 9);
+  } catch (e) {
+    threw = String(e);
+  }
+  assertEq(/tlut of 1024 f16 values, got 100/.test(threw), true, `short tlut: ${threw}`);
 });
 
 Deno.test("decodeHatW() reproduces the fixtures' hatW_decoded bit for bit", { ignore: noFixtures() }, () => {
