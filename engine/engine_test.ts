@@ -112,7 +112,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "a prompt that fills the whole context still gets KV blocks and logits (perplexity windows)",
+  name: "a prompt that fills the whole context gets every position's logits, each predicting the reference",
   ignore: NO_GPU,
   async fn() {
     const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
@@ -123,10 +123,25 @@ Deno.test({
       progress: false,
     });
     try {
-      const ids = [...ref.prompts.p0_genesis.ids, ...ref.prompts.p1_chat.ids].slice(0, 32);
+      // The reference prompt and its greedy continuation, cut at the context: every row after the prompt
+      // must predict the next reference token (where the reference's top two are apart).
+      const prompt: number[] = ref.prompts.p0_genesis.ids;
+      const greedyIds: number[] = ref.fp32_runtime.greedy_32.p0_genesis;
+      const ids = [...prompt, ...greedyIds].slice(0, 32);
+      const V = eng.cfg.vocabSize;
       const logits = await eng.promptLogits(ids);
-      assert.equal(logits.length, 32 * eng.cfg.vocabSize);
-      assert.ok(logits.every(Number.isFinite));
+      assert.equal(logits.length, 32 * V);
+      const n = Math.min(
+        comparable(greedyIds, ref.fp32_runtime.greedy_top2_logit_margin.p0_genesis),
+        32 - prompt.length,
+      );
+      assert.ok(n >= 8, `only ${n} resolvable steps`);
+      for (let i = 0; i < n; i++) {
+        const row = logits.subarray((prompt.length - 1 + i) * V, (prompt.length + i) * V);
+        let best = 0;
+        for (let v = 1; v < V; v++) if (row[v] > row[best]) best = v;
+        assert.equal(best, greedyIds[i], `position ${prompt.length - 1 + i}`);
+      }
       assert.equal(eng.kvBlocks.usedBlocks, 0);
     } finally {
       eng.destroy();
