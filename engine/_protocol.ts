@@ -10,6 +10,8 @@ export type ToWorker =
   | { type: "close" };
 
 export type FromWorker =
+  /** First message: the Worker's OS thread id (Linux), so close() can wait for the thread to end. */
+  | { type: "thread"; id: number | null }
   | { type: "ready"; info: ModelInfo }
   | { type: "event"; id: string; ev: TokenEvent }
   | { type: "stats"; stats: EngineStats | null }

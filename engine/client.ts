@@ -58,6 +58,8 @@ export class EngineClient implements EngineHandle {
   #ready: Promise<void>;
   #closed: Promise<void>;
   #onClosed!: () => void;
+  /** The Worker's OS thread (Linux), or null. */
+  #thread: number | null = null;
   lostReason: string | null = null;
 
   constructor(opts: EngineOptions) {
@@ -90,6 +92,9 @@ export class EngineClient implements EngineHandle {
             q.push({ ids: [], finishReason: "error", error: m.message });
             this.#queues.delete(id);
           }
+          break;
+        case "thread":
+          this.#thread = m.id;
           break;
         case "closed":
           this.#worker.terminate();
@@ -157,14 +162,39 @@ export class EngineClient implements EngineHandle {
     })();
   }
 
+  /**
+   * Stops the engine and resolves once the Worker's thread has ended. terminate() only starts the end:
+   * the thread then tears its isolate down, and with it the WebGPU instance, which unloads the Vulkan
+   * driver (vkDestroyInstance, dlclose). A process that exits meanwhile runs its exit handlers while
+   * those libraries are being unmapped, and dies with SIGSEGV (seen as exit code 139 of `deno task ok`
+   * when server/real_engine_test.ts finished last, and the same race awaits main.ts after SIGTERM).
+   */
   async close(): Promise<void> {
-    if (this.#state === "lost") {
-      this.#worker.terminate();
+    if (this.#state !== "lost") {
+      this.#send({ type: "close" });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<void>((r) => timer = setTimeout(r, THREAD_END_MS));
+      await Promise.race([this.#closed, timeout]);
+      clearTimeout(timer);
+    }
+    this.#worker.terminate();
+    await threadEnded(this.#thread);
+  }
+}
+
+/** How long close() waits for the Worker to finish its work, and then for its thread to end. */
+const THREAD_END_MS = 10_000;
+
+/** Resolves when OS thread `id` of this process has ended (Linux /proc), or after THREAD_END_MS. */
+async function threadEnded(id: number | null): Promise<void> {
+  if (id === null) return;
+  const deadline = Date.now() + THREAD_END_MS;
+  while (Date.now() < deadline) {
+    try {
+      Deno.statSync(`/proc/self/task/${id}`);
+    } catch {
       return;
     }
-    this.#send({ type: "close" });
-    const timeout = new Promise<void>((r) => setTimeout(r, 10_000));
-    await Promise.race([this.#closed, timeout]);
-    this.#worker.terminate();
+    await new Promise((r) => setTimeout(r, 10));
   }
 }

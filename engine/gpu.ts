@@ -19,8 +19,26 @@ const NO_ADAPTER_HELP = "No WebGPU adapter found: Deno's WebGPU needs a Vulkan d
   "without a GPU install Mesa's lavapipe (apt-get install mesa-vulkan-drivers); in a container on NVIDIA " +
   "GPUs make sure libvulkan1 is installed and NVIDIA_DRIVER_CAPABILITIES includes graphics";
 
+/**
+ * On Linux, wgpu brings up its OpenGL backend (EGL and a second copy of the driver: Mesa's swrast_dri beside
+ * lavapipe, or the vendor's GL beside its Vulkan) on every adapter request, although compute runs on the
+ * Vulkan adapter. That stack is never used, and its threads (llvmpipe, the shader disk cache) stay until the
+ * process exits, since the EGL display is never terminated (seen in `deno test`: started by the first
+ * module, still there at exit). Unless a backend was chosen (DENO_WEBGPU_BACKEND), Linux processes ask for
+ * Vulkan only; call this before the first `navigator.gpu.requestAdapter()` of the process.
+ */
+export function preferVulkan(): void {
+  if (Deno.build.os !== "linux") return;
+  try {
+    if (Deno.env.get("DENO_WEBGPU_BACKEND") === undefined) Deno.env.set("DENO_WEBGPU_BACKEND", "vulkan");
+  } catch {
+    // No env permission: wgpu picks its backends itself.
+  }
+}
+
 /** Opens the first adapter with its maximum limits. Set TRELLIS_NO_SUBGROUPS=1 to test the portable path. */
 export async function openGpu(opts: { allowSubgroups?: boolean } = {}): Promise<Gpu> {
+  preferVulkan();
   if (!("gpu" in navigator) || !navigator.gpu) throw new GpuError(NO_ADAPTER_HELP);
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (!adapter) throw new GpuError(NO_ADAPTER_HELP);

@@ -131,17 +131,19 @@ Deno.test({
 });
 
 Deno.test({
-  name: "EngineClient runs the engine in a Worker: greedy tokens, abort, stats, close",
+  name: "EngineClient runs the engine in a Worker: greedy tokens, abort, stats; close() outlives its thread",
   ignore: NO_GPU,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
+    const before = new Set(threads().keys());
     const client = new EngineClient({
       modelDir: DEFAULT_MODEL_DIR,
       maxSeqs: 2,
       maxContext: 64,
       progress: false,
     });
+    let workerThreads: number[] = [];
     try {
       assert.equal(client.state(), "loading");
       await client.ready();
@@ -163,11 +165,32 @@ Deno.test({
       await waitFor(after, "stats taken after the abort");
       assert.equal(client.stats().kvBlocksUsed, 0);
       assert.equal(client.stats().waiting, 0);
+      // Deno names a Worker's thread "worker-N"; the driver threads it starts inherit the name.
+      workerThreads = [...threads()].filter(([id, name]) => !before.has(id) && /^worker-/.test(name))
+        .map(([id]) => id);
+      assert.ok(workerThreads.length >= 1, JSON.stringify([...threads()]));
     } finally {
       await client.close();
     }
+    // The thread tore its WebGPU instance down (unloading the driver) before close() returned: a process
+    // exiting right after cannot race that teardown.
+    const alive = threads();
+    assert.deepEqual(workerThreads.filter((id) => alive.has(id)), [], "the Worker's threads still run");
   },
 });
+
+/** This process's threads (Linux /proc): id -> name. */
+function threads(): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const e of Deno.readDirSync("/proc/self/task")) {
+    try {
+      out.set(Number(e.name), Deno.readTextFileSync(`/proc/self/task/${e.name}/comm`).trim());
+    } catch {
+      // ended while listed
+    }
+  }
+  return out;
+}
 
 Deno.test({
   name: "Runner: prefix caching reuses prompt blocks (sequential and n > 1) and gives the same tokens",

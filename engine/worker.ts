@@ -66,6 +66,17 @@ function deviceLossAfter(engine: Engine): ((tokens: number) => void) | null {
   };
 }
 
+/** This thread's id from /proc/thread-self ("PID/task/TID"); null where there is no /proc. */
+function threadId(): number | null {
+  try {
+    return Number(Deno.readLinkSync("/proc/thread-self").split("/").at(-1)) || null;
+  } catch {
+    return null;
+  }
+}
+
+post({ type: "thread", id: threadId() });
+
 self.onmessage = (e: MessageEvent<ToWorker>) => {
   const m = e.data;
   switch (m.type) {

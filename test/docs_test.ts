@@ -59,3 +59,13 @@ Deno.test("every docs/API.md section a comment cites is there", async () => {
   }
   assert.deepEqual(missing, []);
 });
+
+Deno.test("README.md tells a new user what deno task ok costs and prints, and how to pass API keys", () => {
+  const text = Deno.readTextFileSync(`${ROOT}README.md`);
+  // A measured duration with the machine it was measured on, and the test count.
+  assert.match(text, /`deno task ok` takes about \d+ minutes? [^.]*on a 2-core machine/);
+  assert.match(text, /\d{3} tests/);
+  // The "XDG_RUNTIME_DIR is invalid or not set" lines are explained as harmless.
+  assert.match(text, /XDG_RUNTIME_DIR is invalid or not set[^.]*harmless/s);
+  assert.match(text, /`TRELLIS_API_KEY=[^`]*` rather than `--api-key`/);
+});

@@ -1,6 +1,10 @@
 // GPU helpers for tests: the WebGPU probe, a shared device (or a skip when there is no adapter),
 // uploads, readbacks and tolerance checks.
 import { Kernels } from "../../kernels/mod.ts";
+import { preferVulkan } from "../../engine/gpu.ts";
+
+// Before any test module of this process asks for an adapter (see preferVulkan).
+preferVulkan();
 
 /**
  * TRELLIS_REQUIRE_GPU=1 (set by .ci/run, which guarantees an adapter): GPU tests run and fail when there is
@@ -33,6 +37,13 @@ export function testKernels(): Promise<Kernels> {
   })();
   return shared;
 }
+
+// The module's device is destroyed after its last test, rather than left to the isolate's teardown.
+Deno.test.afterAll(async () => {
+  const k = await shared?.catch(() => null);
+  shared = undefined;
+  k?.device.destroy();
+});
 
 const GPU_HELP = "install Mesa's lavapipe (apt-get install mesa-vulkan-drivers) and set XDG_RUNTIME_DIR";
 
