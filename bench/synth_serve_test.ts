@@ -5,11 +5,10 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { synthCheckpoint } from "./synth.ts";
 import { TokenizerCodec } from "../text/mod.ts";
-import { hasWebGpu } from "../test/support/mod.ts";
+import { noGpu } from "../test/support/mod.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const HAVE_GPU = await hasWebGpu();
-if (!HAVE_GPU) console.warn("synth_serve_test: no WebGPU adapter; the server test is skipped");
+const NO_GPU = await noGpu();
 
 /** Calls `onLine` for each line of `stream` until it ends. */
 async function eachLine(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
@@ -25,7 +24,7 @@ async function eachLine(stream: ReadableStream<Uint8Array>, onLine: (line: strin
 
 Deno.test({
   name: "main.ts serves a tiny synthetic checkpoint with its synthetic tokenizer: a chat completion",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "synth_serve_" });
     try {

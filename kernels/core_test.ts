@@ -21,7 +21,7 @@ Deno.test({
   name: "capture() + replay() give the direct dispatches' results, replayed any number of times",
   ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     const dim = 96, rows = 3;
     const x = randomF32(rows * dim, 1);
     const w = randomF16(dim, 2, 0.5, 1.5);
@@ -54,7 +54,7 @@ Deno.test({
   name: "capture() refuses an encoder that uses the pass directly, and does not nest",
   ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     assert.throws(() => k.capture((pass) => pass.end()), KernelError);
     assert.throws(() => k.capture(() => k.capture(() => {})), /does not nest/);
   },

@@ -5,7 +5,7 @@ import { MATMUL_F16_SOURCE, matmulF16 } from "./matmul_f16.ts";
 import { grid2d, ParamWriter } from "../core.ts";
 import { testKernels } from "../../test/support/mod.ts";
 
-const k = (await testKernels())!;
+const k = await testKernels();
 if (!k || !k.device.features.has("timestamp-query")) {
   throw new Error("Benchmark needs a GPU with timestamp-query");
 }

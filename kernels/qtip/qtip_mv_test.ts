@@ -289,9 +289,9 @@ Deno.test({
 
 Deno.test({
   name: "qtipMatmul: prefill-sized batches (128-row blocks, partial row and token tiles) give the reference",
-  ignore: !gpu,
+  ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     for (const [code, K, layout] of [["hyb", 2, "swizzled"], ["3inst", 3, "plain"]] as const) {
       const lin = makeLinear(code, K, layout, 160, 96, 70 + K);
       await check(k, lin, 130, {}, `${code} K=${K} M=130`);

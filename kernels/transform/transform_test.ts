@@ -44,7 +44,7 @@ Deno.test({
   name: "normTransform: finish + residual + RMSNorm + per-part input transforms equal the unfused steps",
   ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     // dim: a power of two, had_20, had_28 (with 2 tensor-parallel chunks), had_172.
     for (const [dim, chunk] of [[256, 256], [320, 320], [896, 448], [1376, 1376]]) {
       const had = new HadTable(k.device, [chunk]);
@@ -119,7 +119,7 @@ Deno.test({
   name: "ropeKv: q/k/v output transforms, RoPE and the paged f16 cache equal the unfused steps",
   ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     const hd = 64, nHeads = 4, nKvHeads = 2, blockSize = 4, maxBlocksPerSeq = 3, T = 3;
     const qDim = nHeads * hd, kvDim = nKvHeads * hd, w = qDim + 2 * kvDim;
     const had = new HadTable(k.device, [qDim, kvDim]);
@@ -201,7 +201,7 @@ Deno.test({
   name: "blockTransform: the MLP middle and input transforms over many workgroups equal the unfused steps",
   ignore: NO_GPU,
   async fn() {
-    const k = (await testKernels())!;
+    const k = await testKernels();
     for (const [n, chunk] of [[1376, 1376], [448, 448], [1024, 1024], [896, 448], [4096, 4096]]) {
       const had = new HadTable(k.device, [chunk]);
       const T = 2;
