@@ -13,9 +13,9 @@ import { maskAllows } from "./constraint.ts";
 import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
 import { GrammarPool } from "../grammar/mod.ts";
 import { TokenizerCodec } from "../text/mod.ts";
-import { hasWebGpu, seededRandom } from "../test/support/mod.ts";
+import { noGpu, seededRandom } from "../test/support/mod.ts";
 
-const HAVE_GPU = await hasWebGpu();
+const NO_GPU = await noGpu();
 
 const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
 const P0: number[] = ref.prompts.p0_genesis.ids;
@@ -66,7 +66,7 @@ const idsOf = (evs: TokenEvent[]) => evs.flatMap((e) => e.ids);
 Deno.test({
   name:
     "a constrained sequence samples the best allowed token, one per round, beside unchanged multi-step rounds",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const engine = await Engine.load({
       modelDir: DEFAULT_MODEL_DIR,
@@ -119,7 +119,7 @@ Deno.test({
 
 Deno.test({
   name: "a constrained sequence whose matcher fails finishes with an error; its neighbour goes on",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   async fn() {
     const engine = await Engine.load({
       modelDir: DEFAULT_MODEL_DIR,
@@ -157,7 +157,7 @@ const ITEM = z.object({ name: z.string().max(6), count: z.number().int().min(0).
 
 Deno.test({
   name: "Runner + GrammarPool on the embedded model: every seeded output parses and validates",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   sanitizeResources: false,
   async fn() {
     const engine = await Engine.load({

@@ -16,9 +16,9 @@ import { DEFAULT_MODEL_DIR, EngineClient } from "../engine/mod.ts";
 import { type ServerHandle, startServer } from "./app.ts";
 import { DEFAULT_CONFIG } from "./config.ts";
 import { TokenizerCodec } from "../text/mod.ts";
-import { hasWebGpu } from "../test/support/mod.ts";
+import { noGpu } from "../test/support/mod.ts";
 
-const HAVE_GPU = await hasWebGpu();
+const NO_GPU = await noGpu();
 
 // Short keys and bounded values keep outputs to a few dozen tokens: lavapipe is slow, and a constrained
 // sequence takes one token per decode round.
@@ -28,7 +28,7 @@ const SEEDS = [1, 2, 3, 4];
 
 Deno.test({
   name: "clients: structured outputs and tool calls on the embedded model",
-  ignore: !HAVE_GPU,
+  ignore: NO_GPU,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
