@@ -503,6 +503,11 @@ export class Engine {
     return { seqs, steps, cmd: enc.finish(), rb, bytes, topBytes, nTop };
   }
 
+  /** The captured decode steps, least recently used first (bench/step_profile.ts times them one by one). */
+  capturedSteps(): CapturedDispatch[][] {
+    return [...this.#stepCache.values()];
+  }
+
   /** Queues a prepared round. */
   submitRound(r: PendingRound): void {
     if (!r.cmd) return;

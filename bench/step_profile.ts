@@ -1,0 +1,165 @@
+// `deno run -A bench/step_profile.ts [--arch llama2-7b] [--code HYB] [--bits 2] [--context 640] [--reps 7]
+// [--cache-dir DIR] [--json OUT]`: where the GPU time of one batch-1 decode step goes. Decodes a synthetic
+// checkpoint (bench/synth.ts) up to `context` positions through the Engine, takes the step it captured last,
+// and times it two ways with timestamp queries: whole (all dispatches in one compute pass, as the engine
+// records it) and dispatch by dispatch (each in a pass of its own, so each carries a pass's fixed cost).
+// Prints the time per kernel (pipeline) summed over the step, and the first layer's dispatches in order.
+import { parseArgs } from "node:util";
+import { Engine } from "../engine/engine.ts";
+import type { CapturedDispatch } from "../kernels/core.ts";
+import { type ArchName, ARCHS, type SynthCode } from "./synth.ts";
+import { pipelinedDecode, synthModelDir } from "./model_bench.ts";
+import { median } from "./_timing.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    arch: { type: "string", default: "llama2-7b" },
+    code: { type: "string", default: "HYB" },
+    bits: { type: "string", default: "2" },
+    context: { type: "string", default: "640" },
+    reps: { type: "string", default: "7" },
+    "cache-dir": { type: "string", default: "/tmp/trellis-synth" },
+    json: { type: "string" },
+  },
+});
+const arch = values.arch as ArchName;
+if (!(arch in ARCHS)) {
+  throw new Error(`Unknown --arch ${arch}: expected one of ${Object.keys(ARCHS).join(", ")}`);
+}
+const bits = Number(values.bits) as 2 | 3 | 4;
+const context = Number(values.context);
+const reps = Number(values.reps);
+const dir = await synthModelDir(
+  { arch, code: values.code as SynthCode, bits },
+  values["cache-dir"]!,
+  console.log,
+);
+const eng = await Engine.load({
+  modelDir: dir,
+  maxContext: Math.max(context + 64, 256),
+  maxSeqs: 1,
+  maxBatchTokens: 512,
+  maxRoundSteps: 32,
+  kvTokens: context + 128,
+  prefixCache: false,
+  progress: false,
+});
+const dev = eng.gpu.device;
+if (!dev.features.has("timestamp-query")) throw new Error("step_profile needs the timestamp-query feature");
+const prompt = Array.from({ length: Math.min(128, context - 1) }, (_, i) => 3 + (i * 7919) % 1000);
+eng.addSequence({
+  request: {
+    id: "p",
+    promptIds: prompt,
+    maxTokens: context,
+    sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
+  },
+});
+await eng.prefill(["p"]);
+await pipelinedDecode(eng, ["p"], context - prompt.length, 32);
+const steps = eng.capturedSteps();
+const list = steps[steps.length - 1];
+const n = list.length;
+
+const qs = dev.createQuerySet({ type: "timestamp", count: 2 * n });
+const resolve = dev.createBuffer({
+  size: 16 * n,
+  usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+});
+const read = dev.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+
+function record(pass: GPUComputePassEncoder, d: CapturedDispatch): void {
+  pass.setPipeline(d.pipeline);
+  pass.setBindGroup(0, d.group);
+  pass.dispatchWorkgroups(d.x, d.y, d.z);
+}
+
+async function times(split: boolean): Promise<BigInt64Array> {
+  const enc = dev.createCommandEncoder();
+  if (split) {
+    list.forEach((d, i) => {
+      const pass = enc.beginComputePass({
+        timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+      });
+      record(pass, d);
+      pass.end();
+    });
+  } else {
+    const pass = enc.beginComputePass({
+      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    });
+    for (const d of list) record(pass, d);
+    pass.end();
+  }
+  const count = split ? 2 * n : 2;
+  enc.resolveQuerySet(qs, 0, count, resolve, 0);
+  enc.copyBufferToBuffer(resolve, 0, read, 0, count * 8);
+  dev.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ, 0, count * 8);
+  const out = new BigInt64Array(read.getMappedRange(0, count * 8).slice(0));
+  read.unmap();
+  return out;
+}
+
+// Warm the clocks (the H100 idles at 345 MHz): a few hundred ms of whole steps.
+const warmEnd = performance.now() + 600;
+while (performance.now() < warmEnd) await times(false);
+const whole: number[] = [];
+const each: number[][] = list.map(() => []);
+for (let r = 0; r < reps; r++) {
+  const w = await times(false);
+  whole.push(Number(w[1] - w[0]) / 1e3);
+  const s = await times(true);
+  for (let i = 0; i < n; i++) each[i].push(Number(s[2 * i + 1] - s[2 * i]) / 1e3);
+}
+const us = each.map(median);
+const kernelName = (d: CapturedDispatch) => d.pipeline.label.replace(/:main:/, ":").slice(0, 90);
+const byKernel = new Map<string, { count: number; us: number }>();
+list.forEach((d, i) => {
+  const k = kernelName(d);
+  const e = byKernel.get(k) ?? { count: 0, us: 0 };
+  e.count++;
+  e.us += us[i];
+  byKernel.set(k, e);
+});
+const sum = us.reduce((a, b) => a + b, 0);
+const wholeUs = median(whole);
+console.log(`${arch} ${values.code} ${bits}-bit, context ${context}: ${n} dispatches`);
+console.log(
+  `whole step (one pass): ${wholeUs.toFixed(1)} us; dispatch by dispatch: sum ${sum.toFixed(1)} us`,
+);
+console.log("kernel | dispatches | us (sum) | share");
+const rows = [...byKernel.entries()].sort((a, b) => b[1].us - a[1].us);
+for (const [k, e] of rows) {
+  console.log(`${k} | ${e.count} | ${e.us.toFixed(1)} | ${(100 * e.us / sum).toFixed(1)}%`);
+}
+const perLayer = Math.floor((n - 4) / (eng.cfg.nLayers));
+console.log("first dispatches in order (us, grid):");
+list.slice(0, Math.min(n, 16 + perLayer)).forEach((d, i) => {
+  console.log(`  ${i} ${kernelName(d)} ${us[i].toFixed(2)} [${d.x},${d.y},${d.z}]`);
+});
+if (values.json) {
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify(
+      {
+        bench: "step_profile",
+        adapter: eng.gpu.adapterInfo.description || eng.gpu.adapterInfo.device,
+        arch,
+        code: values.code,
+        bits,
+        context,
+        reps,
+        dispatches: n,
+        wholeStepUs: wholeUs,
+        splitSumUs: sum,
+        kernels: rows.map(([k, e]) => ({ kernel: k, dispatches: e.count, us: e.us })),
+        order: list.map((d, i) => ({ kernel: kernelName(d), us: us[i], grid: [d.x, d.y, d.z] })),
+      },
+      null,
+      2,
+    ),
+  );
+}
+eng.destroy();
