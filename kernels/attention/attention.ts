@@ -59,7 +59,7 @@ export interface AttentionDecodeOptions extends AttentionOptions {
   maxContext: number; // >= max(tokenPos) + 1
   /** f32 split-K partials, attentionScratchBytes() bytes; unused when maxContext <= partitionSize. */
   scratch?: BufferArg;
-  partitionSize?: number; // default DECODE_PARTITION_SIZE
+  partitionSize?: number; // default decodePartitionSize(T x kv heads x head chunks, maxContext)
 }
 
 export interface AttentionChoiceOptions extends AttentionDecodeOptions {
@@ -74,10 +74,35 @@ export interface ScratchSizeOptions {
   partitionSize?: number;
 }
 
-/** Bytes of scratch attentionDecode() needs: T * nHeads * nParts * (headDim + 2) f32, 0 if one part. */
+/** Workgroups the decode kernel aims at: with fewer, a batch-1 step leaves most of a large GPU idle. */
+export const DECODE_TARGET_WORKGROUPS = 512;
+/** The shortest partition decodePartitionSize() picks. */
+export const DECODE_MIN_PARTITION = 32;
+
+/**
+ * Positions per partition for `workgroupsPerPart` workgroups per partition (T x kv heads x head chunks):
+ * DECODE_PARTITION_SIZE, halved (down to DECODE_MIN_PARTITION) while the context splits into too few
+ * partitions to reach DECODE_TARGET_WORKGROUPS.
+ */
+export function decodePartitionSize(workgroupsPerPart: number, maxContext: number): number {
+  const want = Math.ceil(DECODE_TARGET_WORKGROUPS / Math.max(1, workgroupsPerPart));
+  let size = DECODE_PARTITION_SIZE;
+  while (size > DECODE_MIN_PARTITION && Math.ceil(maxContext / size) < want) size /= 2;
+  return size;
+}
+
+/**
+ * Bytes of scratch attentionDecode() needs for up to T tokens: T * nHeads * nParts * (headDim + 2) f32,
+ * 0 if one part. Without a partitionSize, the most that any batch of 1..T tokens can take.
+ */
 export function attentionScratchBytes(o: ScratchSizeOptions): number {
-  const nParts = Math.ceil(o.maxContext / (o.partitionSize ?? DECODE_PARTITION_SIZE));
-  return nParts <= 1 ? 0 : o.T * o.nHeads * nParts * (o.headDim + 2) * 4;
+  let most = 0;
+  for (let t = o.partitionSize ? o.T : 1; t <= o.T; t++) {
+    // At least t workgroups per partition (one kv head, one chunk), so at most this many partitions.
+    const nParts = Math.ceil(o.maxContext / (o.partitionSize ?? decodePartitionSize(t, o.maxContext)));
+    if (nParts > 1) most = Math.max(most, t * o.nHeads * nParts * (o.headDim + 2) * 4);
+  }
+  return most;
 }
 
 /** Writes K and V rows of each token into its cache slot, rounded to f16. */
@@ -142,7 +167,8 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
     group,
     o.maxWorkgroupStorage ?? k.device.limits.maxComputeWorkgroupStorageSize,
   );
-  const partSize = o.partitionSize ?? DECODE_PARTITION_SIZE;
+  const partSize = o.partitionSize ??
+    decodePartitionSize(o.T * o.nKvHeads * plan.headChunks, o.maxContext);
   const nParts = Math.ceil(o.maxContext / partSize);
   if (!(nParts >= 1)) throw new KernelError(`Decode attention needs maxContext >= 1, got ${o.maxContext}`);
   const qkDim = o.nHeads * o.headDim;

@@ -5,8 +5,10 @@ import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "
 
 export const MATMUL_F16_SOURCE = source;
 
-/** Largest M served by the matvec path; larger M goes to the tiled path. */
+/** Most tokens one matvec dispatch serves. */
 export const MATVEC_MAX_TOKENS = 8;
+/** Largest M served by repeated matvecs (8 tokens each); larger M goes to the tiled path. */
+export const MATVEC_CHUNKED_MAX_TOKENS = 64;
 
 // Matvec geometry; must agree with the override defaults' meaning in matmul_f16.wgsl.
 const TPR = 32;
@@ -48,14 +50,22 @@ export function matmulF16(k: Kernels, pass: GPUComputePassEncoder, o: MatmulF16O
   const params = new ParamWriter()
     .u32(o.M).u32(o.N).u32(o.K).u32(xStride).u32(xOffset).u32(wOffset / 8)
     .u32(o.outStride ?? o.N).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0).u32(tilesN).u32(0).u32(0);
-  const args = [o.x, o.w, o.out, k.params(params)];
-  if (o.M <= MATVEC_MAX_TOKENS) {
-    const p = k.pipeline("matmul_f16", source, { TOKENS: o.M, TPR, TEAMS }, "matvec");
+  if (o.M <= MATVEC_CHUNKED_MAX_TOKENS) {
+    // Up to 8 tokens per matvec; beyond that one matvec per 8 tokens, each reading W again: at decode
+    // batch sizes that is far faster than the tiled path, which has too few tiles to fill the GPU.
     const [gx, gy] = grid2d(k, Math.ceil(o.N / (TEAMS * ROWS_PER_TEAM)));
-    k.dispatch(pass, p, args, gx, gy);
+    for (let t0 = 0; t0 < o.M; t0 += MATVEC_MAX_TOKENS) {
+      const m = Math.min(MATVEC_MAX_TOKENS, o.M - t0);
+      const p = k.pipeline("matmul_f16", source, { TOKENS: m, TPR, TEAMS }, "matvec");
+      const chunk = t0 === 0 ? params : new ParamWriter()
+        .u32(m).u32(o.N).u32(o.K).u32(xStride).u32(xOffset + t0 * xStride).u32(wOffset / 8)
+        .u32(o.outStride ?? o.N).u32((o.outOffset ?? 0) + t0 * (o.outStride ?? o.N))
+        .u32(o.accumulate ? 1 : 0).u32(tilesN).u32(0).u32(0);
+      k.dispatch(pass, p, [o.x, o.w, o.out, k.params(chunk)], gx, gy);
+    }
   } else {
     const p = k.pipeline("matmul_f16", source, {}, "tiled");
     const [gx, gy] = grid2d(k, tilesN * Math.ceil(o.M / TILE));
-    k.dispatch(pass, p, args, gx, gy);
+    k.dispatch(pass, p, [o.x, o.w, o.out, k.params(params)], gx, gy);
   }
 }

@@ -1,6 +1,7 @@
-// The transforms of a long vector spread over several workgroups, each making OUT_BLOCKS consecutive output
-// blocks of p (transform_lib.wgsl: the mix reads its K inputs straight from global memory, then an FWHT in
-// workgroup memory). Two jobs:
+// The transforms of a long vector spread over many workgroups, each making OUT_BLOCKS consecutive output
+// blocks of p (transform_lib.wgsl: the mix reads its inputs straight from global memory, SPLIT threads to an
+// element, then an FWHT in workgroup memory). A power-of-two factor beyond p mixes too (H_Q, signs from bit
+// parity), so a transform of 4096 is 64 workgroups, not one. Two jobs:
 //   gated (the MLP's middle): with gate = y[t, 0..n) and up = y[t, n..2n) of the stacked gate/up output,
 //     h[t] = silu(sv_g * scale * H(gate)) * (sv_u * scale * H(up)) * su_d     (each factor optional:
 //     a plain MLP gets h = silu(gate) * up)
@@ -10,8 +11,9 @@
 // Dispatch: (T, ceil(blocks / OUT_BLOCKS)) workgroups, blocks = n / p. Reference: transform_ref.ts.
 
 override WG: u32 = 256u;
-override SM: u32 = 2048u; // >= 2 * OUT_BLOCKS * p (gated) or OUT_BLOCKS * p (input)
+override SM: u32 = 2048u; // >= SPLIT * OUT_BLOCKS * p, twice that when gated
 override OUT_BLOCKS: u32 = 1u;
+override SPLIT: u32 = 1u; // threads that share one element's mix
 
 const F_GATED: u32 = 1u;
 const F_HAD: u32 = 2u;
@@ -43,25 +45,34 @@ fn silu(v: f32) -> f32 {
   return select(v * e / (1.0 + e), v / (1.0 + e), v >= 0.0);
 }
 
-// Element e (< OUT_BLOCKS p) of the mix for output block b0 + e / p of the vector x[base..base + n),
-// times pre when asked: sum_a had'[j][a] * (x * pre)[(g K + a) p + r].
-fn mixAt(base: u32, preOff: u32, usePre: bool, b: u32, r: u32) -> f32 {
+// Part `part` (of SPLIT) of the mix for element r of output block b: the sum over inputs a in this part's
+// share of [0, K Q) of sign(b, a) * (x * pre)[(g K Q + a) p + r], where the block's transform is
+// had_K kron H_Q kron H_p (Q = 1 when only had_K mixes; K = 1 for a power of two split as H_Q kron H_p,
+// exact because Sylvester matrices factor over index bits). sign = had'[j / Q][a / Q] * (-1)^|j & a mod Q|.
+fn mixPart(base: u32, preOff: u32, usePre: bool, b: u32, r: u32, part: u32) -> f32 {
   let s = params.h;
-  let j = b % s.K;
+  let q = max(s._pad0, 1u);
+  let kq = s.K * q;
+  let j = b % kq;
   let first = (b - j) * s.p + r;
-  let row = s.rows + j * s.words;
+  let row = s.rows + (j / q) * s.words;
+  let jq = j % q;
+  let per = (kq + SPLIT - 1u) / SPLIT;
+  let a0 = part * per;
+  let a1 = min(kq, a0 + per);
   var acc = 0.0;
-  for (var w = 0u; w < s.words; w++) {
-    let bits = had[row + w];
-    let end = min(32u, s.K - 32u * w);
-    for (var k = 0u; k < end; k++) {
-      let i = first + (32u * w + k) * s.p;
-      var v = x[base + i];
-      if (usePre) {
-        v *= side[preOff + i];
-      }
-      acc += select(v, -v, ((bits >> k) & 1u) != 0u);
+  for (var a = a0; a < a1; a++) {
+    let i = first + a * s.p;
+    var v = x[base + i];
+    if (usePre) {
+      v *= side[preOff + i];
     }
+    let ak = a / q;
+    var neg = countOneBits(jq & (a % q)) & 1u;
+    if (s.K > 1u) {
+      neg ^= (had[row + (ak >> 5u)] >> (ak & 31u)) & 1u;
+    }
+    acc += select(v, -v, neg != 0u);
   }
   return acc;
 }
@@ -93,24 +104,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     return;
   }
-  for (var e = tid; e < len; e += WG) {
-    let b = b0 + e / p;
-    let r = e % p;
-    if (gated) {
-      sm[e] = mixAt(xBase, 0u, false, b, r);
-      sm[len + e] = mixAt(xBase + n, 0u, false, b, r);
-    } else {
-      sm[e] = mixAt(xBase, params.suOff, (f & F_SU) != 0u, b, r);
+  // SPLIT threads share each element's mix; their partial sums meet in workgroup memory.
+  let lenMax = OUT_BLOCKS * p;
+  for (var w = tid; w < lenMax * SPLIT; w += WG) {
+    let e = w % lenMax;
+    let part = w / lenMax;
+    if (e < len) {
+      let b = b0 + e / p;
+      let r = e % p;
+      if (gated) {
+        sm[part * lenMax + e] = mixPart(xBase, 0u, false, b, r, part);
+        sm[SPLIT * lenMax + part * lenMax + e] = mixPart(xBase + n, 0u, false, b, r, part);
+      } else {
+        sm[part * lenMax + e] = mixPart(xBase, params.suOff, (f & F_SU) != 0u, b, r, part);
+      }
     }
   }
   workgroupBarrier();
-  fwht(0u, p, select(nb, 2u * nb, gated), tid);
+  // Thread e alone reads column e of the partials, so it may overwrite that column's first slot (the up
+  // half's partials start at U = SPLIT * lenMax).
+  let U = SPLIT * lenMax;
+  if (SPLIT > 1u) {
+    for (var e = tid; e < len; e += WG) {
+      var g = 0.0;
+      var u = 0.0;
+      for (var part = 0u; part < SPLIT; part++) {
+        g += sm[part * lenMax + e];
+        if (gated) {
+          u += sm[U + part * lenMax + e];
+        }
+      }
+      sm[e] = g;
+      if (gated) {
+        sm[U + e] = u;
+      }
+    }
+    workgroupBarrier();
+  }
+  fwht(0u, p, nb, tid);
+  if (gated) {
+    fwht(U, p, nb, tid);
+  }
   let scale = params.h.scale;
   for (var e = tid; e < len; e += WG) {
     let i = e0 + e;
     if (gated) {
       var gv = sm[e] * scale;
-      var uv = sm[len + e] * scale;
+      var uv = sm[U + e] * scale;
       if ((f & F_SV) != 0u) {
         gv *= side[params.svOff + i];
         uv *= side[params.svOff + n + i];

@@ -292,32 +292,47 @@ export interface BlockTransformOptions {
   outOffset?: number;
 }
 
-/** Output elements a block-transform workgroup aims at: one per thread, so a long mix (K up to 172 terms)
- * spreads over many workgroups at batch 1. */
-const BLOCK_TARGET = 256;
+/** Block length of the block kernel's FWHT: a transform's power-of-two factor beyond it mixes as H_Q. */
+const MIX_BLOCK = 64;
 
 /** Records the spread transform (block_transform.wgsl): (T, ceil(blocks / OUT_BLOCKS)) workgroups. */
 export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: BlockTransformOptions): void {
   if (o.T === 0) return;
   if (!o.gated && !o.spec) throw new KernelError("blockTransform: an input job needs a transform");
-  // Without a transform the "blocks" only split the work: the largest power of two <= 256 dividing n.
-  const p = o.spec?.p ?? Math.min(256, o.n & -o.n);
-  if (o.n % p !== 0) throw new KernelError(`blockTransform: ${o.n} is not a multiple of ${p}`);
-  const blocks = o.n / p;
-  const outBlocks = Math.max(1, Math.min(blocks, Math.floor(BLOCK_TARGET / p)));
-  const need = (o.gated ? 2 : 1) * outBlocks * p;
-  const wg = Math.min(256, k.device.limits.maxComputeInvocationsPerWorkgroup);
+  const maxInv = Math.min(1024, k.device.limits.maxComputeInvocationsPerWorkgroup);
+  // With a transform: blocks of at most MIX_BLOCK, each output element a mix of K * Q inputs shared by
+  // SPLIT threads (about 16-32 terms each), one or a few blocks per workgroup, so a vector of 11008 is
+  // 172 workgroups. Without one the "blocks" only split the elementwise work.
+  const pb = o.spec ? Math.min(o.spec.p, MIX_BLOCK) : Math.min(256, o.n & -o.n);
+  if (o.n % pb !== 0) throw new KernelError(`blockTransform: ${o.n} is not a multiple of ${pb}`);
+  const q = o.spec ? o.spec.p / pb : 1;
+  const blocks = o.n / pb;
+  let outBlocks: number, split = 1, wg: number;
+  if (o.spec) {
+    outBlocks = Math.max(1, Math.min(blocks, Math.floor(MIX_BLOCK / pb)));
+    const lenMax = outBlocks * pb;
+    const want = Math.min(8, 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil((o.spec.K * q) / 24)))));
+    while (split < want && lenMax * split * 2 <= maxInv) split *= 2;
+    wg = Math.min(maxInv, Math.max(64, lenMax * split));
+  } else {
+    outBlocks = Math.max(1, Math.min(blocks, Math.floor(256 / pb)));
+    wg = Math.min(256, maxInv);
+  }
+  const need = (o.gated ? 2 : 1) * split * outBlocks * pb;
   const pipe = k.pipeline("block_transform", TRANSFORM_SOURCES.block_transform, {
     WG: wg,
-    SM: slots(k, need, `A block transform of ${outBlocks} x ${p}`),
+    SM: slots(k, need, `A block transform of ${outBlocks} x ${pb}`),
     OUT_BLOCKS: outBlocks,
+    SPLIT: split,
   });
   const flags = (o.gated ? 1 : 0) | (o.spec ? 2 : 0) | (o.sv !== undefined ? 4 : 0) |
     (o.su !== undefined ? 8 : 0);
   const params = new ParamWriter()
     .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
     .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
-  writeHad(params, o.spec ?? { K: 1, p, groups: blocks, rows: 0, words: 1, scale: 1 });
+  const s = o.spec ?? { K: 1, p: pb, groups: blocks, rows: 0, words: 1, scale: 1 };
+  // HadSpec with p = the block length and its first pad = Q (block_transform.wgsl's mixPart).
+  params.u32(s.K).u32(pb).u32(s.groups).u32(s.rows).u32(s.words).f32(s.scale).u32(q).u32(0);
   const groups = Math.ceil(blocks / outBlocks);
   const maxDim = k.device.limits.maxComputeWorkgroupsPerDimension;
   if (o.T > maxDim || groups > maxDim) {

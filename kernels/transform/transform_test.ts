@@ -202,7 +202,12 @@ Deno.test({
   ignore: NO_GPU,
   async fn() {
     const k = await testKernels();
-    for (const [n, chunk] of [[1376, 1376], [448, 448], [1024, 1024], [896, 448], [4096, 4096]]) {
+    for (
+      const [n, chunk] of [[1376, 1376], [448, 448], [1024, 1024], [896, 448], [4096, 4096], [11008, 11008], [
+        14336,
+        14336,
+      ]]
+    ) {
       const had = new HadTable(k.device, [chunk]);
       const T = 2;
       for (const gated of [true, false]) {
