@@ -64,8 +64,8 @@ export interface KernelsBenchOptions {
 export type QtipTune = NonNullable<QtipMatmulOptions["tune"]>;
 
 /** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll x subgroups. */
-export const QTIP_SWEEP: QtipTune[] = [256, 512, 1024].flatMap((wg) =>
-  [2, 4].flatMap((repShift) =>
+export const QTIP_SWEEP: QtipTune[] = [512, 1024].flatMap((wg) =>
+  [0, 1, 2].flatMap((repShift) =>
     [1, 2].flatMap((unroll) =>
       [false, true].map((subgroups) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups }))
     )

@@ -52,7 +52,7 @@ eng.addSequence({
   request: {
     id: "p",
     promptIds: prompt,
-    maxTokens: context,
+    maxTokens: context - prompt.length + 8,
     sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
   },
 });

@@ -131,27 +131,36 @@ export function attention(k: Kernels, pass: GPUComputePassEncoder, o: AttentionC
   else attentionPrefill(k, pass, o);
 }
 
-/** Tile plan of the decode kernel (its override constants) and the query-head chunks per kv head. */
+/** Plan of the decode kernel (its override constants) and the query-head chunks per kv head. */
 export interface DecodePlan {
   WG: number;
   HEAD_DIM: number;
   HG: number;
-  TILE: number;
-  CH: number;
+  CHUNK: number;
   headChunks: number;
 }
 
-/** Chooses the decode kernel's tiles so its workgroup memory fits in `budget` bytes. */
+/** Workgroup memory of the decode kernel under `p` (attention_decode.wgsl's arrays). */
+export function decodeSmemBytes(p: Omit<DecodePlan, "headChunks">): number {
+  const hd2 = p.HEAD_DIM / 2;
+  const groups = Math.floor(p.WG / hd2);
+  return 4 *
+    (p.HG * p.HEAD_DIM + p.HG * p.CHUNK + p.CHUNK + 2 * p.HG + groups * p.HG * hd2 * 2 + groups * p.HG);
+}
+
+/** Chooses the decode kernel's workgroup and chunk so its workgroup memory fits in `budget` bytes. */
 export function planDecode(headDim: number, group: number, budget: number): DecodePlan {
-  const headChunks = Math.ceil(group / 8);
-  const hg = Math.ceil(group / headChunks);
   const hd2 = headDim / 2;
-  let wg = 64;
-  while (wg < 128 && wg < hg * hd2) wg *= 2;
-  for (const tile of [32, 16, 8, 4]) {
-    const ch = Math.min(hd2, Math.max(1, Math.floor(wg / (hg * tile))));
-    const bytes = 4 * (2 * hg * hd2 + tile * (hd2 + ch) + tile * hd2 + hg * tile * ch + 2 * hg * tile);
-    if (bytes <= budget) return { WG: wg, HEAD_DIM: headDim, HG: hg, TILE: tile, CH: ch, headChunks };
+  // At most 8 query heads per workgroup; fewer (more chunks) when their queries and partials do not fit.
+  for (let headChunks = Math.ceil(group / 8); headChunks <= group; headChunks++) {
+    const hg = Math.ceil(group / headChunks);
+    // Phase C needs at least one whole group of HEAD_DIM / 2 invocations.
+    for (const wg of [256, 128, 64].filter((w) => w >= hd2)) {
+      for (const chunk of [64, 32, 16]) {
+        const plan = { WG: wg, HEAD_DIM: headDim, HG: hg, CHUNK: chunk };
+        if (decodeSmemBytes(plan) <= budget) return { ...plan, headChunks };
+      }
+    }
   }
   throw new KernelError(
     `Cannot plan decode attention for headDim ${headDim}, group ${group}: needs more than ${budget} bytes of workgroup memory`,
@@ -196,7 +205,7 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
   }
   const split = k.pipeline("attention_decode", decodeSource, constants, "split");
   k.dispatch(pass, split, [...inputs, o.scratch, k.params(params)], nParts, groups, o.T);
-  const reduce = k.pipeline("attention_reduce", reduceSource, { WG: 64 });
+  const reduce = k.pipeline("attention_reduce", reduceSource, { WG: 128 });
   const rp = new ParamWriter()
     .u32(o.T).u32(o.nHeads).u32(o.headDim).u32(partSize).u32(nParts).u32(outStride).u32(outOffset).u32(0);
   k.dispatch(pass, reduce, [o.scratch, o.tokenPos, o.out, k.params(rp)], o.nHeads, o.T);

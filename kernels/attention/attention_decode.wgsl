@@ -11,26 +11,24 @@
 //           dst f32: `direct` -> out (T, outStride) from outOffset, head h at h * HEAD_DIM;
 //                    `split` -> scratch: stats (T, nHeads, nParts, 2) = (max, sum), then
 //                               partial outputs (T, nHeads, nParts, HEAD_DIM); params.
-// Within a workgroup, per tile of TILE positions: stage K and V (f16 pairs) in workgroup memory, score
-// (HG * TILE dot products, each split over CH invocations), exponentiate against the tile max, and
-// fold into per-invocation accumulators with the online-softmax rescale (FlashAttention-2, sec. 3.1).
+// Per chunk of CHUNK positions, three phases with no per-position loop chains: (A) one invocation per
+// position reads its K row once (its block-table lookup kept for phase C) and scores it for the HG heads;
+// (B) the chunk max per head updates the running max (online softmax, FlashAttention-2 sec. 3.1) and
+// the scores become weights; (C) invocation (group, pair) accumulates weight * V for the positions of
+// its group, reading V rows coalesced. The groups meet in workgroup memory at the end.
 // Reference: attention_ref.ts `attentionRef`.
 
-override WG: u32 = 128u;
+override WG: u32 = 256u;
 override HEAD_DIM: u32 = 128u;
 // Query heads per workgroup (all, or a chunk, of one kv group's heads), so K/V are read once for them.
 override HG: u32 = 1u;
-// Positions staged per step.
-override TILE: u32 = 16u;
-// Invocations per dot product.
-override CH: u32 = 1u;
+// Positions per pass.
+override CHUNK: u32 = 64u;
 override HD2: u32 = HEAD_DIM / 2u;
-// Row stride of the staged K tile, padded so the CH invocations of neighbouring rows hit distinct banks.
-override KS: u32 = HD2 + CH;
-// Output pairs per invocation: ceil(HG * HD2 / WG) <= MAX_ACC (checked by the host).
-override NACC: u32 = (HG * HD2 + WG - 1u) / WG;
+// Position groups of phase C: invocation lid works on pair lid % HD2 of group lid / HD2.
+override GROUPS: u32 = WG / HD2;
 
-const MAX_ACC: u32 = 8u;
+const MAX_HG: u32 = 8u;
 const NEG: f32 = -1e30;
 
 struct Params {
@@ -61,110 +59,150 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(7) var<uniform> params: Params;
 
-var<workgroup> qs: array<vec2<f32>, HG * HD2>; // scaled query pairs (HG, HD2)
-var<workgroup> kt: array<u32, TILE * KS>; // K tile (TILE, KS)
-var<workgroup> vt: array<u32, TILE * HD2>; // V tile (TILE, HD2)
-var<workgroup> dots: array<f32, HG * TILE * CH>; // partial dot products (HG, TILE, CH)
-var<workgroup> sc: array<f32, HG * TILE>; // scores (HG, TILE), NEG where masked
-var<workgroup> pr: array<f32, HG * TILE>; // exp(score - tile max)
+var<workgroup> qs: array<f32, HG * HEAD_DIM>; // scaled queries (HG, HEAD_DIM)
+var<workgroup> sc: array<f32, HG * CHUNK>; // scores, then weights (HG, CHUNK)
+var<workgroup> rowAt: array<u32, CHUNK>; // first cache word of each position's row
+var<workgroup> hm: array<f32, HG>; // running max per head
+var<workgroup> corr: array<f32, HG>; // rescale of the accumulators for this chunk
+var<workgroup> red: array<vec2<f32>, GROUPS * HG * HD2>; // phase-C partials (group, head, pair)
+var<workgroup> redl: array<f32, GROUPS * HG>; // partial weight sums (group, head)
 
-// Output pair a of this invocation is o = lid + a * WG: head o / HD2, pair o % HD2.
-var<private> acc: array<vec2<f32>, MAX_ACC>;
-var<private> mAcc: array<f32, MAX_ACC>;
-var<private> lAcc: array<f32, MAX_ACC>;
-
-fn tileMax(h: u32, n: u32) -> f32 {
-  var m = NEG;
-  for (var r = 0u; r < n; r++) {
-    m = max(m, sc[h * TILE + r]);
-  }
-  return m;
+struct Attended {
+  acc: array<vec2<f32>, MAX_HG>, // (head) output pair of this invocation (lid < HD2), unnormalised
+  l: array<f32, MAX_HG>, // (head) sum of weights
 }
 
-// Attends token t's query heads [headBase, headBase + nh) of kv head g over positions [p0, p1).
-fn attend(t: u32, g: u32, headBase: u32, nh: u32, p0: u32, p1: u32, lid: u32) {
+// Attends token t's query heads [headBase, headBase + nh) of kv head g over positions [p0, p1). The
+// result is complete for invocations lid < HD2 (pair lid); hm holds each head's max.
+fn attend(t: u32, g: u32, headBase: u32, nh: u32, p0: u32, p1: u32, lid: u32) -> Attended {
   let tableRow = tokenSeq[t] * params.maxBlocksPerSeq;
   let qBase = params.qOffset + t * params.qStride;
-  for (var i = lid; i < HG * HD2; i += WG) {
-    let h = min(i / HD2, nh - 1u);
-    let j = qBase + (headBase + h) * HEAD_DIM + 2u * (i % HD2);
-    qs[i] = vec2<f32>(q[j], q[j + 1u]) * params.scale;
+  for (var i = lid; i < HG * HEAD_DIM; i += WG) {
+    let h = min(i / HEAD_DIM, nh - 1u);
+    qs[i] = q[qBase + (headBase + h) * HEAD_DIM + i % HEAD_DIM] * params.scale;
   }
-  for (var a = 0u; a < NACC; a++) {
-    acc[a] = vec2<f32>(0.0);
-    mAcc[a] = NEG;
-    lAcc[a] = 0.0;
+  if (lid < HG) {
+    hm[lid] = NEG;
   }
-  for (var p = p0; p < p1; p += TILE) {
-    let n = min(TILE, p1 - p);
-    for (var i = lid; i < TILE * HD2; i += WG) {
-      let r = i / HD2;
-      let d = i % HD2;
-      var kw = 0u;
-      var vw = 0u;
+  let dp = lid % HD2;
+  let grp = lid / HD2;
+  var acc: array<vec2<f32>, MAX_HG>;
+  var l: array<f32, MAX_HG>;
+  for (var h = 0u; h < HG; h++) {
+    acc[h] = vec2<f32>(0.0);
+    l[h] = 0.0;
+  }
+  workgroupBarrier();
+  for (var p = p0; p < p1; p += CHUNK) {
+    let n = min(CHUNK, p1 - p);
+    // (A) scores: one position per invocation.
+    for (var r = lid; r < CHUNK; r += WG) {
       if (r < n) {
         let pos = p + r;
         let blk = blockTable[tableRow + pos / params.blockSize];
-        let j = ((blk * params.nKvHeads + g) * params.blockSize + pos % params.blockSize) * HD2 + d;
-        kw = kCache[j];
-        vw = vCache[j];
-      }
-      kt[r * KS + d] = kw;
-      vt[i] = vw;
-    }
-    workgroupBarrier();
-    for (var i = lid; i < HG * TILE * CH; i += WG) {
-      let c = i % CH;
-      let r = (i / CH) % TILE;
-      let h = i / (CH * TILE);
-      var s = 0.0;
-      for (var d = c; d < HD2; d += CH) {
-        s += dot(qs[h * HD2 + d], unpack2x16float(kt[r * KS + d]));
-      }
-      if (CH == 1u) {
-        sc[i] = select(NEG, s, r < n);
-      } else {
-        dots[i] = s;
-      }
-    }
-    workgroupBarrier();
-    if (CH > 1u) {
-      for (var i = lid; i < HG * TILE; i += WG) {
-        var s = 0.0;
-        for (var c = 0u; c < CH; c++) {
-          s += dots[i * CH + c];
+        let row = ((blk * params.nKvHeads + g) * params.blockSize + pos % params.blockSize) * HD2;
+        rowAt[r] = row;
+        var s: array<f32, MAX_HG>;
+        for (var h = 0u; h < HG; h++) {
+          s[h] = 0.0;
         }
-        sc[i] = select(NEG, s, i % TILE < n);
+        // Four loads issued before their use, so the row's words are in flight together.
+        var d = 0u;
+        for (; d + 4u <= HD2; d += 4u) {
+          let k0 = unpack2x16float(kCache[row + d]);
+          let k1 = unpack2x16float(kCache[row + d + 1u]);
+          let k2 = unpack2x16float(kCache[row + d + 2u]);
+          let k3 = unpack2x16float(kCache[row + d + 3u]);
+          for (var h = 0u; h < HG; h++) {
+            let b = h * HEAD_DIM + 2u * d;
+            var a = fma(qs[b], k0.x, fma(qs[b + 1u], k0.y, s[h]));
+            a = fma(qs[b + 2u], k1.x, fma(qs[b + 3u], k1.y, a));
+            a = fma(qs[b + 4u], k2.x, fma(qs[b + 5u], k2.y, a));
+            s[h] = fma(qs[b + 6u], k3.x, fma(qs[b + 7u], k3.y, a));
+          }
+        }
+        for (; d < HD2; d++) {
+          let kv = unpack2x16float(kCache[row + d]);
+          for (var h = 0u; h < HG; h++) {
+            s[h] = fma(qs[h * HEAD_DIM + 2u * d], kv.x, fma(qs[h * HEAD_DIM + 2u * d + 1u], kv.y, s[h]));
+          }
+        }
+        for (var h = 0u; h < HG; h++) {
+          sc[h * CHUNK + r] = s[h];
+        }
       }
-      workgroupBarrier();
-    }
-    for (var i = lid; i < HG * TILE; i += WG) {
-      pr[i] = exp(sc[i] - tileMax(i / TILE, n));
     }
     workgroupBarrier();
-    for (var a = 0u; a < NACC; a++) {
-      let o = lid + a * WG;
-      if (o < HG * HD2) {
-        let h = o / HD2;
-        let d = o % HD2;
-        let tm = tileMax(h, n);
-        let mNew = max(mAcc[a], tm);
-        var s = vec2<f32>(0.0);
-        var l = 0.0;
-        for (var r = 0u; r < n; r++) {
-          let w = pr[h * TILE + r];
-          s += w * unpack2x16float(vt[r * HD2 + d]);
-          l += w;
+    // (B) the running max per head, then weights.
+    if (lid < HG) {
+      var m = hm[lid];
+      for (var r = 0u; r < n; r++) {
+        m = max(m, sc[lid * CHUNK + r]);
+      }
+      corr[lid] = exp(hm[lid] - m);
+      hm[lid] = m;
+    }
+    workgroupBarrier();
+    for (var i = lid; i < HG * CHUNK; i += WG) {
+      let r = i % CHUNK;
+      sc[i] = select(0.0, exp(sc[i] - hm[i / CHUNK]), r < n);
+    }
+    workgroupBarrier();
+    // (C) weighted V rows, GROUPS positions at a time.
+    if (grp < GROUPS) {
+      for (var h = 0u; h < HG; h++) {
+        acc[h] *= corr[h];
+        l[h] *= corr[h];
+      }
+      var r = grp;
+      for (; r + 3u * GROUPS < n; r += 4u * GROUPS) {
+        let v0 = unpack2x16float(vCache[rowAt[r] + dp]);
+        let v1 = unpack2x16float(vCache[rowAt[r + GROUPS] + dp]);
+        let v2 = unpack2x16float(vCache[rowAt[r + 2u * GROUPS] + dp]);
+        let v3 = unpack2x16float(vCache[rowAt[r + 3u * GROUPS] + dp]);
+        for (var h = 0u; h < HG; h++) {
+          let w0 = sc[h * CHUNK + r];
+          let w1 = sc[h * CHUNK + r + GROUPS];
+          let w2 = sc[h * CHUNK + r + 2u * GROUPS];
+          let w3 = sc[h * CHUNK + r + 3u * GROUPS];
+          acc[h] = fma(vec2<f32>(w3), v3, fma(vec2<f32>(w2), v2, fma(vec2<f32>(w1), v1, fma(vec2<f32>(w0), v0, acc[h]))));
+          l[h] += (w0 + w1) + (w2 + w3);
         }
-        let alpha = exp(mAcc[a] - mNew);
-        let beta = exp(tm - mNew);
-        acc[a] = acc[a] * alpha + s * beta;
-        lAcc[a] = lAcc[a] * alpha + l * beta;
-        mAcc[a] = mNew;
+      }
+      for (; r < n; r += GROUPS) {
+        let v = unpack2x16float(vCache[rowAt[r] + dp]);
+        for (var h = 0u; h < HG; h++) {
+          let w = sc[h * CHUNK + r];
+          acc[h] = fma(vec2<f32>(w), v, acc[h]);
+          l[h] += w;
+        }
       }
     }
     workgroupBarrier();
   }
+  if (grp < GROUPS) {
+    for (var h = 0u; h < HG; h++) {
+      red[(grp * HG + h) * HD2 + dp] = acc[h];
+      if (dp == 0u) {
+        redl[grp * HG + h] = l[h];
+      }
+    }
+  }
+  workgroupBarrier();
+  var res: Attended;
+  if (lid < HD2) {
+    for (var h = 0u; h < HG; h++) {
+      var a = vec2<f32>(0.0);
+      var s = 0.0;
+      for (var gi = 0u; gi < GROUPS; gi++) {
+        a += red[(gi * HG + h) * HD2 + lid];
+        s += redl[gi * HG + h];
+      }
+      res.acc[h] = a;
+      res.l[h] = s;
+    }
+  }
+  return res;
 }
 
 @compute @workgroup_size(WG)
@@ -173,14 +211,15 @@ fn direct(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
   let g = wg.y / params.headChunks;
   let headBase = g * params.group + (wg.y % params.headChunks) * HG;
   let nh = min(HG, (g + 1u) * params.group - headBase);
-  attend(t, g, headBase, nh, 0u, tokenPos[t] + 1u, lid);
-  for (var a = 0u; a < NACC; a++) {
-    let o = lid + a * WG;
-    if (o < nh * HD2) {
-      let j = params.outOffset + t * params.outStride + (headBase + o / HD2) * HEAD_DIM + 2u * (o % HD2);
-      let y = acc[a] / lAcc[a];
-      dst[j] = y.x;
-      dst[j + 1u] = y.y;
+  let res = attend(t, g, headBase, nh, 0u, tokenPos[t] + 1u, lid);
+  if (lid < HD2) {
+    for (var h = 0u; h < HG; h++) {
+      if (h < nh) {
+        let j = params.outOffset + t * params.outStride + (headBase + h) * HEAD_DIM + 2u * lid;
+        let y = res.acc[h] / res.l[h];
+        dst[j] = y.x;
+        dst[j + 1u] = y.y;
+      }
     }
   }
 }
@@ -196,20 +235,20 @@ fn split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
   let g = wg.y / params.headChunks;
   let headBase = g * params.group + (wg.y % params.headChunks) * HG;
   let nh = min(HG, (g + 1u) * params.group - headBase);
-  attend(t, g, headBase, nh, p0, min(ctx, p0 + params.partSize), lid);
+  let res = attend(t, g, headBase, nh, p0, min(ctx, p0 + params.partSize), lid);
   let outBase = 2u * params.T * params.nHeads * params.nParts;
-  for (var a = 0u; a < NACC; a++) {
-    let o = lid + a * WG;
-    if (o < nh * HD2) {
-      let d = o % HD2;
-      let row = (t * params.nHeads + headBase + o / HD2) * params.nParts + wg.x;
-      if (d == 0u) {
-        dst[2u * row] = mAcc[a];
-        dst[2u * row + 1u] = lAcc[a];
+  if (lid < HD2) {
+    for (var h = 0u; h < HG; h++) {
+      if (h < nh) {
+        let row = (t * params.nHeads + headBase + h) * params.nParts + wg.x;
+        if (lid == 0u) {
+          dst[2u * row] = hm[h];
+          dst[2u * row + 1u] = res.l[h];
+        }
+        let j = outBase + row * HEAD_DIM + 2u * lid;
+        dst[j] = res.acc[h].x;
+        dst[j + 1u] = res.acc[h].y;
       }
-      let j = outBase + row * HEAD_DIM + 2u * d;
-      dst[j] = acc[a].x;
-      dst[j + 1u] = acc[a].y;
     }
   }
 }

@@ -4,6 +4,7 @@ import {
   attentionDecode,
   attentionPrefill,
   attentionScratchBytes,
+  decodeSmemBytes,
   kvWrite,
   planDecode,
   planPrefill,
@@ -408,8 +409,8 @@ Deno.test("planDecode() and planPrefill() fit the workgroup memory and cover eve
         if (d.HG * d.headChunks < group || d.HG > 8) {
           throw new Error(`decode plan ${JSON.stringify(d)} for group ${group}`);
         }
-        if (Math.ceil((d.HG * headDim) / 2 / d.WG) > 8) {
-          throw new Error(`decode plan ${JSON.stringify(d)} needs > 8 accumulators`);
+        if (decodeSmemBytes(d) > budget || d.WG < headDim / 2) {
+          throw new Error(`decode plan ${JSON.stringify(d)} exceeds ${budget} bytes or has no whole group`);
         }
         if (headDim === 256 && budget === 16384) continue;
         const p = planPrefill(headDim, group, budget);

@@ -44,6 +44,9 @@ export interface QtipMatmulOptions {
   parts?: { starts: number[]; partStride: number; lutStride?: number };
   /** Matvec tuning (benchmarks sweep these); defaults from the shape. */
   tune?: QtipTune;
+  /** "tiled": the tiled matmul whatever M (tests and benchmarks); default: the matvec up to
+   * QTIP_CHUNKED_MAX_TOKENS tokens (in 16-token dispatches), the tiled matmul beyond. */
+  path?: "auto" | "tiled";
 }
 
 const dummyLuts = new WeakMap<Kernels, GPUBuffer>();
@@ -56,6 +59,9 @@ function dummyLut(k: Kernels): GPUBuffer {
   }
   return b;
 }
+
+/** Largest batch served by 16-token matvec dispatches; longer ones take the tiled matmul. */
+export const QTIP_CHUNKED_MAX_TOKENS = 512;
 
 /** Whether the matvec takes this call: a decode-sized batch and vec4-aligned rows of x. */
 export function qtipUsesMatvec(
@@ -102,11 +108,11 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     mma: o.mma,
     tokens: o.M,
     wg,
-    repShift: Math.min(o.tune?.repShift ?? 4, maxRep),
+    repShift: Math.min(o.tune?.repShift ?? 2, maxRep),
     tlutBits,
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,
-    unroll: o.tune?.unroll ?? 1,
+    unroll: o.tune?.unroll ?? 2,
   };
 }
 
@@ -129,7 +135,24 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   }
   if (o.M <= 0) return;
   const lut = o.lut ?? dummyLut(k);
-  if (qtipUsesMatvec(o)) {
+  if (
+    qtipUsesMatvec({ ...o, M: Math.min(o.M, QTIP_MV_MAX_TOKENS) }) && o.path !== "tiled" &&
+    o.M > QTIP_MV_MAX_TOKENS && o.M <= QTIP_CHUNKED_MAX_TOKENS
+  ) {
+    // Batches beyond the matvec's 16 tokens run as 16-token matvecs, each decoding the weights again: on
+    // the H100 four of them took a third of the tiled matmul's time at M = 64 (docs/BENCHMARKS.md).
+    const xStride = o.xStride ?? o.n, outStride = o.outStride ?? o.m;
+    for (let t0 = 0; t0 < o.M; t0 += QTIP_MV_MAX_TOKENS) {
+      qtipMatmul(k, pass, {
+        ...o,
+        M: Math.min(QTIP_MV_MAX_TOKENS, o.M - t0),
+        xOffset: (o.xOffset ?? 0) + t0 * xStride,
+        outOffset: (o.outOffset ?? 0) + t0 * outStride,
+      });
+    }
+    return;
+  }
+  if (qtipUsesMatvec(o) && o.path !== "tiled") {
     const variant = qtipMvVariant(k, o);
     const p = k.pipeline(qtipMvKey(variant), () => qtipMvSource(variant), {}, "main");
     const tileRows = o.m / 16;

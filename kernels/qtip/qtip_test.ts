@@ -60,6 +60,7 @@ async function runCase(
   words: Uint16Array,
   tlut: Uint16Array,
   seed: number,
+  path?: "tiled",
 ): Promise<{ got: Float32Array; want: Float64Array; scale: Float64Array }> {
   const hatW = decodeHatW(words, { m: c.m, n: c.n, code: c.code, K: c.K, tlut, layout: c.layout });
   const x = randomF32(c.M * c.n, seed);
@@ -78,6 +79,7 @@ async function runCase(
       code: c.code,
       K: c.K,
       mma: c.layout === "swizzled",
+      path,
     }));
   return {
     got: await readF32(k, out, c.M * c.m),
@@ -104,8 +106,17 @@ for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
         for (const [m, n, M] of shapes[layout]) {
           const c: Case = { code, K, layout, m, n, M };
           const seed = m * 7 + n * 3 + M + K;
-          const r = await runCase(k, c, randomWords((m * n * K) / 16, seed), randomTlut(seed), seed + 1);
-          assertMatches(r.got, r.want, r.scale, `${code} K=${K} ${layout} ${m}x${n} M=${M}`);
+          // Beyond 16 tokens: the chunked matvec (default) and the tiled matmul.
+          for (const path of M > 16 ? [undefined, "tiled" as const] : [undefined]) {
+            const words = randomWords((m * n * K) / 16, seed);
+            const r = await runCase(k, c, words, randomTlut(seed), seed + 1, path);
+            assertMatches(
+              r.got,
+              r.want,
+              r.scale,
+              `${code} K=${K} ${layout} ${m}x${n} M=${M} ${path ?? "auto"}`,
+            );
+          }
         }
       }
     });

@@ -60,21 +60,43 @@ fn mixPart(base: u32, preOff: u32, usePre: bool, b: u32, r: u32, part: u32) -> f
   let per = (kq + SPLIT - 1u) / SPLIT;
   let a0 = part * per;
   let a1 = min(kq, a0 + per);
+  // Four inputs loaded before they are summed, so their loads are in flight together.
   var acc = 0.0;
-  for (var a = a0; a < a1; a++) {
+  var a = a0;
+  for (; a + 4u <= a1; a += 4u) {
+    let i = first + a * s.p;
+    var v0 = x[base + i];
+    var v1 = x[base + i + s.p];
+    var v2 = x[base + i + 2u * s.p];
+    var v3 = x[base + i + 3u * s.p];
+    if (usePre) {
+      v0 *= side[preOff + i];
+      v1 *= side[preOff + i + s.p];
+      v2 *= side[preOff + i + 2u * s.p];
+      v3 *= side[preOff + i + 3u * s.p];
+    }
+    acc += mixSign(v0, a, q, jq, row) + mixSign(v1, a + 1u, q, jq, row);
+    acc += mixSign(v2, a + 2u, q, jq, row) + mixSign(v3, a + 3u, q, jq, row);
+  }
+  for (; a < a1; a++) {
     let i = first + a * s.p;
     var v = x[base + i];
     if (usePre) {
       v *= side[preOff + i];
     }
-    let ak = a / q;
-    var neg = countOneBits(jq & (a % q)) & 1u;
-    if (s.K > 1u) {
-      neg ^= (had[row + (ak >> 5u)] >> (ak & 31u)) & 1u;
-    }
-    acc += select(v, -v, neg != 0u);
+    acc += mixSign(v, a, q, jq, row);
   }
   return acc;
+}
+
+// v times sign(j, a): had'[j / Q][a / Q] (row `row` of the table; K > 1) times (-1)^|j & a mod Q|.
+fn mixSign(v: f32, a: u32, q: u32, jq: u32, row: u32) -> f32 {
+  let ak = a / q;
+  var neg = countOneBits(jq & (a % q)) & 1u;
+  if (params.h.K > 1u) {
+    neg ^= (had[row + (ak >> 5u)] >> (ak & 31u)) & 1u;
+  }
+  return select(v, -v, neg != 0u);
 }
 
 @compute @workgroup_size(WG)
