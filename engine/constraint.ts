@@ -70,13 +70,19 @@ export class TokenConstraint {
 
   async #send(accept: number[]): Promise<Uint32Array<ArrayBuffer>> {
     const reply = new Promise<ConstraintReply>((resolve) => {
+      const fail = () => {
+        if (!this.#waiting.includes(entry)) return;
+        this.#waiting = this.#waiting.filter((w) => w !== entry);
+        resolve({ error: `The grammar matcher did not answer within ${this.#timeoutMs} ms` });
+        // A late answer would be taken for the next request's: this port is done.
+        this.close();
+      };
       const entry = {
         resolve,
+        // When this thread was blocked (a readback waits for the GPU queue), the answer may be queued
+        // behind the expired timer: look again once queued messages have run before failing.
         timer: setTimeout(() => {
-          this.#waiting = this.#waiting.filter((w) => w !== entry);
-          resolve({ error: `The grammar matcher did not answer within ${this.#timeoutMs} ms` });
-          // A late answer would be taken for the next request's: this port is done.
-          this.close();
+          entry.timer = setTimeout(fail, 100);
         }, this.#timeoutMs),
       };
       this.#waiting.push(entry);

@@ -9,7 +9,7 @@ import { z } from "zod";
 import { Engine } from "./engine.ts";
 import { Runner } from "./runner.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
-import { maskAllows } from "./constraint.ts";
+import { maskAllows, TokenConstraint } from "./constraint.ts";
 import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
 import { GrammarPool } from "../grammar/mod.ts";
 import { TokenizerCodec } from "../text/mod.ts";
@@ -195,4 +195,16 @@ Deno.test({
       engine.destroy();
     }
   },
+});
+
+Deno.test("a matcher reply queued behind an expired timer (the thread was blocked) is taken, not a timeout", async () => {
+  const ch = new MessageChannel();
+  ch.port2.onmessage = () => ch.port2.postMessage({ mask: Uint32Array.of(5) });
+  const c = new TokenConstraint(ch.port1, 50);
+  // Block the thread past the timeout, as a readback waiting for the GPU queue does.
+  const end = performance.now() + 300;
+  while (performance.now() < end) { /* busy */ }
+  assert.deepEqual([...await c.mask()], [5]);
+  c.close();
+  ch.port2.close();
 });

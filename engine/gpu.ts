@@ -80,7 +80,10 @@ export async function openGpu(opts: { allowSubgroups?: boolean } = {}): Promise<
   const subgroupSize = subgroups && info.subgroupMinSize && info.subgroupMinSize === info.subgroupMaxSize
     ? info.subgroupMinSize
     : 0;
-  const kernels = new Kernels(device, { subgroups, subgroupSize });
+  const cpuAdapter = /llvmpipe|lavapipe|swiftshader/i.test(
+    `${info.description} ${info.device} ${info.architecture}`,
+  );
+  const kernels = new Kernels(device, { subgroups, subgroupSize, cpuAdapter });
   // A validation error in a dispatch does not throw; it only surfaces here. Every one is a bug.
   let reported = 0;
   device.addEventListener("uncapturederror", (e) => {

@@ -24,6 +24,11 @@ export interface KernelFeatures {
   subgroupSize: number;
   /** `timestamp-query` was granted. */
   timestampQuery: boolean;
+  /**
+   * The adapter runs on the CPU (lavapipe): there, work a kernel repeats per dispatch costs what idle lanes
+   * cost on a GPU, so batches take the kernels that decode each weight once (the tiled matmuls).
+   */
+  cpuAdapter: boolean;
 }
 
 const PARAM_ALIGN = 256;
@@ -133,6 +138,7 @@ export class Kernels {
       subgroups: features?.subgroups ?? device.features.has("subgroups"),
       subgroupSize: features?.subgroupSize ?? 0,
       timestampQuery: features?.timestampQuery ?? device.features.has("timestamp-query"),
+      cpuAdapter: features?.cpuAdapter ?? false,
     };
     this.#params = new ParamCache(device);
   }

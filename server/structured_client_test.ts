@@ -179,7 +179,12 @@ Deno.test({
       assert.equal(typeof reply.content, "string");
       assert.ok(["stop", "length", "tool_calls"].includes(String(reply.response_metadata.finish_reason)));
 
-      assert.equal(logs.filter((l) => typeof l.status === "number" && (l.status as number) >= 400).length, 0);
+      assert.deepEqual(
+        logs.filter((l) =>
+          l.level === "error" || (typeof l.status === "number" && (l.status as number) >= 400)
+        ),
+        [],
+      );
     } finally {
       if (handle) await handle.shutdown(1000);
       else await engine.close();

@@ -176,8 +176,11 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
     group,
     o.maxWorkgroupStorage ?? k.device.limits.maxComputeWorkgroupStorageSize,
   );
+  // A CPU adapter gains nothing from more workgroups: it keeps the long partitions.
   const partSize = o.partitionSize ??
-    decodePartitionSize(o.T * o.nKvHeads * plan.headChunks, o.maxContext);
+    (k.features.cpuAdapter
+      ? DECODE_PARTITION_SIZE
+      : decodePartitionSize(o.T * o.nKvHeads * plan.headChunks, o.maxContext));
   const nParts = Math.ceil(o.maxContext / partSize);
   if (!(nParts >= 1)) throw new KernelError(`Decode attention needs maxContext >= 1, got ${o.maxContext}`);
   const qkDim = o.nHeads * o.headDim;

@@ -50,7 +50,8 @@ export function matmulF16(k: Kernels, pass: GPUComputePassEncoder, o: MatmulF16O
   const params = new ParamWriter()
     .u32(o.M).u32(o.N).u32(o.K).u32(xStride).u32(xOffset).u32(wOffset / 8)
     .u32(o.outStride ?? o.N).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0).u32(tilesN).u32(0).u32(0);
-  if (o.M <= MATVEC_CHUNKED_MAX_TOKENS) {
+  const chunked = k.features.cpuAdapter ? MATVEC_MAX_TOKENS : MATVEC_CHUNKED_MAX_TOKENS;
+  if (o.M <= chunked) {
     // Up to 8 tokens per matvec; beyond that one matvec per 8 tokens, each reading W again: at decode
     // batch sizes that is far faster than the tiled path, which has too few tiles to fill the GPU.
     const [gx, gy] = grid2d(k, Math.ceil(o.N / (TEAMS * ROWS_PER_TEAM)));

@@ -45,7 +45,8 @@ export interface QtipMatmulOptions {
   /** Matvec tuning (benchmarks sweep these); defaults from the shape. */
   tune?: QtipTune;
   /** "tiled": the tiled matmul whatever M (tests and benchmarks); default: the matvec up to
-   * QTIP_CHUNKED_MAX_TOKENS tokens (in 16-token dispatches), the tiled matmul beyond. */
+   * QTIP_CHUNKED_MAX_TOKENS tokens (in 16-token dispatches; up to 16 on a CPU adapter), the tiled matmul
+   * beyond. */
   path?: "auto" | "tiled";
 }
 
@@ -102,17 +103,20 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     throw new KernelError(`qtip matvec: no workgroup fits ${budget * 4} bytes at M=${o.M}`);
   }
   const maxRep = Math.max(0, Math.floor(Math.log2(budget / (1 << tlutBits))));
+  const tall = o.m >= 2 * o.n;
   return {
     code: o.code,
     K: o.K,
     mma: o.mma,
     tokens: o.M,
     wg,
-    repShift: Math.min(o.tune?.repShift ?? 2, maxRep),
+    // From the H100 sweep (docs/BENCHMARKS.md): one LUT copy and one tile per trip for square and wide
+    // matrices, two copies and two tiles for tall ones (more tile-rows than the GPU holds at once).
+    repShift: Math.min(o.tune?.repShift ?? (tall ? 1 : 0), maxRep),
     tlutBits,
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,
-    unroll: o.tune?.unroll ?? 2,
+    unroll: o.tune?.unroll ?? (tall ? 2 : 1),
   };
 }
 
@@ -137,7 +141,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   const lut = o.lut ?? dummyLut(k);
   if (
     qtipUsesMatvec({ ...o, M: Math.min(o.M, QTIP_MV_MAX_TOKENS) }) && o.path !== "tiled" &&
-    o.M > QTIP_MV_MAX_TOKENS && o.M <= QTIP_CHUNKED_MAX_TOKENS
+    !k.features.cpuAdapter && o.M > QTIP_MV_MAX_TOKENS && o.M <= QTIP_CHUNKED_MAX_TOKENS
   ) {
     // Batches beyond the matvec's 16 tokens run as 16-token matvecs, each decoding the weights again: on
     // the H100 four of them took a third of the tiled matmul's time at M = 64 (docs/BENCHMARKS.md).

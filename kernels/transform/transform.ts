@@ -303,12 +303,15 @@ export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: Block
   // With a transform: blocks of at most MIX_BLOCK, each output element a mix of K * Q inputs shared by
   // SPLIT threads (about 16-32 terms each), one or a few blocks per workgroup, so a vector of 11008 is
   // 172 workgroups. Without one the "blocks" only split the elementwise work.
-  const pb = o.spec ? Math.min(o.spec.p, MIX_BLOCK) : Math.min(256, o.n & -o.n);
+  // A CPU adapter gains nothing from more workgroups and pays for the longer mixes: there each workgroup
+  // makes 256 elements with the whole power-of-two block transformed by FWHT, one thread to an element.
+  const cpu = k.features.cpuAdapter;
+  const pb = o.spec ? (cpu ? o.spec.p : Math.min(o.spec.p, MIX_BLOCK)) : Math.min(256, o.n & -o.n);
   if (o.n % pb !== 0) throw new KernelError(`blockTransform: ${o.n} is not a multiple of ${pb}`);
   const q = o.spec ? o.spec.p / pb : 1;
   const blocks = o.n / pb;
   let outBlocks: number, split = 1, wg: number;
-  if (o.spec) {
+  if (o.spec && !cpu) {
     outBlocks = Math.max(1, Math.min(blocks, Math.floor(MIX_BLOCK / pb)));
     const lenMax = outBlocks * pb;
     const want = Math.min(8, 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil((o.spec.K * q) / 24)))));

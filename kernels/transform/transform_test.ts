@@ -4,6 +4,7 @@
 import { blockTransform, HadTable, normTransform, ropeKv } from "./transform.ts";
 import { blockTransformRef, normTransformRef, ropeKvRef } from "./transform_ref.ts";
 import { buildRopeTable } from "../rope/rope.ts";
+import { Kernels } from "../core.ts";
 import {
   noGpu,
   randomF32,
@@ -198,58 +199,70 @@ Deno.test({
 });
 
 Deno.test({
-  name: "blockTransform: the MLP middle and input transforms over many workgroups equal the unfused steps",
+  name:
+    "blockTransform: the MLP middle and input transforms, as split for a GPU and for a CPU adapter, equal the unfused steps",
   ignore: NO_GPU,
   async fn() {
-    const k = await testKernels();
-    for (
-      const [n, chunk] of [[1376, 1376], [448, 448], [1024, 1024], [896, 448], [4096, 4096], [11008, 11008], [
-        14336,
-        14336,
-      ]]
-    ) {
-      const had = new HadTable(k.device, [chunk]);
-      const T = 2;
-      for (const gated of [true, false]) {
-        for (const qtip of gated ? [true, false] : [true]) {
-          const x = randomF32(T * (gated ? 2 * n : n) + 8, n + (gated ? 1 : 0), -3, 3);
-          const sv = randomF32(2 * n, 21, 0.5, 1.5);
-          const su = randomF32(n, 22, -1.5, 1.5);
-          const vec = pack([sv, su]);
-          const out = scratch(k, (T * n + 4) * 4);
-          await run(k, (pass) =>
-            blockTransform(k, pass, {
-              x: upload(k, x),
-              xOffset: 8,
-              vec: upload(k, vec.data),
-              had,
-              out,
-              outOffset: 4,
+    const gpu = await testKernels();
+    // The GPU split (many workgroups, shared mixes) and the CPU adapter's plan (whole-block FWHT).
+    for (const k of [gpu, new Kernels(gpu.device, { ...gpu.features, cpuAdapter: true })]) {
+      for (
+        const [n, chunk] of [
+          [1376, 1376],
+          [448, 448],
+          [1024, 1024],
+          [896, 448],
+          [4096, 4096],
+          [11008, 11008],
+          [
+            14336,
+            14336,
+          ],
+        ]
+      ) {
+        const had = new HadTable(k.device, [chunk]);
+        const T = 2;
+        for (const gated of [true, false]) {
+          for (const qtip of gated ? [true, false] : [true]) {
+            const x = randomF32(T * (gated ? 2 * n : n) + 8, n + (gated ? 1 : 0), -3, 3);
+            const sv = randomF32(2 * n, 21, 0.5, 1.5);
+            const su = randomF32(n, 22, -1.5, 1.5);
+            const vec = pack([sv, su]);
+            const out = scratch(k, (T * n + 4) * 4);
+            await run(k, (pass) =>
+              blockTransform(k, pass, {
+                x: upload(k, x),
+                xOffset: 8,
+                vec: upload(k, vec.data),
+                had,
+                out,
+                outOffset: 4,
+                T,
+                n,
+                gated,
+                spec: qtip ? had.spec(n, !gated, chunk) : null,
+                sv: gated && qtip ? vec.at[0] : undefined,
+                su: qtip ? vec.at[1] : undefined,
+              }));
+            const want = blockTransformRef({
+              x: x.subarray(8),
               T,
               n,
               gated,
-              spec: qtip ? had.spec(n, !gated, chunk) : null,
-              sv: gated && qtip ? vec.at[0] : undefined,
-              su: qtip ? vec.at[1] : undefined,
-            }));
-          const want = blockTransformRef({
-            x: x.subarray(8),
-            T,
-            n,
-            gated,
-            had: qtip ? { chunk } : null,
-            sv: gated && qtip ? sv : undefined,
-            su: qtip ? su : undefined,
-          });
-          near(
-            (await readF32(k, out, T * n + 4)).subarray(4),
-            want,
-            2e-5,
-            `n ${n} chunk ${chunk} gated ${gated} qtip ${qtip}`,
-          );
+              had: qtip ? { chunk } : null,
+              sv: gated && qtip ? sv : undefined,
+              su: qtip ? su : undefined,
+            });
+            near(
+              (await readF32(k, out, T * n + 4)).subarray(4),
+              want,
+              2e-5,
+              `n ${n} chunk ${chunk} gated ${gated} qtip ${qtip}`,
+            );
+          }
         }
+        had.destroy();
       }
-      had.destroy();
     }
   },
 });
