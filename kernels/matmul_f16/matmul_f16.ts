@@ -47,9 +47,14 @@ export function matmulF16(k: Kernels, pass: GPUComputePassEncoder, o: MatmulF16O
   const tilesN = Math.ceil(o.N / TILE);
   // Params layout (bytes): 0 M, 4 N, 8 K, 12 xStride, 16 xOffset, 20 wOffset (units of 8 halves),
   // 24 outStride, 28 outOffset, 32 accumulate, 36 tilesN, 40..48 pad.
-  const params = new ParamWriter()
-    .u32(o.M).u32(o.N).u32(o.K).u32(xStride).u32(xOffset).u32(wOffset / 8)
-    .u32(o.outStride ?? o.N).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0).u32(tilesN).u32(0).u32(0);
+  const outStride = o.outStride ?? o.N, outOffset = o.outOffset ?? 0;
+  // Params of the rows [t0, t0 + m) of x and out.
+  const params = (t0: number, m: number) =>
+    k.params(
+      new ParamWriter()
+        .u32(m).u32(o.N).u32(o.K).u32(xStride).u32(xOffset + t0 * xStride).u32(wOffset / 8)
+        .u32(outStride).u32(outOffset + t0 * outStride).u32(o.accumulate ? 1 : 0).u32(tilesN).u32(0).u32(0),
+    );
   const chunked = k.features.cpuAdapter ? MATVEC_MAX_TOKENS : MATVEC_CHUNKED_MAX_TOKENS;
   if (o.M <= chunked) {
     // Up to 8 tokens per matvec; beyond that one matvec per 8 tokens, each reading W again: at decode
@@ -58,15 +63,11 @@ export function matmulF16(k: Kernels, pass: GPUComputePassEncoder, o: MatmulF16O
     for (let t0 = 0; t0 < o.M; t0 += MATVEC_MAX_TOKENS) {
       const m = Math.min(MATVEC_MAX_TOKENS, o.M - t0);
       const p = k.pipeline("matmul_f16", source, { TOKENS: m, TPR, TEAMS }, "matvec");
-      const chunk = t0 === 0 ? params : new ParamWriter()
-        .u32(m).u32(o.N).u32(o.K).u32(xStride).u32(xOffset + t0 * xStride).u32(wOffset / 8)
-        .u32(o.outStride ?? o.N).u32((o.outOffset ?? 0) + t0 * (o.outStride ?? o.N))
-        .u32(o.accumulate ? 1 : 0).u32(tilesN).u32(0).u32(0);
-      k.dispatch(pass, p, [o.x, o.w, o.out, k.params(chunk)], gx, gy);
+      k.dispatch(pass, p, [o.x, o.w, o.out, params(t0, m)], gx, gy);
     }
   } else {
     const p = k.pipeline("matmul_f16", source, {}, "tiled");
     const [gx, gy] = grid2d(k, tilesN * Math.ceil(o.M / TILE));
-    k.dispatch(pass, p, [o.x, o.w, o.out, k.params(params)], gx, gy);
+    k.dispatch(pass, p, [o.x, o.w, o.out, params(0, o.M)], gx, gy);
   }
 }

@@ -86,9 +86,10 @@ export class HadTable {
   }
 }
 
-function writeHad(w: ParamWriter, s: HadSpec | null | undefined): ParamWriter {
-  if (!s) return w.u32(1).u32(1).u32(1).u32(0).u32(1).f32(1).u32(0).u32(0);
-  return w.u32(s.K).u32(s.p).u32(s.groups).u32(s.rows).u32(s.words).f32(s.scale).u32(0).u32(0);
+/** A HadSpec in the Params block; `q` goes in its first pad (block_transform.wgsl's H_Q factor). */
+function writeHad(w: ParamWriter, s: HadSpec | null | undefined, q = 0): ParamWriter {
+  if (!s) return w.u32(1).u32(1).u32(1).u32(0).u32(1).f32(1).u32(q).u32(0);
+  return w.u32(s.K).u32(s.p).u32(s.groups).u32(s.rows).u32(s.words).f32(s.scale).u32(q).u32(0);
 }
 
 /** f32 slots a whole-vector transform of n needs in workgroup memory (the vector, and a copy to mix). */
@@ -333,9 +334,12 @@ export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: Block
   const params = new ParamWriter()
     .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
     .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
-  const s = o.spec ?? { K: 1, p: pb, groups: blocks, rows: 0, words: 1, scale: 1 };
-  // HadSpec with p = the block length and its first pad = Q (block_transform.wgsl's mixPart).
-  params.u32(s.K).u32(pb).u32(s.groups).u32(s.rows).u32(s.words).f32(s.scale).u32(q).u32(0);
+  // The spec with p = the block length, and Q beside it (block_transform.wgsl's mixPart).
+  writeHad(
+    params,
+    o.spec ? { ...o.spec, p: pb } : { K: 1, p: pb, groups: blocks, rows: 0, words: 1, scale: 1 },
+    q,
+  );
   const groups = Math.ceil(blocks / outBlocks);
   const maxDim = k.device.limits.maxComputeWorkgroupsPerDimension;
   if (o.T > maxDim || groups > maxDim) {
