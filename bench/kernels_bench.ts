@@ -63,11 +63,12 @@ export interface KernelsBenchOptions {
 
 export type QtipTune = NonNullable<QtipMatmulOptions["tune"]>;
 
-/** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll x subgroups. */
-export const QTIP_SWEEP: QtipTune[] = [512, 1024].flatMap((wg) =>
-  [0, 1, 2].flatMap((repShift) =>
+/** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll x LUT width (with subgroups, which
+ * the earlier sweeps found never slower). */
+export const QTIP_SWEEP: QtipTune[] = [256, 512, 1024].flatMap((wg) =>
+  [0, 1].flatMap((repShift) =>
     [1, 2].flatMap((unroll) =>
-      [false, true].map((subgroups) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups }))
+      [false, true].map((lut32) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups: true, lut32 }))
     )
   )
 );
@@ -256,7 +257,9 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
               const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
               const gbps = weightBytes / (ms * 1e-3) / 1e9;
               const tuneName = tune
-                ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}`
+                ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}${
+                  tune.lut32 ? " lut32" : ""
+                }`
                 : "default";
               const row: KernelRow = {
                 code,

@@ -113,6 +113,48 @@ for (let r = 0; r < reps; r++) {
   const s = await times(true);
   for (let i = 0; i < n; i++) each[i].push(Number(s[2 * i + 1] - s[2 * i]) / 1e3);
 }
+// The floor of a pass of n dispatches: the same count of near-empty dispatches (264 workgroups, one of
+// which bumps a word the next dispatch reads, so each waits for the one before, as the step's do).
+const nullPipe = dev.createComputePipeline({
+  layout: "auto",
+  compute: {
+    module: dev.createShaderModule({
+      code: `@group(0) @binding(0) var<storage, read_write> b: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  if (g.x == 0u) {
+    b[0] = b[0] + 1u;
+  }
+}`,
+    }),
+    entryPoint: "main",
+  },
+});
+const nullBuf = dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+const nullGroup = dev.createBindGroup({
+  layout: nullPipe.getBindGroupLayout(0),
+  entries: [{ binding: 0, resource: { buffer: nullBuf } }],
+});
+async function nullChain(): Promise<number> {
+  const enc = dev.createCommandEncoder();
+  const pass = enc.beginComputePass({
+    timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+  });
+  pass.setPipeline(nullPipe);
+  pass.setBindGroup(0, nullGroup);
+  for (let i = 0; i < n; i++) pass.dispatchWorkgroups(264);
+  pass.end();
+  enc.resolveQuerySet(qs, 0, 2, resolve, 0);
+  enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+  dev.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ, 0, 16);
+  const t = new BigInt64Array(read.getMappedRange(0, 16).slice(0));
+  read.unmap();
+  return Number(t[1] - t[0]) / 1e3;
+}
+const nulls: number[] = [];
+for (let r = 0; r < reps; r++) nulls.push(await nullChain());
+const nullUs = median(nulls);
 const us = each.map(median);
 const kernelName = (d: CapturedDispatch) => d.pipeline.label.replace(/:main:/, ":").slice(0, 90);
 const byKernel = new Map<string, { count: number; us: number }>();
@@ -128,6 +170,11 @@ const wholeUs = median(whole);
 console.log(`${arch} ${values.code} ${bits}-bit, context ${context}: ${n} dispatches`);
 console.log(
   `whole step (one pass): ${wholeUs.toFixed(1)} us; dispatch by dispatch: sum ${sum.toFixed(1)} us`,
+);
+console.log(
+  `floor: ${n} near-empty dependent dispatches in one pass take ${nullUs.toFixed(1)} us (${
+    (nullUs / n).toFixed(2)
+  } us each)`,
 );
 console.log("kernel | dispatches | us (sum) | share");
 const rows = [...byKernel.entries()].sort((a, b) => b[1].us - a[1].us);
@@ -154,6 +201,7 @@ if (values.json) {
         dispatches: n,
         wholeStepUs: wholeUs,
         splitSumUs: sum,
+        nullChainUs: nullUs,
         kernels: rows.map(([k, e]) => ({ kernel: k, dispatches: e.count, us: e.us })),
         order: list.map((d, i) => ({ kernel: kernelName(d), us: us[i], grid: [d.x, d.y, d.z] })),
       },

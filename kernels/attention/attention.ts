@@ -190,7 +190,9 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
     .u32(o.T).u32(o.nHeads).u32(o.nKvHeads).u32(group).u32(plan.headChunks).u32(o.blockSize)
     .u32(o.maxBlocksPerSeq).u32(partSize).u32(nParts).u32(o.qStride ?? qkDim).u32(o.qOffset ?? 0)
     .u32(outStride).u32(outOffset).f32(o.scale ?? 1 / Math.sqrt(o.headDim)).u32(0).u32(0);
-  const { headChunks: _, ...constants } = plan;
+  const { headChunks: _, ...planConstants } = plan;
+  // Phase A's invocations per position: all of the workgroup's (a CPU adapter keeps one, its earlier plan).
+  const constants = { ...planConstants, TPP: k.features.cpuAdapter ? 1 : Math.max(1, plan.WG / plan.CHUNK) };
   const inputs = [o.q, o.kCache, o.vCache, o.tokenSeq, o.tokenPos, o.blockTable];
   const groups = o.nKvHeads * plan.headChunks;
   if (nParts === 1) {

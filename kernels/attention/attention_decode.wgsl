@@ -11,8 +11,8 @@
 //           dst f32: `direct` -> out (T, outStride) from outOffset, head h at h * HEAD_DIM;
 //                    `split` -> scratch: stats (T, nHeads, nParts, 2) = (max, sum), then
 //                               partial outputs (T, nHeads, nParts, HEAD_DIM); params.
-// Per chunk of CHUNK positions, three phases with no per-position loop chains: (A) one invocation per
-// position reads its K row once (its block-table lookup kept for phase C) and scores it for the HG heads;
+// Per chunk of CHUNK positions, three phases with no per-position loop chains: (A) TPP invocations per
+// position read its K row once (its block-table lookup kept for phase C) and score it for the HG heads;
 // (B) the chunk max per head updates the running max (online softmax, FlashAttention-2 sec. 3.1) and
 // the scores become weights; (C) invocation (group, pair) accumulates weight * V for the positions of
 // its group, reading V rows coalesced. The groups meet in workgroup memory at the end.
@@ -27,6 +27,8 @@ override CHUNK: u32 = 64u;
 override HD2: u32 = HEAD_DIM / 2u;
 // Position groups of phase C: invocation lid works on pair lid % HD2 of group lid / HD2.
 override GROUPS: u32 = WG / HD2;
+// Invocations per position in phase A (a power of two, TPP * CHUNK <= WG, HD2 a multiple of TPP).
+override TPP: u32 = 1u;
 
 const MAX_HG: u32 = 8u;
 const NEG: f32 = -1e30;
@@ -95,42 +97,55 @@ fn attend(t: u32, g: u32, headBase: u32, nh: u32, p0: u32, p1: u32, lid: u32) ->
   workgroupBarrier();
   for (var p = p0; p < p1; p += CHUNK) {
     let n = min(CHUNK, p1 - p);
-    // (A) scores: one position per invocation.
-    for (var r = lid; r < CHUNK; r += WG) {
-      if (r < n) {
-        let pos = p + r;
-        let blk = blockTable[tableRow + pos / params.blockSize];
-        let row = ((blk * params.nKvHeads + g) * params.blockSize + pos % params.blockSize) * HD2;
+    // (A) scores: TPP invocations per position, each summing a share of the row's words (words part,
+    // part + TPP, ...: the position's invocations read consecutive words), four loads in flight per trip;
+    // the shares meet in `red` (free until the end) and then in sc.
+    let r = lid / TPP;
+    let part = lid % TPP;
+    if (r < n) {
+      let pos = p + r;
+      let blk = blockTable[tableRow + pos / params.blockSize];
+      let row = ((blk * params.nKvHeads + g) * params.blockSize + pos % params.blockSize) * HD2;
+      if (part == 0u) {
         rowAt[r] = row;
-        var s: array<f32, MAX_HG>;
+      }
+      var s: array<f32, MAX_HG>;
+      for (var h = 0u; h < HG; h++) {
+        s[h] = 0.0;
+      }
+      var d = part;
+      for (; d + 3u * TPP < HD2; d += 4u * TPP) {
+        let k0 = unpack2x16float(kCache[row + d]);
+        let k1 = unpack2x16float(kCache[row + d + TPP]);
+        let k2 = unpack2x16float(kCache[row + d + 2u * TPP]);
+        let k3 = unpack2x16float(kCache[row + d + 3u * TPP]);
         for (var h = 0u; h < HG; h++) {
-          s[h] = 0.0;
-        }
-        // Four loads issued before their use, so the row's words are in flight together.
-        var d = 0u;
-        for (; d + 4u <= HD2; d += 4u) {
-          let k0 = unpack2x16float(kCache[row + d]);
-          let k1 = unpack2x16float(kCache[row + d + 1u]);
-          let k2 = unpack2x16float(kCache[row + d + 2u]);
-          let k3 = unpack2x16float(kCache[row + d + 3u]);
-          for (var h = 0u; h < HG; h++) {
-            let b = h * HEAD_DIM + 2u * d;
-            var a = fma(qs[b], k0.x, fma(qs[b + 1u], k0.y, s[h]));
-            a = fma(qs[b + 2u], k1.x, fma(qs[b + 3u], k1.y, a));
-            a = fma(qs[b + 4u], k2.x, fma(qs[b + 5u], k2.y, a));
-            s[h] = fma(qs[b + 6u], k3.x, fma(qs[b + 7u], k3.y, a));
-          }
-        }
-        for (; d < HD2; d++) {
-          let kv = unpack2x16float(kCache[row + d]);
-          for (var h = 0u; h < HG; h++) {
-            s[h] = fma(qs[h * HEAD_DIM + 2u * d], kv.x, fma(qs[h * HEAD_DIM + 2u * d + 1u], kv.y, s[h]));
-          }
-        }
-        for (var h = 0u; h < HG; h++) {
-          sc[h * CHUNK + r] = s[h];
+          let b = h * HEAD_DIM + 2u * d;
+          var a = fma(qs[b], k0.x, fma(qs[b + 1u], k0.y, s[h]));
+          a = fma(qs[b + 2u * TPP], k1.x, fma(qs[b + 2u * TPP + 1u], k1.y, a));
+          a = fma(qs[b + 4u * TPP], k2.x, fma(qs[b + 4u * TPP + 1u], k2.y, a));
+          s[h] = fma(qs[b + 6u * TPP], k3.x, fma(qs[b + 6u * TPP + 1u], k3.y, a));
         }
       }
+      for (; d < HD2; d += TPP) {
+        let kv = unpack2x16float(kCache[row + d]);
+        for (var h = 0u; h < HG; h++) {
+          s[h] = fma(qs[h * HEAD_DIM + 2u * d], kv.x, fma(qs[h * HEAD_DIM + 2u * d + 1u], kv.y, s[h]));
+        }
+      }
+      for (var h = 0u; h < HG; h++) {
+        let i = (h * CHUNK + r) * TPP + part;
+        red[i >> 1u][i & 1u] = s[h];
+      }
+    }
+    workgroupBarrier();
+    for (var i = lid; i < HG * CHUNK; i += WG) {
+      var s = 0.0;
+      for (var u = 0u; u < TPP; u++) {
+        let at = i * TPP + u;
+        s += red[at >> 1u][at & 1u];
+      }
+      sc[i] = s;
     }
     workgroupBarrier();
     // (B) the running max per head, then weights.

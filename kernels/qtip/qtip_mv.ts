@@ -25,11 +25,17 @@ export interface QtipMvVariant {
   subgroupSize: number;
   /** Tiles a thread decodes per loop trip (1 or 2): more loads in flight. */
   unroll: 1 | 2;
+  /**
+   * HYB: the LUT's copies in workgroup memory as f32 pairs (8 bytes an entry, read as one vec2) instead of
+   * packed f16 pairs, so no f16 -> f32 conversion runs per pair (a quarter-rate instruction on NVIDIA). The
+   * values are the same f16-rounded ones either way.
+   */
+  lut32?: boolean;
 }
 
 export function qtipMvKey(v: QtipMvVariant): string {
   return `qtip_mv:${v.code}:${v.K}:${v.mma ? "mma" : "plain"}:${v.tokens}:${v.wg}:${v.repShift}:` +
-    `${v.tlutBits}:${v.subgroups ? `sg${v.subgroupSize}` : "nosg"}:${v.unroll}`;
+    `${v.tlutBits}:${v.subgroups ? `sg${v.subgroupSize}` : "nosg"}:${v.unroll}${v.lut32 ? ":lut32" : ""}`;
 }
 
 /** (q, first column) of pair u of a lane: q selects the lane's row (mma: l + 8q; plain: 2l + q). */
@@ -78,9 +84,17 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
       const idx = shift >= 0
         ? `((${p}t${u} >> ${shift}u) & ${idxMask}u)`
         : `((${p}t${u} << ${-shift}u) & ${idxMask}u)`;
-      L.push(`let ${p}v${u} = unpack2x16float(smem[${idx} | rep] ^ (${p}t${u} & 0x8000u));`);
-      va = `${p}v${u}.x`;
-      vb = `${p}v${u}.y`;
+      if (v.lut32) {
+        // The signed table: index bits 15 - tlutBits .. 15 of t, sign bit included.
+        const idx32 = `((${p}t${u} >> ${shift}u) & ${((2 * tlutMask + 1) << v.repShift) >>> 0}u)`;
+        L.push(`let ${p}e${u} = lut2[${idx32} | rep];`);
+        va = `${p}e${u}.x`;
+        vb = `${p}e${u}.y`;
+      } else {
+        L.push(`let ${p}v${u} = unpack2x16float(smem[${idx} | rep] ^ (${p}t${u} & 0x8000u));`);
+        va = `${p}v${u}.x`;
+        vb = `${p}v${u}.y`;
+      }
     } else {
       const fn = v.code === "1mad" ? "mad1" : "inst3";
       L.push(`let ${p}va${u} = ${fn}(${stateExpr(b, p)});`);
@@ -148,6 +162,21 @@ export function qtipMvSource(v: QtipMvVariant): string {
   const hyb = v.code === "hyb";
   const reps = hyb ? 1 << v.repShift : 1;
   const lutWords = hyb ? (1 << v.tlutBits) * reps : 1;
+  // lut32: the signed table, 2^(tlutBits + 1) entries a copy.
+  const lut2Entries = hyb && v.lut32 ? 2 * lutWords : 1;
+  let lutFill: string;
+  if (hyb && v.lut32) {
+    lutFill = `  for (var i = tid; i < ${lut2Entries}u; i += WG) {
+    let entry = i >> REP_SHIFT;
+    let l = unpack2x16float(pack2x16float(lut[lut0 + (entry & ${(1 << v.tlutBits) - 1}u)]));
+    lut2[i] = vec2<f32>(select(l.x, -l.x, entry >= ${1 << v.tlutBits}u), l.y);
+  }`;
+  } else {
+    // (Codes without a LUT read one word of its placeholder binding, which the bind group still names.)
+    lutFill = `  for (var i = tid; i < LUT_WORDS; i += WG) {
+    smem[i] = pack2x16float(lut[lut0 + (i >> REP_SHIFT)]);
+  }`;
+  }
   if (
     v.subgroups &&
     !(v.subgroupSize >= 8 && v.subgroupSize <= 128 && (v.subgroupSize & (v.subgroupSize - 1)) === 0)
@@ -175,7 +204,9 @@ export function qtipMvSource(v: QtipMvVariant): string {
     .replaceAll("{{LUT_WORDS}}", String(lutWords))
     .replaceAll("{{REPS}}", String(reps))
     .replaceAll("{{REP_SHIFT}}", String(hyb ? v.repShift : 0))
-    .replaceAll("{{SMEM_WORDS}}", String(Math.max(lutWords, redWords)))
+    .replaceAll("{{SMEM_WORDS}}", String(Math.max(v.lut32 ? 1 : lutWords, redWords)))
+    .replaceAll("{{LUT2_ENTRIES}}", String(lut2Entries))
+    .replace("{{LUT_FILL}}", lutFill)
     .replace("{{SG_BUILTINS}}", v.subgroups ? "  @builtin(subgroup_invocation_id) sgid: u32," : "")
     .replace("{{ACC}}", acc.join("\n"))
     .replace("{{BODY}}", body.join("\n"))

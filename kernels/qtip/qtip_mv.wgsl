@@ -54,6 +54,9 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> smem: array<u32, SMEM_WORDS>;
+// The lut32 variant's LUT copies as f32 pairs, twice: entries 2^TLUT_BITS and up hold the first value negated,
+// so bit 15 of t (the sign) is one more index bit (one entry otherwise).
+var<workgroup> lut2: array<vec2<f32>, {{LUT2_ENTRIES}}u>;
 
 // 1MAD: byte sum of s * 34038481 + 76625530, centred and scaled.
 fn mad1(s: u32) -> f32 {
@@ -94,9 +97,7 @@ fn main(
   let I = wid.y * nwg.x + wid.x;
   let part = select(0u, 1u, I >= params.part1) + select(0u, 1u, I >= params.part2);
   let lut0 = part * params.lutPartStride;
-  for (var i = tid; i < LUT_WORDS; i += WG) {
-    smem[i] = pack2x16float(lut[lut0 + (i >> REP_SHIFT)]);
-  }
+{{LUT_FILL}}
   workgroupBarrier();
   if (I >= params.tileRows) {
     return;

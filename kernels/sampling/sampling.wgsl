@@ -123,25 +123,47 @@ fn sumAll(lid: u32, v: f32) -> f32 {
 }
 
 // Pass A: leaves keyMax, argmax, the max value and the raw normaliser in redKey/redIdx/redVal/redSum[0].
-fn reduceMax(lid: u32, wantNorm: bool) {
-  var bk = 0u; // below every real key
-  var bi = NO_INDEX;
-  var bv = 0.0;
-  var s = 0.0; // sum of exp(l - bv) over this thread's elements
-  for (var i = lid; i < params.vocab; i += WG) {
-    let x = logitAt(i);
-    let k = sortKey(x);
-    if (k > bk) {
-      if (wantNorm) {
-        s = s * relWeight(bk, bv, k, x, 1.0) + 1.0;
-      }
-      bk = k;
-      bi = i;
-      bv = x;
-    } else if (wantNorm) {
-      s += select(relWeight(k, x, bk, bv, 1.0), 1.0, k == bk);
+// This thread's running (key, index, value, normaliser) of pass A.
+var<private> bk: u32;
+var<private> bi: u32;
+var<private> bv: f32;
+var<private> bs: f32; // sum of exp(l - bv) over this thread's elements
+
+fn visitMax(i: u32, x: f32, wantNorm: bool) {
+  let k = sortKey(x);
+  if (k > bk) {
+    if (wantNorm) {
+      bs = bs * relWeight(bk, bv, k, x, 1.0) + 1.0;
     }
+    bk = k;
+    bi = i;
+    bv = x;
+  } else if (wantNorm) {
+    bs += select(relWeight(k, x, bk, bv, 1.0), 1.0, k == bk);
   }
+}
+
+fn reduceMax(lid: u32, wantNorm: bool) {
+  bk = 0u; // below every real key
+  bi = NO_INDEX;
+  bv = 0.0;
+  bs = 0.0;
+  // Elements lid, lid + WG, ... in that order; four loads in flight per trip.
+  var i = lid;
+  for (; i + 3u * WG < params.vocab; i += 4u * WG) {
+    let x0 = logitAt(i);
+    let x1 = logitAt(i + WG);
+    let x2 = logitAt(i + 2u * WG);
+    let x3 = logitAt(i + 3u * WG);
+    visitMax(i, x0, wantNorm);
+    visitMax(i + WG, x1, wantNorm);
+    visitMax(i + 2u * WG, x2, wantNorm);
+    visitMax(i + 3u * WG, x3, wantNorm);
+  }
+  for (; i < params.vocab; i += WG) {
+    visitMax(i, logitAt(i), wantNorm);
+  }
+  let s = bs;
   redKey[lid] = bk;
   redIdx[lid] = bi;
   redVal[lid] = bv;

@@ -49,54 +49,64 @@ fn silu(v: f32) -> f32 {
 // share of [0, K Q) of sign(b, a) * (x * pre)[(g K Q + a) p + r], where the block's transform is
 // had_K kron H_Q kron H_p (Q = 1 when only had_K mixes; K = 1 for a power of two split as H_Q kron H_p,
 // exact because Sylvester matrices factor over index bits). sign = had'[j / Q][a / Q] * (-1)^|j & a mod Q|.
-fn mixPart(base: u32, preOff: u32, usePre: bool, b: u32, r: u32, part: u32) -> f32 {
+// Q is a power of two (log2 in the spec's second pad), so no division runs per term: a runtime division is
+// some twenty instructions on a GPU, and the mix is the kernel's inner loop. With `two`, the same mix of a
+// second vector at base2 (the up half of the gated job) runs in the same loop, so its loads share the trips.
+fn mixPart(base: u32, base2: u32, two: bool, preOff: u32, usePre: bool, b: u32, r: u32, part: u32) -> vec2<f32> {
   let s = params.h;
-  let q = max(s._pad0, 1u);
-  let kq = s.K * q;
+  let qShift = s._pad1;
+  let qMask = (1u << qShift) - 1u;
+  let kq = s.K << qShift;
   let j = b % kq;
   let first = (b - j) * s.p + r;
-  let row = s.rows + (j / q) * s.words;
-  let jq = j % q;
+  let row = s.rows + (j >> qShift) * s.words;
+  let jq = j & qMask;
   let per = (kq + SPLIT - 1u) / SPLIT;
   let a0 = part * per;
   let a1 = min(kq, a0 + per);
-  // Four inputs loaded before they are summed, so their loads are in flight together.
-  var acc = 0.0;
-  var a = a0;
-  for (; a + 4u <= a1; a += 4u) {
-    let i = first + a * s.p;
-    var v0 = x[base + i];
-    var v1 = x[base + i + s.p];
-    var v2 = x[base + i + 2u * s.p];
-    var v3 = x[base + i + 3u * s.p];
-    if (usePre) {
-      v0 *= side[preOff + i];
-      v1 *= side[preOff + i + s.p];
-      v2 *= side[preOff + i + 2u * s.p];
-      v3 *= side[preOff + i + 3u * s.p];
-    }
-    acc += mixSign(v0, a, q, jq, row) + mixSign(v1, a + 1u, q, jq, row);
-    acc += mixSign(v2, a + 2u, q, jq, row) + mixSign(v3, a + 3u, q, jq, row);
-  }
-  for (; a < a1; a++) {
-    let i = first + a * s.p;
-    var v = x[base + i];
-    if (usePre) {
-      v *= side[preOff + i];
-    }
-    acc += mixSign(v, a, q, jq, row);
+  // Four terms per trip, their loads issued before any is summed; a last trip's missing terms are zeros.
+  var acc = vec2<f32>(0.0);
+  for (var a = a0; a < a1; a += 4u) {
+    let t0 = mixTerm(base, base2, two, preOff, usePre, first, row, jq, qShift, a, a1);
+    let t1 = mixTerm(base, base2, two, preOff, usePre, first, row, jq, qShift, a + 1u, a1);
+    let t2 = mixTerm(base, base2, two, preOff, usePre, first, row, jq, qShift, a + 2u, a1);
+    let t3 = mixTerm(base, base2, two, preOff, usePre, first, row, jq, qShift, a + 3u, a1);
+    acc += t0 + t1;
+    acc += t2 + t3;
   }
   return acc;
 }
 
-// v times sign(j, a): had'[j / Q][a / Q] (row `row` of the table; K > 1) times (-1)^|j & a mod Q|.
-fn mixSign(v: f32, a: u32, q: u32, jq: u32, row: u32) -> f32 {
-  let ak = a / q;
-  var neg = countOneBits(jq & (a % q)) & 1u;
+// Term a of a mix (zero when a >= a1): sign(j, a) times the input(s) at first + a p.
+fn mixTerm(
+  base: u32,
+  base2: u32,
+  two: bool,
+  preOff: u32,
+  usePre: bool,
+  first: u32,
+  row: u32,
+  jq: u32,
+  qShift: u32,
+  a: u32,
+  a1: u32,
+) -> vec2<f32> {
+  let inside = a < a1;
+  let au = select(0u, a, inside);
+  let i = first + au * params.h.p;
+  var v = vec2<f32>(x[base + i], 0.0);
+  if (two) {
+    v.y = x[base2 + i];
+  }
+  if (usePre) {
+    v.x *= side[preOff + i];
+  }
+  var neg = countOneBits(jq & au) & 1u;
   if (params.h.K > 1u) {
+    let ak = au >> qShift;
     neg ^= (had[row + (ak >> 5u)] >> (ak & 31u)) & 1u;
   }
-  return select(v, -v, neg != 0u);
+  return select(vec2<f32>(0.0), select(v, -v, neg != 0u), inside);
 }
 
 @compute @workgroup_size(WG)
@@ -135,10 +145,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let b = b0 + e / p;
       let r = e % p;
       if (gated) {
-        sm[part * lenMax + e] = mixPart(xBase, 0u, false, b, r, part);
-        sm[SPLIT * lenMax + part * lenMax + e] = mixPart(xBase + n, 0u, false, b, r, part);
+        let gu = mixPart(xBase, xBase + n, true, 0u, false, b, r, part);
+        sm[part * lenMax + e] = gu.x;
+        sm[SPLIT * lenMax + part * lenMax + e] = gu.y;
       } else {
-        sm[part * lenMax + e] = mixPart(xBase, params.suOff, (f & F_SU) != 0u, b, r, part);
+        sm[part * lenMax + e] = mixPart(xBase, 0u, false, params.suOff, (f & F_SU) != 0u, b, r, part).x;
       }
     }
   }

@@ -86,10 +86,13 @@ export class HadTable {
   }
 }
 
-/** A HadSpec in the Params block; `q` goes in its first pad (block_transform.wgsl's H_Q factor). */
-function writeHad(w: ParamWriter, s: HadSpec | null | undefined, q = 0): ParamWriter {
-  if (!s) return w.u32(1).u32(1).u32(1).u32(0).u32(1).f32(1).u32(q).u32(0);
-  return w.u32(s.K).u32(s.p).u32(s.groups).u32(s.rows).u32(s.words).f32(s.scale).u32(q).u32(0);
+/** A HadSpec in the Params block; log2 of `q` goes in its second pad (block_transform.wgsl's H_Q factor, a
+ * power of two). */
+function writeHad(w: ParamWriter, s: HadSpec | null | undefined, q = 1): ParamWriter {
+  const qShift = Math.log2(q);
+  if (!Number.isInteger(qShift)) throw new KernelError(`writeHad: H_Q of ${q} is not a power of two`);
+  if (!s) return w.u32(1).u32(1).u32(1).u32(0).u32(1).f32(1).u32(0).u32(qShift);
+  return w.u32(s.K).u32(s.p).u32(s.groups).u32(s.rows).u32(s.words).f32(s.scale).u32(0).u32(qShift);
 }
 
 /** f32 slots a whole-vector transform of n needs in workgroup memory (the vector, and a copy to mix). */
@@ -178,10 +181,13 @@ export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTr
   if (o.gather) flags |= 128;
   const need = Math.max(smSlots(n, fin?.had), smSlots(n, o.inHad));
   const wg = vectorWg(k, n);
-  const p = k.pipeline("norm_transform", TRANSFORM_SOURCES.norm_transform, {
-    WG: wg,
-    SM: slots(k, need, `A transform of ${n}`),
-  });
+  // Elements per thread, a constant of the source (norm_transform.wgsl keeps them in registers).
+  const per = Math.ceil(n / wg);
+  const p = k.pipeline(
+    `norm_transform:${per}`,
+    () => TRANSFORM_SOURCES.norm_transform.replaceAll("{{PER}}", String(per)),
+    { WG: wg, SM: slots(k, need, `A transform of ${n}`) },
+  );
   const outStride = o.outStride ?? n;
   const params = new ParamWriter()
     .u32(n).f32(o.eps).u32(flags).u32(o.gather?.idxOffset ?? 0)
@@ -243,10 +249,14 @@ export function ropeKv(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvOptions
   if (!!o.hq !== !!o.hkv) throw new KernelError("ropeKv: transform q, k and v alike");
   const flags = (o.hq ? 1 : 0) | (o.sv !== undefined ? 2 : 0);
   const need = Math.max(smSlots(qDim, o.hq), smSlots(kvDim, o.hkv));
-  const p = k.pipeline("rope_kv", TRANSFORM_SOURCES.rope_kv, {
-    WG: vectorWg(k, qDim),
-    SM: slots(k, need, `A transform of ${qDim}`),
-  });
+  const wg = vectorWg(k, qDim);
+  // Rotated pairs per thread, a constant of the source (rope_kv.wgsl keeps them in registers).
+  const pairs = Math.ceil(qDim / 2 / wg);
+  const p = k.pipeline(
+    `rope_kv:${pairs}`,
+    () => TRANSFORM_SOURCES.rope_kv.replaceAll("{{PAIRS}}", String(pairs)),
+    { WG: wg, SM: slots(k, need, `A transform of ${qDim}`) },
+  );
   const params = new ParamWriter()
     .u32(qDim).u32(kvDim).u32(o.headDim).u32(flags)
     .u32(o.yStride ?? qDim + 2 * kvDim).u32(o.yOffset ?? 0).u32(o.sv ?? 0).u32(o.qStride ?? qDim)
