@@ -1,5 +1,6 @@
 // `deno run -A bench/step_profile.ts [--arch llama2-7b] [--code HYB] [--bits 2] [--context 640] [--reps 7]
-// [--cache-dir DIR] [--json OUT]`: where the GPU time of one batch-1 decode step goes. Decodes a synthetic
+// [--prefill N] [--cache-dir DIR] [--json OUT]`: where the GPU time of one batch-1 decode step goes (or, with
+// --prefill, of the forward pass of an N-token prompt: the dispatches the prefill recorded, tapped). Decodes a synthetic
 // checkpoint (bench/synth.ts) up to `context` positions through the Engine, takes the step it captured last,
 // and times it two ways with timestamp queries: whole (all dispatches in one compute pass, as the engine
 // records it) and dispatch by dispatch (each in a pass of its own, so each carries a pass's fixed cost).
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     code: { type: "string", default: "HYB" },
     bits: { type: "string", default: "2" },
     context: { type: "string", default: "640" },
+    prefill: { type: "string", default: "0" },
     reps: { type: "string", default: "7" },
     "cache-dir": { type: "string", default: "/tmp/trellis-synth" },
     json: { type: "string" },
@@ -28,7 +30,8 @@ if (!(arch in ARCHS)) {
   throw new Error(`Unknown --arch ${arch}: expected one of ${Object.keys(ARCHS).join(", ")}`);
 }
 const bits = Number(values.bits) as 2 | 3 | 4;
-const context = Number(values.context);
+const prefillLen = Number(values.prefill);
+const context = Math.max(Number(values.context), prefillLen + 1);
 const reps = Number(values.reps);
 const dir = await synthModelDir(
   { arch, code: values.code as SynthCode, bits },
@@ -47,7 +50,10 @@ const eng = await Engine.load({
 });
 const dev = eng.gpu.device;
 if (!dev.features.has("timestamp-query")) throw new Error("step_profile needs the timestamp-query feature");
-const prompt = Array.from({ length: Math.min(128, context - 1) }, (_, i) => 3 + (i * 7919) % 1000);
+const prompt = Array.from(
+  { length: prefillLen || Math.min(128, context - 1) },
+  (_, i) => 3 + (i * 7919) % 1000,
+);
 eng.addSequence({
   request: {
     id: "p",
@@ -56,10 +62,19 @@ eng.addSequence({
     sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
   },
 });
-await eng.prefill(["p"]);
-await pipelinedDecode(eng, ["p"], context - prompt.length, 32);
-const steps = eng.capturedSteps();
-const list = steps[steps.length - 1];
+let list: CapturedDispatch[];
+if (prefillLen) {
+  const tap: CapturedDispatch[] = [];
+  eng.kernels.tap = tap;
+  await eng.prefill(["p"]);
+  eng.kernels.tap = null;
+  list = tap;
+} else {
+  await eng.prefill(["p"]);
+  await pipelinedDecode(eng, ["p"], context - prompt.length, 32);
+  const steps = eng.capturedSteps();
+  list = steps[steps.length - 1];
+}
 const n = list.length;
 
 const qs = dev.createQuerySet({ type: "timestamp", count: 2 * n });
@@ -167,7 +182,11 @@ list.forEach((d, i) => {
 });
 const sum = us.reduce((a, b) => a + b, 0);
 const wholeUs = median(whole);
-console.log(`${arch} ${values.code} ${bits}-bit, context ${context}: ${n} dispatches`);
+console.log(
+  `${arch} ${values.code} ${bits}-bit, ${
+    prefillLen ? `prefill of ${prefillLen} tokens` : `decode step at context ${context}`
+  }: ${n} dispatches`,
+);
 console.log(
   `whole step (one pass): ${wholeUs.toFixed(1)} us; dispatch by dispatch: sum ${sum.toFixed(1)} us`,
 );
@@ -197,6 +216,7 @@ if (values.json) {
         code: values.code,
         bits,
         context,
+        prefill: prefillLen,
         reps,
         dispatches: n,
         wholeStepUs: wholeUs,

@@ -220,6 +220,9 @@ export class Kernels {
 
   /** Dispatches recorded since creation (benchmarks report dispatches per decode step). */
   dispatches = 0;
+  /** When set, every dispatch recorded (not captured) is also appended here (bench/step_profile.ts times a
+   * prefill's dispatches this way). */
+  tap: CapturedDispatch[] | null = null;
   #capture: CapturedDispatch[] | null = null;
 
   /** Records one dispatch of `pipeline` with `args` bound in order (or captures it, inside capture()). */
@@ -242,6 +245,7 @@ export class Kernels {
       return;
     }
     this.dispatches++;
+    this.tap?.push({ pipeline, group, x, y, z });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
