@@ -7,6 +7,8 @@ import type { QtipCode } from "./qtip_ref.ts";
 export const QTIP_MV_TEMPLATE = template;
 /** Largest batch the matvec serves; larger batches take the tiled matmul. */
 export const QTIP_MV_MAX_TOKENS = 16;
+/** Up to this many tokens the generated body loads every token's x before decoding (see laneBody). */
+export const MV_EARLY_X_TOKENS = 4;
 
 export interface QtipMvVariant {
   code: QtipCode;
@@ -62,7 +64,11 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
   L.push(`let ${p}b = laneBase + (${jExpr}) * TILE_WORDS;`);
   for (let i = 0; i < K; i++) L.push(`let ${p}w${i} = trellis[${p}b + ${i}u];`);
   L.push(`let ${p}w${K} = trellis[${p}b + wrap];`);
-  for (let t = 0; t < v.tokens; t++) {
+  // Few tokens: every x load first (in flight together), then each pair's FMAs for all tokens. Many: x for
+  // all tokens would not fit in registers (16 tokens are 64 vec4), so the 16 pairs are decoded first and
+  // each token then loads its 16 columns and runs its FMAs; each accumulator sees the same FMA chain.
+  const many = v.tokens > MV_EARLY_X_TOKENS;
+  const loadX = (t: number) => {
     for (let c = 0; c < 4; c++) {
       L.push(
         `let ${p}x${t}_${c} = x[xRow + ${
@@ -70,7 +76,9 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
         }(${jExpr}) * 4u + ${c}u];`,
       );
     }
-  }
+  };
+  if (!many) { for (let t = 0; t < v.tokens; t++) loadX(t); }
+  const pairs: [string, string, number, number][] = [];
   const tlutMask = (1 << v.tlutBits) - 1;
   const shift = 15 - v.tlutBits - v.repShift;
   const idxMask = (tlutMask << v.repShift) >>> 0;
@@ -103,8 +111,20 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
       vb = `${p}vb${u}`;
     }
     const [q, c] = lanePair(u, v.mma);
+    if (many) {
+      pairs.push([va, vb, q, c]);
+      continue;
+    }
     for (let t = 0; t < v.tokens; t++) {
       L.push(`a${q}_${t} = fma(${va}, ${xAt(t, c)}, fma(${vb}, ${xAt(t, c + 1)}, a${q}_${t}));`);
+    }
+  }
+  if (many) {
+    for (let t = 0; t < v.tokens; t++) {
+      loadX(t);
+      for (const [va, vb, q, c] of pairs) {
+        L.push(`a${q}_${t} = fma(${va}, ${xAt(t, c)}, fma(${vb}, ${xAt(t, c + 1)}, a${q}_${t}));`);
+      }
     }
   }
   return L.map((l) => indent + l);
