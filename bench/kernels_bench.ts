@@ -63,13 +63,11 @@ export interface KernelsBenchOptions {
 
 export type QtipTune = NonNullable<QtipMatmulOptions["tune"]>;
 
-/** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll x LUT width (with subgroups, which
- * the earlier sweeps found never slower). */
+/** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll (with subgroups, which the earlier
+ * sweeps found never slower). */
 export const QTIP_SWEEP: QtipTune[] = [256, 512, 1024].flatMap((wg) =>
-  [0, 1].flatMap((repShift) =>
-    [1, 2].flatMap((unroll) =>
-      [false, true].map((lut32) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups: true, lut32 }))
-    )
+  [0, 2, 3, 4].flatMap((repShift) =>
+    [1, 2].map((unroll) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups: true }))
   )
 );
 
@@ -257,9 +255,7 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
               const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
               const gbps = weightBytes / (ms * 1e-3) / 1e9;
               const tuneName = tune
-                ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}${
-                  tune.lut32 ? " lut32" : ""
-                }`
+                ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}`
                 : "default";
               const row: KernelRow = {
                 code,

@@ -8,6 +8,8 @@
 // compare greedy tokens up to the first step whose reference top-2 gap is below 1e-2.
 import assert from "node:assert/strict";
 import { Engine } from "./engine.ts";
+import { type Gpu, openGpu } from "./gpu.ts";
+import { Kernels } from "../kernels/mod.ts";
 import { openSafetensors } from "./safetensors.ts";
 import type { SamplingParams } from "./types.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
@@ -54,37 +56,51 @@ async function greedy(
   return out;
 }
 
-Deno.test({
-  name:
-    "the embedded model's greedy continuations equal the reference, alone and batched, in rounds of any size",
-  ignore: NO_GPU,
-  async fn() {
-    const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
-    const eng = await Engine.load({
-      modelDir: DEFAULT_MODEL_DIR,
-      maxSeqs: 4,
-      maxContext: 128,
-      progress: false,
-    });
-    try {
-      const prompts: Record<string, number[]> = {};
-      for (const p of Object.keys(ref.prompts)) prompts[p] = ref.prompts[p].ids;
-      const check = (got: Record<string, number[]>, label: string) => {
-        for (const p of Object.keys(got)) {
-          const want = ref.fp32_runtime.greedy_32[p] as number[];
-          const n = comparable(want, ref.fp32_runtime.greedy_top2_logit_margin[p]);
-          assert.ok(n >= 8, `${p}: too few resolvable steps (${n})`);
-          assert.deepEqual(got[p].slice(0, n), want.slice(0, n), `${label} ${p}`);
+for (const plans of ["adapter", "gpu"] as const) {
+  Deno.test({
+    name:
+      `the embedded model's greedy continuations equal the reference, alone and batched, in rounds of any size${
+        plans === "gpu" ? ", with a discrete GPU's kernel plans" : ""
+      }`,
+    ignore: NO_GPU,
+    async fn() {
+      const ref = JSON.parse(await Deno.readTextFile(`${DEFAULT_MODEL_DIR}/reference.json`));
+      // "gpu": the plans a discrete GPU gets (split residual steps, short attention partitions, batched
+      // matvecs) even on a CPU adapter, which otherwise keeps its own; the H100 runs these.
+      let gpu: Gpu | undefined;
+      if (plans === "gpu") {
+        const g = await openGpu();
+        gpu = { ...g, kernels: new Kernels(g.device, { ...g.kernels.features, cpuAdapter: false }) };
+      }
+      const eng = await Engine.load({
+        modelDir: DEFAULT_MODEL_DIR,
+        maxSeqs: 4,
+        maxContext: 128,
+        progress: false,
+        gpu,
+      });
+      try {
+        const prompts: Record<string, number[]> = {};
+        for (const p of Object.keys(ref.prompts)) prompts[p] = ref.prompts[p].ids;
+        const check = (got: Record<string, number[]>, label: string) => {
+          for (const p of Object.keys(got)) {
+            const want = ref.fp32_runtime.greedy_32[p] as number[];
+            const n = comparable(want, ref.fp32_runtime.greedy_top2_logit_margin[p]);
+            assert.ok(n >= 8, `${p}: too few resolvable steps (${n})`);
+            assert.deepEqual(got[p].slice(0, n), want.slice(0, n), `${label} ${p}`);
+          }
+        };
+        for (const p of Object.keys(prompts)) {
+          check(await greedy(eng, { [p]: prompts[p] }, 32, [16]), "alone");
         }
-      };
-      for (const p of Object.keys(prompts)) check(await greedy(eng, { [p]: prompts[p] }, 32, [16]), "alone");
-      check(await greedy(eng, prompts, 32, [1, 7, 3]), "batched");
-      assert.equal(eng.kvBlocks.usedBlocks, 0, "every KV block is free again");
-    } finally {
-      eng.destroy();
-    }
-  },
-});
+        check(await greedy(eng, prompts, 32, [1, 7, 3]), "batched");
+        assert.equal(eng.kvBlocks.usedBlocks, 0, "every KV block is free again");
+      } finally {
+        eng.destroy();
+      }
+    },
+  });
+}
 
 Deno.test({
   name: "an embedding and lm_head split over several buffers give the same greedy tokens",

@@ -16,7 +16,7 @@ const MATMUL_BT = 64;
 /** Workgroup memory the matvec may use, at most (bytes): fits lavapipe and leaves room on larger GPUs. */
 const MV_SMEM_BYTES = 32768;
 
-export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups" | "lut32">>;
+export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">>;
 
 export interface QtipMatmulOptions {
   x: BufferArg; // f32 (M, xStride) read from xOffset
@@ -102,11 +102,7 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   if (red(wg) > budget) {
     throw new KernelError(`qtip matvec: no workgroup fits ${budget * 4} bytes at M=${o.M}`);
   }
-  // The packed-f16 LUT shares the reduction's words; the f32 one (lut32) has its own, twice as many entries
-  // (the signed table) of two words.
-  const lut32 = o.tune?.lut32 ?? false;
-  const lutRoom = lut32 ? (budget - red(wg)) / 4 : budget;
-  const maxRep = Math.max(0, Math.floor(Math.log2(lutRoom / (1 << tlutBits))));
+  const maxRep = Math.max(0, Math.floor(Math.log2(budget / (1 << tlutBits))));
   const tall = o.m >= 2 * o.n;
   return {
     code: o.code,
@@ -121,7 +117,6 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,
     unroll: o.tune?.unroll ?? (tall ? 2 : 1),
-    lut32,
   };
 }
 

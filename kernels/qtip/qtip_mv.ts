@@ -7,8 +7,6 @@ import type { QtipCode } from "./qtip_ref.ts";
 export const QTIP_MV_TEMPLATE = template;
 /** Largest batch the matvec serves; larger batches take the tiled matmul. */
 export const QTIP_MV_MAX_TOKENS = 16;
-/** Up to this many tokens the generated body loads every token's x before decoding (see laneBody). */
-export const MV_EARLY_X_TOKENS = 4;
 
 export interface QtipMvVariant {
   code: QtipCode;
@@ -27,17 +25,11 @@ export interface QtipMvVariant {
   subgroupSize: number;
   /** Tiles a thread decodes per loop trip (1 or 2): more loads in flight. */
   unroll: 1 | 2;
-  /**
-   * HYB: the LUT's copies in workgroup memory as f32 pairs (8 bytes an entry, read as one vec2) instead of
-   * packed f16 pairs, so no f16 -> f32 conversion runs per pair (a quarter-rate instruction on NVIDIA). The
-   * values are the same f16-rounded ones either way.
-   */
-  lut32?: boolean;
 }
 
 export function qtipMvKey(v: QtipMvVariant): string {
   return `qtip_mv:${v.code}:${v.K}:${v.mma ? "mma" : "plain"}:${v.tokens}:${v.wg}:${v.repShift}:` +
-    `${v.tlutBits}:${v.subgroups ? `sg${v.subgroupSize}` : "nosg"}:${v.unroll}${v.lut32 ? ":lut32" : ""}`;
+    `${v.tlutBits}:${v.subgroups ? `sg${v.subgroupSize}` : "nosg"}:${v.unroll}`;
 }
 
 /** (q, first column) of pair u of a lane: q selects the lane's row (mma: l + 8q; plain: 2l + q). */
@@ -64,11 +56,7 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
   L.push(`let ${p}b = laneBase + (${jExpr}) * TILE_WORDS;`);
   for (let i = 0; i < K; i++) L.push(`let ${p}w${i} = trellis[${p}b + ${i}u];`);
   L.push(`let ${p}w${K} = trellis[${p}b + wrap];`);
-  // Few tokens: every x load first (in flight together), then each pair's FMAs for all tokens. Many: x for
-  // all tokens would not fit in registers (16 tokens are 64 vec4), so the 16 pairs are decoded first and
-  // each token then loads its 16 columns and runs its FMAs; each accumulator sees the same FMA chain.
-  const many = v.tokens > MV_EARLY_X_TOKENS;
-  const loadX = (t: number) => {
+  for (let t = 0; t < v.tokens; t++) {
     for (let c = 0; c < 4; c++) {
       L.push(
         `let ${p}x${t}_${c} = x[xRow + ${
@@ -76,9 +64,7 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
         }(${jExpr}) * 4u + ${c}u];`,
       );
     }
-  };
-  if (!many) { for (let t = 0; t < v.tokens; t++) loadX(t); }
-  const pairs: [string, string, number, number][] = [];
+  }
   const tlutMask = (1 << v.tlutBits) - 1;
   const shift = 15 - v.tlutBits - v.repShift;
   const idxMask = (tlutMask << v.repShift) >>> 0;
@@ -92,17 +78,9 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
       const idx = shift >= 0
         ? `((${p}t${u} >> ${shift}u) & ${idxMask}u)`
         : `((${p}t${u} << ${-shift}u) & ${idxMask}u)`;
-      if (v.lut32) {
-        // The signed table: index bits 15 - tlutBits .. 15 of t, sign bit included.
-        const idx32 = `((${p}t${u} >> ${shift}u) & ${((2 * tlutMask + 1) << v.repShift) >>> 0}u)`;
-        L.push(`let ${p}e${u} = lut2[${idx32} | rep];`);
-        va = `${p}e${u}.x`;
-        vb = `${p}e${u}.y`;
-      } else {
-        L.push(`let ${p}v${u} = unpack2x16float(smem[${idx} | rep] ^ (${p}t${u} & 0x8000u));`);
-        va = `${p}v${u}.x`;
-        vb = `${p}v${u}.y`;
-      }
+      L.push(`let ${p}v${u} = unpack2x16float(smem[${idx} | rep] ^ (${p}t${u} & 0x8000u));`);
+      va = `${p}v${u}.x`;
+      vb = `${p}v${u}.y`;
     } else {
       const fn = v.code === "1mad" ? "mad1" : "inst3";
       L.push(`let ${p}va${u} = ${fn}(${stateExpr(b, p)});`);
@@ -111,20 +89,8 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
       vb = `${p}vb${u}`;
     }
     const [q, c] = lanePair(u, v.mma);
-    if (many) {
-      pairs.push([va, vb, q, c]);
-      continue;
-    }
     for (let t = 0; t < v.tokens; t++) {
       L.push(`a${q}_${t} = fma(${va}, ${xAt(t, c)}, fma(${vb}, ${xAt(t, c + 1)}, a${q}_${t}));`);
-    }
-  }
-  if (many) {
-    for (let t = 0; t < v.tokens; t++) {
-      loadX(t);
-      for (const [va, vb, q, c] of pairs) {
-        L.push(`a${q}_${t} = fma(${va}, ${xAt(t, c)}, fma(${vb}, ${xAt(t, c + 1)}, a${q}_${t}));`);
-      }
     }
   }
   return L.map((l) => indent + l);
@@ -182,21 +148,6 @@ export function qtipMvSource(v: QtipMvVariant): string {
   const hyb = v.code === "hyb";
   const reps = hyb ? 1 << v.repShift : 1;
   const lutWords = hyb ? (1 << v.tlutBits) * reps : 1;
-  // lut32: the signed table, 2^(tlutBits + 1) entries a copy.
-  const lut2Entries = hyb && v.lut32 ? 2 * lutWords : 1;
-  let lutFill: string;
-  if (hyb && v.lut32) {
-    lutFill = `  for (var i = tid; i < ${lut2Entries}u; i += WG) {
-    let entry = i >> REP_SHIFT;
-    let l = unpack2x16float(pack2x16float(lut[lut0 + (entry & ${(1 << v.tlutBits) - 1}u)]));
-    lut2[i] = vec2<f32>(select(l.x, -l.x, entry >= ${1 << v.tlutBits}u), l.y);
-  }`;
-  } else {
-    // (Codes without a LUT read one word of its placeholder binding, which the bind group still names.)
-    lutFill = `  for (var i = tid; i < LUT_WORDS; i += WG) {
-    smem[i] = pack2x16float(lut[lut0 + (i >> REP_SHIFT)]);
-  }`;
-  }
   if (
     v.subgroups &&
     !(v.subgroupSize >= 8 && v.subgroupSize <= 128 && (v.subgroupSize & (v.subgroupSize - 1)) === 0)
@@ -221,12 +172,10 @@ export function qtipMvSource(v: QtipMvVariant): string {
     .replaceAll("{{K}}", String(v.K))
     .replaceAll("{{TOKENS}}", String(v.tokens))
     .replaceAll("{{WG}}", String(v.wg))
-    .replaceAll("{{LUT_WORDS}}", String(lutWords))
+    .replaceAll("{{LUT_ENTRIES}}", String(hyb ? 1 << v.tlutBits : 1))
     .replaceAll("{{REPS}}", String(reps))
     .replaceAll("{{REP_SHIFT}}", String(hyb ? v.repShift : 0))
-    .replaceAll("{{SMEM_WORDS}}", String(Math.max(v.lut32 ? 1 : lutWords, redWords)))
-    .replaceAll("{{LUT2_ENTRIES}}", String(lut2Entries))
-    .replace("{{LUT_FILL}}", lutFill)
+    .replaceAll("{{SMEM_WORDS}}", String(Math.max(lutWords, redWords)))
     .replace("{{SG_BUILTINS}}", v.subgroups ? "  @builtin(subgroup_invocation_id) sgid: u32," : "")
     .replace("{{ACC}}", acc.join("\n"))
     .replace("{{BODY}}", body.join("\n"))

@@ -26,7 +26,7 @@ const WG: u32 = {{WG}}u;
 const SLOTS: u32 = {{WG}}u / 8u;
 const TILE_WORDS: u32 = 8u * {{K}}u;
 const HEADER: u32 = 4u;
-const LUT_WORDS: u32 = {{LUT_WORDS}}u;
+const LUT_ENTRIES: u32 = {{LUT_ENTRIES}}u;
 const REP_MASK: u32 = {{REPS}}u - 1u;
 const REP_SHIFT: u32 = {{REP_SHIFT}}u;
 // Workgroup words: the LUT copies during the loop, then the reduction's partial sums.
@@ -54,9 +54,6 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> smem: array<u32, SMEM_WORDS>;
-// The lut32 variant's LUT copies as f32 pairs, twice: entries 2^TLUT_BITS and up hold the first value negated,
-// so bit 15 of t (the sign) is one more index bit (one entry otherwise).
-var<workgroup> lut2: array<vec2<f32>, {{LUT2_ENTRIES}}u>;
 
 // 1MAD: byte sum of s * 34038481 + 76625530, centred and scaled.
 fn mad1(s: u32) -> f32 {
@@ -97,7 +94,14 @@ fn main(
   let I = wid.y * nwg.x + wid.x;
   let part = select(0u, 1u, I >= params.part1) + select(0u, 1u, I >= params.part2);
   let lut0 = part * params.lutPartStride;
-{{LUT_FILL}}
+  // Each entry is read from global memory once and stored REPS times (a trip per copy would wait on a global
+  // load per copy).
+  for (var e = tid; e < LUT_ENTRIES; e += WG) {
+    let w = pack2x16float(lut[lut0 + e]);
+    for (var c = 0u; c <= REP_MASK; c++) {
+      smem[(e << REP_SHIFT) | c] = w;
+    }
+  }
   workgroupBarrier();
   if (I >= params.tileRows) {
     return;

@@ -12,13 +12,9 @@
 //   g * outPartStride + t * outStride; params.
 // Dispatch: (rows, parts) workgroups. Workgroup memory: the row, plus as much again when a transform mixes
 // (K > 1). Reference: transform_ref.ts `normTransformRef`.
-// Thread tid holds elements k * WG + tid, k < PER (a constant of the source, filled in by transform.ts, so
-// the per-thread arrays are unrolled into registers): every global read of a row (y, the residual, SV, the
-// norm weight, SU) is issued at the start, together, instead of one latency-bound loop per operand.
 
 override WG: u32 = 256u;
 override SM: u32 = 4096u;
-const PER: u32 = {{PER}}u;
 
 const F_FINISH: u32 = 1u; // add post(y) to the residual
 const F_FINISH_HAD: u32 = 2u; // post includes the output-side transform
@@ -62,7 +58,6 @@ struct Params {
 
 var<workgroup> sm: array<f32, SM>;
 var<workgroup> red: array<f32, WG>;
-var<workgroup> red32: array<f32, 32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -74,124 +69,75 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if ((f & F_GATHER) != 0u) {
     r = rowMeta[params.idxOffset + t];
   }
-  let finish = (f & F_FINISH) != 0u;
-  let useSv = (f & F_SV) != 0u;
-  let useNorm = (f & F_NORM) != 0u;
-  let useSu = (f & F_SU) != 0u;
   let xBase = params.xInOffset + r * params.xStride;
-  let yBase = params.yOffset + r * params.yStride;
-  let suBase = params.suOff + g * n;
-  // Every operand of this thread's elements, read at once (a switched-off operand reads slot 0 of its
-  // binding, a small placeholder buffer, and is not used).
-  var v: array<f32, PER>;
-  var yv: array<f32, PER>;
-  var sv: array<f32, PER>;
-  var gm: array<f32, PER>;
-  var su: array<f32, PER>;
-  for (var k = 0u; k < PER; k++) {
-    let i = min(k * WG + tid, n - 1u);
-    v[k] = xIn[xBase + i];
-    yv[k] = y[select(0u, yBase + i, finish)];
-    sv[k] = post[select(0u, params.svOff + i, useSv)];
-    gm[k] = side[select(0u, params.gammaOff + i, useNorm)];
-    su[k] = side[select(0u, suBase + i, useSu)];
-  }
   // 1. The residual.
-  if (finish) {
+  if ((f & F_FINISH) != 0u) {
+    let yBase = params.yOffset + r * params.yStride;
+    for (var i = tid; i < n; i += WG) {
+      sm[i] = y[yBase + i];
+    }
+    workgroupBarrier();
+    var at = 0u;
     var scale = 1.0;
     if ((f & F_FINISH_HAD) != 0u) {
-      for (var k = 0u; k < PER; k++) {
-        let i = k * WG + tid;
-        if (i < n) {
-          sm[i] = yv[k];
-        }
-      }
-      workgroupBarrier();
-      let at = transformSm(0u, n, params.fin, tid);
+      at = transformSm(0u, n, params.fin, tid);
       scale = params.fin.scale;
-      for (var k = 0u; k < PER; k++) {
-        let i = k * WG + tid;
-        if (i < n) {
-          yv[k] = sm[at + i];
-        }
-      }
     }
-    for (var k = 0u; k < PER; k++) {
-      var p = yv[k] * scale;
-      if (useSv) {
-        p *= sv[k];
+    for (var i = tid; i < n; i += WG) {
+      var p = sm[at + i] * scale;
+      if ((f & F_SV) != 0u) {
+        p *= post[params.svOff + i];
       }
-      v[k] += p;
+      sm[i] = xIn[xBase + i] + p;
+    }
+  } else {
+    for (var i = tid; i < n; i += WG) {
+      sm[i] = xIn[xBase + i];
     }
   }
+  workgroupBarrier();
   if ((f & F_WRITE_X) != 0u && g == 0u) {
     let oBase = params.xOutOffset + r * params.xStride;
-    for (var k = 0u; k < PER; k++) {
-      let i = k * WG + tid;
-      if (i < n) {
-        xOut[oBase + i] = v[k];
-      }
+    for (var i = tid; i < n; i += WG) {
+      xOut[oBase + i] = sm[i];
     }
   }
-  // 2. RMSNorm: the thread's squares, then the workgroup's (32 partial sums of strided threads, then
-  // every thread adds the 32 in the same order, so all see the same total).
-  if (useNorm) {
+  // 2. RMSNorm (the same sum and expression as kernels/rmsnorm).
+  if ((f & F_NORM) != 0u) {
     var sum = 0.0;
-    for (var k = 0u; k < PER; k++) {
-      if (k * WG + tid < n) {
-        sum += v[k] * v[k];
-      }
+    for (var i = tid; i < n; i += WG) {
+      let v = sm[i];
+      sum += v * v;
     }
     red[tid] = sum;
     workgroupBarrier();
-    if (tid < 32u) {
-      var s = 0.0;
-      for (var j = tid; j < WG; j += 32u) {
-        s += red[j];
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+      if (tid < s) {
+        red[tid] += red[tid + s];
       }
-      red32[tid] = s;
+      workgroupBarrier();
     }
-    workgroupBarrier();
-    var total = 0.0;
-    for (var j = 0u; j < 32u; j++) {
-      total += red32[j];
-    }
-    let inv = inverseSqrt(total / f32(n) + params.eps);
-    for (var k = 0u; k < PER; k++) {
-      v[k] = v[k] * inv * gm[k];
+    let inv = inverseSqrt(red[0] / f32(n) + params.eps);
+    for (var i = tid; i < n; i += WG) {
+      sm[i] = sm[i] * inv * side[params.gammaOff + i];
     }
   }
   // 3. The input of part g.
-  if (useSu) {
-    for (var k = 0u; k < PER; k++) {
-      v[k] *= su[k];
+  if ((f & F_SU) != 0u) {
+    let su = params.suOff + g * n;
+    for (var i = tid; i < n; i += WG) {
+      sm[i] *= side[su + i];
     }
   }
-  let oBase = params.outOffset + g * params.outPartStride + t * params.outStride;
+  workgroupBarrier();
+  var at = 0u;
+  var scale = 1.0;
   if ((f & F_IN_HAD) != 0u) {
-    // The finish's transform may still be reading sm.
-    workgroupBarrier();
-    for (var k = 0u; k < PER; k++) {
-      let i = k * WG + tid;
-      if (i < n) {
-        sm[i] = v[k];
-      }
-    }
-    workgroupBarrier();
-    let at = transformSm(0u, n, params.inp, tid);
-    let scale = params.inp.scale;
-    for (var k = 0u; k < PER; k++) {
-      let i = k * WG + tid;
-      if (i < n) {
-        out[oBase + i] = sm[at + i] * scale;
-      }
-    }
-  } else {
-    for (var k = 0u; k < PER; k++) {
-      let i = k * WG + tid;
-      if (i < n) {
-        out[oBase + i] = v[k];
-      }
-    }
+    at = transformSm(0u, n, params.inp, tid);
+    scale = params.inp.scale;
+  }
+  let oBase = params.outOffset + g * params.outPartStride + t * params.outStride;
+  for (var i = tid; i < n; i += WG) {
+    out[oBase + i] = sm[at + i] * scale;
   }
 }
