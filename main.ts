@@ -37,8 +37,15 @@ async function main(args: string[]): Promise<number> {
     await handle.shutdown(0).catch(() => {});
     return 1;
   }
-  // The grammar engine loads beside the model, so the first structured request does not wait for it.
-  handle.server.grammars().prewarm();
+  // The grammar engine loads beside the model, so the first structured request does not wait for it. If it
+  // cannot start, the server still serves everything else; structured requests report the failure.
+  handle.server.grammars().prewarm().catch((e) =>
+    console.error(
+      `warning: the grammar engine did not start (structured outputs and tool calls will fail): ${
+        e instanceof Error ? e.message : e
+      }`,
+    )
+  );
   console.error(
     `Trellis ready: ${engine.info.source} (${engine.info.quantization}, context ${engine.info.maxContext}) at ${handle.url}`,
   );

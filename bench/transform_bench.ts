@@ -4,14 +4,7 @@
 // transform, o's input transform. Timestamp queries around many dispatches, after a warm-up.
 import { parseArgs } from "node:util";
 import { describeGpu, openGpu } from "../engine/gpu.ts";
-import {
-  blockTransform,
-  HadTable,
-  NORM_SPLIT_MAX_PARTIALS,
-  NORM_SPLIT_MAX_ROWS,
-  normTransform,
-  ropeKv,
-} from "../kernels/mod.ts";
+import { blockTransform, HadTable, normTransform, ropeKv } from "../kernels/mod.ts";
 import { GpuTimer } from "./_timing.ts";
 import { type ArchName, ARCHS } from "./synth.ts";
 
@@ -44,30 +37,10 @@ const x0 = buf(maxT * dim * 4), x1 = buf(maxT * dim * 4);
 const meta = buf(4096), table = buf(4096);
 const rope = buf(4096 * hd * 4);
 const kc = buf(64 * nKvHeads * 16 * hd * 2), vc = buf(64 * nKvHeads * 16 * hd * 2);
-const normInputs = buf(Math.min(maxT, NORM_SPLIT_MAX_ROWS) * 3 * dim * 4);
-const normPartials = buf(Math.min(maxT, NORM_SPLIT_MAX_ROWS) * NORM_SPLIT_MAX_PARTIALS * 4);
 const timer = new GpuTimer(k);
 const rows: { kernel: string; tokens: number; us: number }[] = [];
 for (const T of values.tokens.split(",").map(Number)) {
-  const norm = (split: boolean) => (p: GPUComputePassEncoder) =>
-    normTransform(k, p, {
-      xIn: x0,
-      xOut: x1,
-      vec: side,
-      had,
-      out: a,
-      rows: T,
-      parts: 3,
-      dim,
-      eps: 1e-5,
-      finish: { y: b, sv: 0, had: had.spec(dim, false) },
-      norm: { gamma: dim },
-      su: 2 * dim,
-      inHad: had.spec(dim, true),
-      split: split ? { inputs: normInputs, partials: normPartials } : undefined,
-    });
   const cases: [string, (p: GPUComputePassEncoder) => void][] = [
-    ["normTransform finish+norm+3 parts, split (2 dispatches)", norm(true)],
     ["normTransform finish+norm+3 parts", (p) =>
       normTransform(k, p, {
         xIn: x0,

@@ -5,8 +5,6 @@ import {
   attentionScratchBytes,
   DECODE_MAX_QUERY_TOKENS,
   LOGIT_BIAS_BYTES,
-  NORM_SPLIT_MAX_PARTIALS,
-  NORM_SPLIT_MAX_ROWS,
   PENALTY_ROW_BYTES,
   SAMPLING_ROW_BYTES,
   TOP_LOGPROBS_MAX,
@@ -54,9 +52,6 @@ export interface ActivationBytes {
   h: number;
   lastNormed: number;
   attnScratch: number;
-  /** normTransform's split plan (kernels/transform): its pre-multiplied inputs and partial sums. */
-  normInputs: number;
-  normPartials: number;
 }
 
 export interface BufferPlan {
@@ -162,8 +157,6 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
         headDim: cfg.headDim,
         maxContext: maxContext + maxRoundSteps,
       }),
-      normInputs: Math.min(T, NORM_SPLIT_MAX_ROWS) * 3 * cfg.dim * 4,
-      normPartials: Math.min(T, NORM_SPLIT_MAX_ROWS) * NORM_SPLIT_MAX_PARTIALS * 4,
     },
     blockTableBytes: maxSeqs * maxBlocksPerSeq * 4,
     lastTokenBytes: maxSeqs * 4,

@@ -162,7 +162,6 @@ export class Engine {
       h: buf("h", a.h),
       lastNormed: buf("lastNormed", a.lastNormed),
       attnScratch: buf("attnScratch", a.attnScratch),
-      normSplit: { inputs: buf("normInputs", a.normInputs), partials: buf("normPartials", a.normPartials) },
     };
     this.#ropeMaxPos = plan.ropeMaxPos;
     const rope = createRopeTable(dev, this.cfg, plan.ropeMaxPos);

@@ -8,8 +8,6 @@
 // transform H^T(SU x) before it, the output transform SV H(y) after it, both switched off for fp16 stacks.
 // So a layer is 11 dispatches (12 when attention splits its context):
 //   norm+in  qkv  rope/kv  attention  [o in]  o  finish+norm+in  gate/up  mlp middle  [down in]  down
-// and two more on a GPU at decode sizes, where each residual step runs as two dispatches over many
-// workgroups (normTransform's split plan).
 // and the residual add of a block happens in the next block's first step ("finish"), which reads the
 // residual stream from one buffer and writes it to the other.
 import {
@@ -36,7 +34,6 @@ export interface Activations {
   h: GPUBuffer; // f32 (maxTokens, hiddenDim): the MLP's silu(gate) * up
   lastNormed: GPUBuffer; // f32 (maxLogitRows, dim)
   attnScratch: GPUBuffer; // split-K partials of the decode attention kernel
-  normSplit: { inputs: GPUBuffer; partials: GPUBuffer }; // normTransform's split plan (few rows)
 }
 
 /** The paged KV cache: per layer, K and V blocks (numBlocks, nKvHeads, blockSize, headDim) f16. */
@@ -123,7 +120,6 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
       norm: { gamma: L.at.attnGamma },
       su: L.at.suQkv,
       inHad: L.qkv.inHad,
-      split: act.normSplit,
     });
     if (prev) cur = 1 - cur;
     // (2) y = [Wq xin_q | Wk xin_k | Wv xin_v]
@@ -203,7 +199,6 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
       norm: { gamma: L.at.ffnGamma },
       su: L.at.suGu,
       inHad: L.gateUp.inHad,
-      split: act.normSplit,
     });
     cur = 1 - cur;
     // (7) y = [Wg xin_g | Wu xin_u]; (8) h = silu(SV_g H(y_g)) * SV_u H(y_u) * SU_down.

@@ -197,8 +197,17 @@ export class GrammarPool {
   }
 
   /** Starts the spare Worker now, so the first request with a new grammar does not wait for it. */
-  prewarm(): void {
-    this.#spare ??= this.#start();
+  prewarm(): Promise<void> {
+    const spare = this.#spare ??= this.#start();
+    // A warm-up that fails must not take the server down (an unhandled rejection ends the process): the
+    // caller learns why, and the next structured request starts a Worker again and gets the error itself.
+    return spare.then(
+      () => {},
+      (e) => {
+        if (this.#spare === spare) this.#spare = null;
+        throw e;
+      },
+    );
   }
 
   /** Workers alive: one per kept grammar, plus the spare. */

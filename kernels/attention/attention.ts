@@ -191,8 +191,13 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
     .u32(o.maxBlocksPerSeq).u32(partSize).u32(nParts).u32(o.qStride ?? qkDim).u32(o.qOffset ?? 0)
     .u32(outStride).u32(outOffset).f32(o.scale ?? 1 / Math.sqrt(o.headDim)).u32(0).u32(0);
   const { headChunks: _, ...planConstants } = plan;
-  // Phase A's invocations per position: all of the workgroup's (a CPU adapter keeps one, its earlier plan).
-  const constants = { ...planConstants, TPP: k.features.cpuAdapter ? 1 : Math.max(1, plan.WG / plan.CHUNK) };
+  // On a GPU a chunk no longer than the partition (a 32-position partition in a 64-position chunk leaves half
+  // of phase A idle), and phase A's invocations per position all of the workgroup's; a CPU adapter keeps one
+  // invocation per position and the planned chunk.
+  const cpu = k.features.cpuAdapter;
+  let chunk = plan.CHUNK;
+  while (!cpu && chunk > 16 && chunk > partSize) chunk /= 2;
+  const constants = { ...planConstants, CHUNK: chunk, TPP: cpu ? 1 : Math.max(1, plan.WG / chunk) };
   const inputs = [o.q, o.kCache, o.vCache, o.tokenSeq, o.tokenPos, o.blockTable];
   const groups = o.nKvHeads * plan.headChunks;
   if (nParts === 1) {

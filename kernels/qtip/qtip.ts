@@ -110,9 +110,10 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     mma: o.mma,
     tokens: o.M,
     wg,
-    // From the H100 sweep (docs/BENCHMARKS.md): one LUT copy and one tile per trip for square and wide
-    // matrices, two copies and two tiles for tall ones (more tile-rows than the GPU holds at once).
-    repShift: Math.min(o.tune?.repShift ?? (tall ? 1 : 0), maxRep),
+    // From the H100 sweeps (docs/BENCHMARKS.md): one LUT copy everywhere (more copies were slower at every
+    // shape and workgroup size once each entry is read once: 4 copies 0-13 %, 16 copies 1.5-2.4x), one tile
+    // per trip for square and wide matrices, two for tall ones (more tile-rows than the GPU holds at once).
+    repShift: Math.min(o.tune?.repShift ?? 0, maxRep),
     tlutBits,
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,

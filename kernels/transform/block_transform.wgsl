@@ -5,19 +5,10 @@
 //   gated (the MLP's middle): with gate = y[t, 0..n) and up = y[t, n..2n) of the stacked gate/up output,
 //     h[t] = silu(sv_g * scale * H(gate)) * (sv_u * scale * H(up)) * su_d     (each factor optional:
 //     a plain MLP gets h = silu(gate) * up)
-//   input: out[t] = scale * H^T(x[t] * pre)   (the input side of a QTIP linear, e.g. o_proj's or down's);
-//     with F_INV also times inv = 1 / sqrt(sum(partials of row t) / n + eps) (the RMSNorm of a residual
-//     step whose finish job wrote the partials), and for part g = workgroup z of `parts`, x and out
-//     xPartStride and outPartStride further on.
-//   finish (a residual step's first half, normTransform split over workgroups): v = res[t] + sv * scale *
-//     H(x[t]) (x = the previous linear's output) goes to out (the new residual), v * gamma * su_g to out2
-//     (part g, g < parts: the next step's pre-multiplied inputs), and the sum of v^2 over the workgroup's
-//     elements to ss[t * ssCount + group] (the partials).
+//   input: out[t] = scale * H^T(x[t] * pre)   (the input side of a QTIP linear, e.g. o_proj's or down's)
 // Bindings: x f32 (T, xStride) from xOffset, side f32 (side vectors); had u32; out f32 (T, outStride) from
-//   outOffset; aux f32 (finish: res (T, auxStride) from auxOffset; F_INV: the partials from auxOffset);
-//   ss f32 (finish: partials from ssOffset); out2 f32 (finish: part g row t at out2Offset + g *
-//   out2PartStride + t * n); post f32 (finish: the previous linear's side vectors, sv at svOff); params.
-// Dispatch: (T, ceil(blocks / OUT_BLOCKS), parts) workgroups, blocks = n / p. Reference: transform_ref.ts.
+//   outOffset; params.
+// Dispatch: (T, ceil(blocks / OUT_BLOCKS)) workgroups, blocks = n / p. Reference: transform_ref.ts.
 
 override WG: u32 = 256u;
 override SM: u32 = 2048u; // >= SPLIT * OUT_BLOCKS * p, twice that when gated
@@ -27,9 +18,7 @@ override SPLIT: u32 = 1u; // threads that share one element's mix
 const F_GATED: u32 = 1u;
 const F_HAD: u32 = 2u;
 const F_SV: u32 = 4u; // gated: sv of gate at svOff, of up at svOff + n
-const F_SU: u32 = 8u; // gated: su_d after the product; input: pre before the transform, at suOff + g * n
-const F_FINISH: u32 = 16u;
-const F_INV: u32 = 32u;
+const F_SU: u32 = 8u; // gated: su_d after the product; input: pre before the transform, at suOff
 
 struct Params {
   n: u32,
@@ -41,45 +30,15 @@ struct Params {
   svOff: u32,
   suOff: u32,
   h: HadSpec,
-  auxStride: u32,
-  auxOffset: u32,
-  ssOffset: u32,
-  ssCount: u32,
-  gammaOff: u32,
-  parts: u32,
-  out2Offset: u32,
-  out2PartStride: u32,
-  xPartStride: u32,
-  outPartStride: u32,
-  eps: f32,
-  _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> side: array<f32>;
 @group(0) @binding(2) var<storage, read> had: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ss: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
-@group(0) @binding(7) var<storage, read> post: array<f32>;
-@group(0) @binding(8) var<uniform> params: Params;
+@group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> sm: array<f32, SM>;
-var<workgroup> red: array<f32, WG>;
-
-// The sum of v over the workgroup (every invocation passes v; the same order in every workgroup).
-fn wgSum(v: f32, tid: u32) -> f32 {
-  red[tid] = v;
-  workgroupBarrier();
-  for (var h = WG / 2u; h > 0u; h >>= 1u) {
-    if (tid < h) {
-      red[tid] += red[tid + h];
-    }
-    workgroupBarrier();
-  }
-  return red[0];
-}
 
 fn silu(v: f32) -> f32 {
   let e = exp(-abs(v));
@@ -153,13 +112,7 @@ fn mixTerm(
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
   let t = wid.x;
-  let g = wid.z;
   let f = params.flags;
-  // F_INV: this row's partials, read now so their latency hides behind the mix.
-  var partial = 0.0;
-  if ((f & F_INV) != 0u && tid < params.ssCount) {
-    partial = aux[params.auxOffset + t * params.ssCount + tid];
-  }
   let n = params.n;
   let p = params.h.p;
   let b0 = wid.y * OUT_BLOCKS;
@@ -167,8 +120,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nb = min(OUT_BLOCKS, blocks - b0);
   let len = nb * p;
   let e0 = b0 * p; // first element of this workgroup's output
-  let xBase = params.xOffset + g * params.xPartStride + t * params.xStride;
-  let oBase = params.outOffset + g * params.outPartStride + t * params.outStride;
+  let xBase = params.xOffset + t * params.xStride;
+  let oBase = params.outOffset + t * params.outStride;
   let gated = (f & F_GATED) != 0u;
   let useHad = (f & F_HAD) != 0u;
   if (!useHad) {
@@ -196,7 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         sm[part * lenMax + e] = gu.x;
         sm[SPLIT * lenMax + part * lenMax + e] = gu.y;
       } else {
-        sm[part * lenMax + e] = mixPart(xBase, 0u, false, params.suOff + g * n, (f & F_SU) != 0u, b, r, part).x;
+        sm[part * lenMax + e] = mixPart(xBase, 0u, false, params.suOff, (f & F_SU) != 0u, b, r, part).x;
       }
     }
   }
@@ -225,35 +178,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (gated) {
     fwht(U, p, nb, tid);
   }
-  var scale = params.h.scale;
-  if ((f & F_INV) != 0u) {
-    let total = wgSum(partial, tid);
-    scale *= inverseSqrt(total / f32(n) + params.eps);
-  }
-  if ((f & F_FINISH) != 0u) {
-    // The new residual, the next linears' pre-multiplied inputs, and this workgroup's partial sum of v^2.
-    let resBase = params.auxOffset + t * params.auxStride;
-    var sq = 0.0;
-    for (var e = tid; e < len; e += WG) {
-      let i = e0 + e;
-      var pv = sm[e] * scale;
-      if ((f & F_SV) != 0u) {
-        pv *= post[params.svOff + i];
-      }
-      let v = aux[resBase + i] + pv;
-      out[oBase + i] = v;
-      let vg = v * side[params.gammaOff + i];
-      for (var q = 0u; q < params.parts; q++) {
-        out2[params.out2Offset + q * params.out2PartStride + t * n + i] = vg * side[params.suOff + q * n + i];
-      }
-      sq += v * v;
-    }
-    let total = wgSum(sq, tid);
-    if (tid == 0u) {
-      ss[params.ssOffset + t * params.ssCount + wid.y] = total;
-    }
-    return;
-  }
+  let scale = params.h.scale;
   for (var e = tid; e < len; e += WG) {
     let i = e0 + e;
     if (gated) {

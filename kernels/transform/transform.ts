@@ -164,87 +164,14 @@ export interface NormTransformOptions {
   inHad?: HadSpec | null; // input-side transform of dim
   /** Source rows from meta[idxOffset + t] (the logit rows of a prefill); residual not written. */
   gather?: { meta: BufferArg; idxOffset?: number };
-  /**
-   * Scratch for the split plan (two dispatches over many workgroups, for up to NORM_SPLIT_MAX_ROWS rows on a
-   * GPU): `inputs` holds parts x rows x dim f32, `partials` rows x 256 f32. Without it, or where the split
-   * does not apply (no transforms, no norm, gather, a CPU adapter), one dispatch does all of the step.
-   */
-  split?: { inputs: BufferArg; partials: BufferArg };
 }
 
-/** The most rows normTransform() splits over workgroups (at more, rows x parts workgroups fill the GPU). */
-export const NORM_SPLIT_MAX_ROWS = 16;
-/** Partials per row the split plan may write (one per workgroup of the finish job). */
-export const NORM_SPLIT_MAX_PARTIALS = 256;
-
-/**
- * Records the residual step: one dispatch of norm_transform.wgsl, (rows, parts) workgroups, each doing a
- * whole row's step; or, for a few rows on a GPU (o.split), two of block_transform.wgsl over many workgroups
- * (a whole-vector transform in one workgroup is bound by that one SM): the finish job (new residual, the
- * parts' pre-multiplied inputs, partial sums of squares), then the input job over the parts, scaled by the
- * inverse RMS from the partials.
- */
+/** Records the residual step (norm_transform.wgsl): (rows, parts) workgroups. */
 export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTransformOptions): void {
   if (o.rows === 0) return;
   const n = o.dim;
   const fin = o.finish;
   const writeX = (o.writeX ?? !!fin) && !o.gather;
-  if (
-    o.split && !k.features.cpuAdapter && fin?.had && o.inHad && o.norm && o.su !== undefined && !o.gather &&
-    writeX && o.rows <= NORM_SPLIT_MAX_ROWS
-  ) {
-    const first = blockPlan(k, n, fin.had);
-    if (first.groups <= Math.min(NORM_SPLIT_MAX_PARTIALS, blockPlan(k, n, o.inHad).wg)) {
-      const xStride = o.xStride ?? n;
-      blockTransform(k, pass, {
-        x: fin.y,
-        xStride: fin.yStride ?? n,
-        xOffset: fin.yOffset ?? 0,
-        vec: o.vec,
-        had: o.had,
-        out: o.xOut,
-        outStride: xStride,
-        outOffset: o.xOutOffset ?? 0,
-        T: o.rows,
-        n,
-        gated: false,
-        spec: fin.had,
-        sv: fin.sv,
-        su: o.su,
-        finish: {
-          res: o.xIn,
-          resStride: xStride,
-          resOffset: o.xInOffset ?? 0,
-          post: fin.vec ?? o.vec,
-          gamma: o.norm.gamma,
-          parts: o.parts,
-          out2: o.split.inputs,
-          out2PartStride: o.rows * n,
-          ss: o.split.partials,
-        },
-      });
-      const outStride = o.outStride ?? n;
-      blockTransform(k, pass, {
-        x: o.split.inputs,
-        vec: o.vec,
-        had: o.had,
-        out: o.out,
-        outStride,
-        outOffset: o.outOffset ?? 0,
-        T: o.rows,
-        n,
-        gated: false,
-        spec: o.inHad,
-        inv: { partials: o.split.partials, count: first.groups, eps: o.eps },
-        parts: {
-          count: o.parts,
-          xPartStride: o.rows * n,
-          outPartStride: o.outPartStride ?? o.rows * outStride,
-        },
-      });
-      return;
-    }
-  }
   let flags = 0;
   if (fin) flags |= 1 | (fin.had ? 2 : 0) | (fin.sv !== undefined ? 4 : 0);
   if (o.norm) flags |= 8;
@@ -367,44 +294,15 @@ export interface BlockTransformOptions {
   xOffset?: number;
   outStride?: number; // default n
   outOffset?: number;
-  /**
-   * The finish job instead (not gated): out = res + sv * H(x) (the new residual), out2 part g = out * gamma *
-   * su_g, and the workgroups' partial sums of out^2 into ss (blockPlan(...).groups per row).
-   */
-  finish?: {
-    res: BufferArg; // f32 (T, resStride) from resOffset: the residual stream
-    resStride?: number; // default n
-    resOffset?: number;
-    post: BufferArg; // side vectors holding sv (at `sv`)
-    gamma: number; // offset in vec
-    parts: number; // su_g at su + g * n in vec
-    out2: BufferArg; // part g row t at out2Offset + g * out2PartStride + t * n
-    out2Offset?: number;
-    out2PartStride: number;
-    ss: BufferArg; // f32 (T, groups) from ssOffset
-    ssOffset?: number;
-  };
-  /** Input job: also times 1 / sqrt(sum of row t's `count` partials / n + eps) (a finish job's). */
-  inv?: { partials: BufferArg; offset?: number; count: number; eps: number };
-  /** Input job over parts (workgroup z): x and out of part g that many elements further on. */
-  parts?: { count: number; xPartStride: number; outPartStride: number };
 }
 
 /** Block length of the block kernel's FWHT: a transform's power-of-two factor beyond it mixes as H_Q. */
 const MIX_BLOCK = 64;
 
-/** How blockTransform() splits a vector of n: block length, H_Q factor, workgroups per row and size. */
-export interface BlockPlan {
-  pb: number;
-  q: number;
-  blocks: number;
-  outBlocks: number;
-  split: number;
-  wg: number;
-  groups: number;
-}
-
-export function blockPlan(k: Kernels, n: number, spec: HadSpec | null | undefined): BlockPlan {
+/** Records the spread transform (block_transform.wgsl): (T, ceil(blocks / OUT_BLOCKS)) workgroups. */
+export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: BlockTransformOptions): void {
+  if (o.T === 0) return;
+  if (!o.gated && !o.spec) throw new KernelError("blockTransform: an input job needs a transform");
   const maxInv = Math.min(1024, k.device.limits.maxComputeInvocationsPerWorkgroup);
   // With a transform: blocks of at most MIX_BLOCK, each output element a mix of K * Q inputs shared by
   // SPLIT threads (about 16-32 terms each), one or a few blocks per workgroup, so a vector of 11008 is
@@ -412,34 +310,20 @@ export function blockPlan(k: Kernels, n: number, spec: HadSpec | null | undefine
   // A CPU adapter gains nothing from more workgroups and pays for the longer mixes: there each workgroup
   // makes 256 elements with the whole power-of-two block transformed by FWHT, one thread to an element.
   const cpu = k.features.cpuAdapter;
-  const pb = spec ? (cpu ? spec.p : Math.min(spec.p, MIX_BLOCK)) : Math.min(256, n & -n);
-  if (n % pb !== 0) throw new KernelError(`blockTransform: ${n} is not a multiple of ${pb}`);
-  const q = spec ? spec.p / pb : 1;
-  const blocks = n / pb;
+  const pb = o.spec ? (cpu ? o.spec.p : Math.min(o.spec.p, MIX_BLOCK)) : Math.min(256, o.n & -o.n);
+  if (o.n % pb !== 0) throw new KernelError(`blockTransform: ${o.n} is not a multiple of ${pb}`);
+  const q = o.spec ? o.spec.p / pb : 1;
+  const blocks = o.n / pb;
   let outBlocks: number, split = 1, wg: number;
-  if (spec && !cpu) {
+  if (o.spec && !cpu) {
     outBlocks = Math.max(1, Math.min(blocks, Math.floor(MIX_BLOCK / pb)));
     const lenMax = outBlocks * pb;
-    const want = Math.min(8, 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil((spec.K * q) / 24)))));
+    const want = Math.min(8, 2 ** Math.ceil(Math.log2(Math.max(1, Math.ceil((o.spec.K * q) / 24)))));
     while (split < want && lenMax * split * 2 <= maxInv) split *= 2;
     wg = Math.min(maxInv, Math.max(64, lenMax * split));
   } else {
     outBlocks = Math.max(1, Math.min(blocks, Math.floor(256 / pb)));
     wg = Math.min(256, maxInv);
-  }
-  return { pb, q, blocks, outBlocks, split, wg, groups: Math.ceil(blocks / outBlocks) };
-}
-
-/** Records the spread transform (block_transform.wgsl): (T, ceil(blocks / OUT_BLOCKS), parts) workgroups. */
-export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: BlockTransformOptions): void {
-  if (o.T === 0) return;
-  if (!o.gated && !o.spec) throw new KernelError("blockTransform: an input job needs a transform");
-  if ((o.finish || o.inv || o.parts) && (o.gated || !o.spec)) {
-    throw new KernelError("blockTransform: finish, inv and parts are for transforms that are not gated");
-  }
-  const { pb, q, blocks, outBlocks, split, wg, groups } = blockPlan(k, o.n, o.spec);
-  if (o.inv && o.inv.count > wg) {
-    throw new KernelError(`blockTransform: ${o.inv.count} partials exceed a workgroup of ${wg}`);
   }
   const need = (o.gated ? 2 : 1) * split * outBlocks * pb;
   const pipe = k.pipeline("block_transform", TRANSFORM_SOURCES.block_transform, {
@@ -448,9 +332,8 @@ export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: Block
     OUT_BLOCKS: outBlocks,
     SPLIT: split,
   });
-  const fin = o.finish;
   const flags = (o.gated ? 1 : 0) | (o.spec ? 2 : 0) | (o.sv !== undefined ? 4 : 0) |
-    (o.su !== undefined && !fin ? 8 : 0) | (fin ? 16 : 0) | (o.inv ? 32 : 0);
+    (o.su !== undefined ? 8 : 0);
   const params = new ParamWriter()
     .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
     .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
@@ -460,32 +343,10 @@ export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: Block
     o.spec ? { ...o.spec, p: pb } : { K: 1, p: pb, groups: blocks, rows: 0, words: 1, scale: 1 },
     q,
   );
-  params
-    .u32(fin?.resStride ?? o.n).u32(fin ? fin.resOffset ?? 0 : o.inv?.offset ?? 0)
-    .u32(fin?.ssOffset ?? 0).u32(fin ? groups : o.inv?.count ?? 0)
-    .u32(fin?.gamma ?? 0).u32(fin?.parts ?? 0).u32(fin?.out2Offset ?? 0).u32(fin?.out2PartStride ?? 0)
-    .u32(o.parts?.xPartStride ?? 0).u32(o.parts?.outPartStride ?? 0).f32(o.inv?.eps ?? 0).u32(0);
-  const z = o.parts?.count ?? 1;
+  const groups = Math.ceil(blocks / outBlocks);
   const maxDim = k.device.limits.maxComputeWorkgroupsPerDimension;
-  if (o.T > maxDim || groups > maxDim || z > maxDim) {
-    throw new KernelError(`blockTransform: grid ${o.T} x ${groups} x ${z} too large`);
+  if (o.T > maxDim || groups > maxDim) {
+    throw new KernelError(`blockTransform: grid ${o.T} x ${groups} too large`);
   }
-  k.dispatch(
-    pass,
-    pipe,
-    [
-      o.x,
-      o.vec,
-      o.had.buffer,
-      o.out,
-      fin?.res ?? o.inv?.partials ?? dummy(k, 3),
-      fin?.ss ?? dummy(k, 4),
-      fin?.out2 ?? dummy(k, 5),
-      fin?.post ?? dummy(k, 6),
-      k.params(params),
-    ],
-    o.T,
-    groups,
-    z,
-  );
+  k.dispatch(pass, pipe, [o.x, o.vec, o.had.buffer, o.out, k.params(params)], o.T, groups);
 }

@@ -73,51 +73,41 @@ Deno.test({
             inHad: qtip ? { chunk } : null,
           });
           const outRows = gather?.length ?? rows;
-          // One dispatch per row and part, and (where it applies: the qtip variant) the split plan.
-          for (const split of variant === "qtip" ? [false, true] : [false]) {
-            const before = k.dispatches;
-            const xOut = scratch(k, rows * dim * 4);
-            const out = scratch(k, parts * outRows * dim * 4 + 64);
-            const meta = upload(k, new Uint32Array([7, 7, ...(gather ?? [0])]));
-            await run(k, (pass) =>
-              normTransform(k, pass, {
-                xIn: upload(k, xIn),
-                xOut,
-                vec: upload(k, vec.data),
-                had,
-                out,
-                rows: outRows,
-                parts,
-                dim,
-                eps: 1e-5,
-                outOffset: 16,
-                finish: finish
-                  ? {
-                    y: upload(k, y),
-                    sv: qtip ? vec.at[0] : undefined,
-                    had: qtip ? had.spec(dim, false, chunk) : null,
-                  }
-                  : undefined,
-                writeX: finish,
-                norm: { gamma: vec.at[1] },
-                su: qtip ? vec.at[2] : undefined,
-                inHad: qtip ? had.spec(dim, true, chunk) : null,
-                gather: gather ? { meta, idxOffset: 2 } : undefined,
-                split: split
-                  ? { inputs: scratch(k, parts * rows * dim * 4), partials: scratch(k, rows * 256 * 4) }
-                  : undefined,
-              }));
-            const label = `dim ${dim} chunk ${chunk} parts ${parts} ${variant}${split ? " split" : ""}`;
-            if (k.dispatches - before !== (split ? 2 : 1)) {
-              throw new Error(`${label}: ${k.dispatches - before} dispatches, expected ${split ? 2 : 1}`);
-            }
-            const got = await readF32(k, out, parts * outRows * dim + 16);
-            for (let g = 0; g < parts; g++) {
-              near(got.subarray(16 + g * outRows * dim), want.out[g], 2e-5, `${label} part ${g}`);
-            }
-            if (finish && !gather) {
-              near(await readF32(k, xOut, rows * dim), want.xOut, 2e-6, `${label} residual`);
-            }
+          const xOut = scratch(k, rows * dim * 4);
+          const out = scratch(k, parts * outRows * dim * 4 + 64);
+          const meta = upload(k, new Uint32Array([7, 7, ...(gather ?? [0])]));
+          await run(k, (pass) =>
+            normTransform(k, pass, {
+              xIn: upload(k, xIn),
+              xOut,
+              vec: upload(k, vec.data),
+              had,
+              out,
+              rows: outRows,
+              parts,
+              dim,
+              eps: 1e-5,
+              outOffset: 16,
+              finish: finish
+                ? {
+                  y: upload(k, y),
+                  sv: qtip ? vec.at[0] : undefined,
+                  had: qtip ? had.spec(dim, false, chunk) : null,
+                }
+                : undefined,
+              writeX: finish,
+              norm: { gamma: vec.at[1] },
+              su: qtip ? vec.at[2] : undefined,
+              inHad: qtip ? had.spec(dim, true, chunk) : null,
+              gather: gather ? { meta, idxOffset: 2 } : undefined,
+            }));
+          const label = `dim ${dim} chunk ${chunk} parts ${parts} ${variant}`;
+          const got = await readF32(k, out, parts * outRows * dim + 16);
+          for (let g = 0; g < parts; g++) {
+            near(got.subarray(16 + g * outRows * dim), want.out[g], 2e-5, `${label} part ${g}`);
+          }
+          if (finish && !gather) {
+            near(await readF32(k, xOut, rows * dim), want.xOut, 2e-6, `${label} residual`);
           }
         }
       }

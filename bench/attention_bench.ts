@@ -1,0 +1,150 @@
+// `deno run -A bench/attention_bench.ts [--arch llama2-7b] [--contexts 640,4096] [--seqs 1,16]
+// [--partitions default,32,64,128,256] [--json OUT]`: the decode attention (split kernel + reduce, as a decode
+// step runs them) at a model's head shape, one query token per sequence at the last position of each
+// sequence's context, against the streaming read of the same run. Effective GB/s counts the K and V bytes the
+// step must read (seqs x context x 2 x kv heads x head dim x 2 bytes). Each sequence's blocks are spread over
+// the cache (every sequence gets its own blocks, in a shuffled order), as a serving engine's are.
+import { parseArgs } from "node:util";
+import streamSource from "./stream_read.wgsl" with { type: "text" };
+import { describeGpu, openGpu } from "../engine/gpu.ts";
+import { attentionDecode, attentionScratchBytes, decodePartitionSize, ParamWriter } from "../kernels/mod.ts";
+import { GpuTimer } from "./_timing.ts";
+import { type ArchName, ARCHS } from "./synth.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    arch: { type: "string", default: "llama2-7b" },
+    contexts: { type: "string", default: "640,4096" },
+    seqs: { type: "string", default: "1,16" },
+    partitions: { type: "string", default: "default,32,64,128,256" },
+    json: { type: "string" },
+  },
+});
+const arch = ARCHS[values.arch as ArchName];
+if (!arch) throw new Error(`Unknown --arch ${values.arch}: expected one of ${Object.keys(ARCHS).join(", ")}`);
+const list = (s: string) => s.split(",").map((v) => v.trim()).filter(Boolean);
+const contexts = list(values.contexts).map(Number);
+const seqCounts = list(values.seqs).map(Number);
+const partitions = list(values.partitions).map((p) => p === "default" ? null : Number(p));
+
+const gpu = await openGpu();
+const k = gpu.kernels, dev = gpu.device;
+const timer = new GpuTimer(k);
+const storage = (bytes: number, usage = 0) =>
+  dev.createBuffer({
+    size: Math.max(16, Math.ceil(bytes / 16) * 16),
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | usage,
+  });
+
+// Streaming read of 1 GiB (bench/stream_read.wgsl), after a warm-up: the ceiling for the KV reads.
+const streamBytes = Math.min(1 << 30, Math.floor(dev.limits.maxStorageBufferBindingSize / 16) * 16);
+const src = storage(streamBytes), sink = storage(4 * 65536);
+const streamPipe = k.pipeline("bench-stream-read", streamSource, { WG: 256 }, "main");
+const count = streamBytes / 16;
+const streamGroups = Math.min(dev.limits.maxComputeWorkgroupsPerDimension, Math.ceil(count / (256 * 8)));
+const streamParams = k.params(new ParamWriter().u32(count).u32(0x9e3779b9));
+const stream = (p: GPUComputePassEncoder) =>
+  k.dispatch(p, streamPipe, [src, sink, streamParams], streamGroups);
+const warmEnd = performance.now() + 500;
+while (performance.now() < warmEnd) await timer.perDispatch(stream, 4, 1);
+const streamGBps = streamBytes / ((await timer.perDispatch(stream, 8)) * 1e-3) / 1e9;
+src.destroy();
+console.log(`streaming read: ${streamGBps.toFixed(0)} GB/s`);
+
+const hd = arch.dim / arch.nHeads, nHeads = arch.nHeads, nKv = arch.nKvHeads;
+const blockSize = 16;
+const rows: Record<string, number | string>[] = [];
+for (const ctx of contexts) {
+  for (const S of seqCounts) {
+    const perSeq = Math.ceil(ctx / blockSize);
+    const numBlocks = S * perSeq;
+    const rowWords = nKv * blockSize * hd / 2;
+    const kCache = storage(numBlocks * rowWords * 4), vCache = storage(numBlocks * rowWords * 4);
+    // Small random halves (exponent bits cleared: no inf or NaN).
+    const fill = new Uint32Array(Math.min(numBlocks * rowWords, 1 << 22));
+    let s = 12345;
+    for (let i = 0; i < fill.length; i++) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      fill[i] = (s >>> 0) & 0x33ff33ff;
+    }
+    for (let at = 0; at < numBlocks * rowWords; at += fill.length) {
+      const n = Math.min(fill.length, numBlocks * rowWords - at);
+      dev.queue.writeBuffer(kCache, at * 4, fill, 0, n);
+      dev.queue.writeBuffer(vCache, at * 4, fill, 0, n);
+    }
+    // Sequence j's blocks: a shuffled share of the cache.
+    const order = Array.from({ length: numBlocks }, (_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      const j = (s >>> 0) % (i + 1);
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const table = storage(numBlocks * 4);
+    dev.queue.writeBuffer(table, 0, Uint32Array.from(order));
+    const seqIdx = storage(S * 4), pos = storage(S * 4);
+    dev.queue.writeBuffer(seqIdx, 0, Uint32Array.from({ length: S }, (_, j) => j));
+    dev.queue.writeBuffer(pos, 0, new Uint32Array(S).fill(ctx - 1));
+    const q = storage(S * nHeads * hd * 4), out = storage(S * nHeads * hd * 4);
+    dev.queue.writeBuffer(q, 0, new Float32Array(S * nHeads * hd).map((_, i) => Math.sin(i) * 0.1));
+    const kvBytes = S * ctx * 2 * nKv * hd * 2;
+    for (const part of partitions) {
+      const partitionSize = part ?? decodePartitionSize(S * nKv, ctx);
+      const scratch = storage(
+        attentionScratchBytes({ T: S, nHeads, headDim: hd, maxContext: ctx, partitionSize }),
+      );
+      const encode = (p: GPUComputePassEncoder) =>
+        attentionDecode(k, p, {
+          q,
+          out,
+          kCache,
+          vCache,
+          tokenSeq: seqIdx,
+          tokenPos: pos,
+          blockTable: table,
+          T: S,
+          nHeads,
+          nKvHeads: nKv,
+          headDim: hd,
+          blockSize,
+          maxBlocksPerSeq: perSeq,
+          maxContext: ctx,
+          scratch,
+          partitionSize,
+        });
+      await timer.perDispatch(encode, 10, 1);
+      const reps = await timer.repsFor(encode, 10);
+      const us = (await timer.perDispatch(encode, reps, 5)) * 1e3;
+      const gbps = kvBytes / (us * 1e-6) / 1e9;
+      const row = {
+        context: ctx,
+        seqs: S,
+        partition: part === null ? `default (${partitionSize})` : String(partitionSize),
+        us,
+        kvBytes,
+        gbps,
+        fractionOfStream: gbps / streamGBps,
+      };
+      rows.push(row);
+      console.log(
+        `attention ${values.arch} context ${ctx} seqs ${S} partition ${row.partition}: ${
+          us.toFixed(1)
+        } us, ` +
+          `${gbps.toFixed(0)} GB/s (${(100 * gbps / streamGBps).toFixed(0)}% of stream read)`,
+      );
+      scratch.destroy();
+    }
+    for (const b of [kCache, vCache, table, seqIdx, pos, q, out]) b.destroy();
+  }
+}
+if (values.json) {
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify({ adapter: describeGpu(gpu), arch: values.arch, streamGBps, rows }, null, 2) + "\n",
+  );
+}
+dev.destroy();
