@@ -191,6 +191,9 @@ const sig = (
 ) => (typeof x === "number" ? (x >= 100 ? x.toFixed(0) : x.toPrecision(3)) : String(x));
 
 async function gitCommit(): Promise<string | null> {
+  // A copied working tree (the GPU machine's) may carry stale git metadata: its caller names the commit.
+  const given = Deno.env.get("TRELLIS_COMMIT");
+  if (given) return given;
   try {
     const out = await new Deno.Command("git", { args: ["rev-parse", "--short", "HEAD"], stderr: "null" })
       .output();
