@@ -42,38 +42,57 @@ fn combine(v: f32, lid: u32, max_: bool) -> f32 {
   return r;
 }
 
+// Weights exp(m_j - M) of the partitions, for up to WG of them (more are computed where used).
+var<workgroup> wts: array<f32, WG>;
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let h = wg.x;
   let t = wg.y;
   let used = min(params.nParts, tokenPos[t] / params.partSize + 1u);
   let row0 = (t * params.nHeads + h) * params.nParts;
-  // The partitions' stats in parallel, then one pass over the partial outputs with no dependent loads.
-  var m = -1e30;
-  for (var j = lid; j < used; j += WG) {
+  // The partitions' stats in parallel, each read once (a thread keeps the first pair it reads), then one
+  // pass over the partial outputs with no dependent loads.
+  var m0 = -1e30;
+  var l0 = 0.0;
+  if (lid < used) {
+    m0 = scratch[2u * (row0 + lid)];
+    l0 = scratch[2u * (row0 + lid) + 1u];
+  }
+  var m = m0;
+  for (var j = lid + WG; j < used; j += WG) {
     m = max(m, scratch[2u * (row0 + j)]);
   }
   m = combine(m, lid, true);
   var l = 0.0;
-  for (var j = lid; j < used; j += WG) {
+  if (lid < used) {
+    let w = exp(m0 - m);
+    wts[lid] = w;
+    l = l0 * w;
+  }
+  for (var j = lid + WG; j < used; j += WG) {
     l += scratch[2u * (row0 + j) + 1u] * exp(scratch[2u * (row0 + j)] - m);
   }
+  // combine() ends with a barrier, so wts is complete after it.
   l = combine(l, lid, false);
   let outBase = 2u * params.T * params.nHeads * params.nParts;
   let dstBase = params.outOffset + t * params.outStride + h * params.headDim;
+  let inWts = min(used, WG);
   for (var d = lid; d < params.headDim; d += WG) {
     // Four partitions per trip, their loads issued together.
     var s = 0.0;
     var j = 0u;
-    for (; j + 4u <= used; j += 4u) {
+    for (; j + 4u <= inWts; j += 4u) {
       let o = outBase + (row0 + j) * params.headDim + d;
       let a0 = scratch[o];
       let a1 = scratch[o + params.headDim];
       let a2 = scratch[o + 2u * params.headDim];
       let a3 = scratch[o + 3u * params.headDim];
-      let w = 2u * (row0 + j);
-      s += a0 * exp(scratch[w] - m) + a1 * exp(scratch[w + 2u] - m);
-      s += a2 * exp(scratch[w + 4u] - m) + a3 * exp(scratch[w + 6u] - m);
+      s += a0 * wts[j] + a1 * wts[j + 1u];
+      s += a2 * wts[j + 2u] + a3 * wts[j + 3u];
+    }
+    for (; j < inWts; j++) {
+      s += scratch[outBase + (row0 + j) * params.headDim + d] * wts[j];
     }
     for (; j < used; j++) {
       s += scratch[outBase + (row0 + j) * params.headDim + d] * exp(scratch[2u * (row0 + j)] - m);

@@ -388,6 +388,12 @@ Deno.test("attention kernels match attentionRef with small partitions and 16 KiB
         rtol: 0,
         label: `decode ${label(heads)}`,
       });
+      // One position per partition: 129 partitions, more than the reduce's workgroup holds at once.
+      assertClose(await runScenario(k, sc, "decode", { partitionSize: 1 }), want, {
+        atol: ATOL,
+        rtol: 0,
+        label: `decode, 1-position partitions, ${label(heads)}`,
+      });
       if (heads.headDim <= 128) {
         assertClose(await runScenario(k, sc, "prefill", ro), want, {
           atol: ATOL,
