@@ -6,11 +6,9 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { ChatOpenAI } from "@langchain/openai";
-import { DEFAULT_MODEL_DIR, EngineClient } from "../engine/mod.ts";
-import { type ServerHandle, startServer } from "./app.ts";
-import { DEFAULT_CONFIG } from "./config.ts";
-import { TokenizerCodec } from "../text/mod.ts";
+import { DEFAULT_MODEL_DIR } from "../engine/mod.ts";
 import { noGpu } from "../test/support/mod.ts";
+import { withEmbeddedServer } from "../test/support/server.ts";
 
 const NO_GPU = await noGpu();
 
@@ -24,22 +22,8 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const engine = new EngineClient({
-      modelDir: DEFAULT_MODEL_DIR,
-      maxSeqs: 4,
-      maxContext: 128,
-      progress: false,
-    });
-    let handle: ServerHandle | null = null;
-    try {
-      await engine.ready();
-      const codec = await TokenizerCodec.fromDir(DEFAULT_MODEL_DIR);
-      const logs: Record<string, unknown>[] = [];
-      handle = startServer(
-        { ...DEFAULT_CONFIG, port: 0, servedModelNames: ["embedded"], modelDir: DEFAULT_MODEL_DIR },
-        { engine, codec, log: (r) => logs.push(r) },
-      );
-      const client = new OpenAI({ baseURL: handle.url, apiKey: "unused" });
+    await withEmbeddedServer({ maxSeqs: 4, maxContext: 128 }, async ({ engine, codec, url, logs }) => {
+      const client = new OpenAI({ baseURL: url, apiKey: "unused" });
 
       // Greedy completion of the reference prompt: the text of the reference's first 12 tokens.
       const greedy = await client.completions.create({
@@ -126,7 +110,7 @@ Deno.test({
         apiKey: "unused",
         temperature: 0,
         maxTokens: 8,
-        configuration: { baseURL: handle.url },
+        configuration: { baseURL: url },
       });
       const lcReply = await lc.invoke(ref.prompts.p1_chat.text);
       assert.equal(lcReply.content, chatRef.choices[0].message.content);
@@ -175,9 +159,6 @@ Deno.test({
       assert.equal(engine.stats().kvBlocksUsed, 0);
       assert.equal(engine.stats().running, 0);
       assert.equal(logs.filter((l) => typeof l.status === "number" && (l.status as number) >= 500).length, 0);
-    } finally {
-      if (handle) await handle.shutdown(1000);
-      else await engine.close();
-    }
+    });
   },
 });

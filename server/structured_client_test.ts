@@ -12,11 +12,8 @@ import { ChatOpenAI } from "@langchain/openai";
 import { type AIMessageChunk, HumanMessage, ToolMessage } from "@langchain/core/messages";
 import { tool } from "@langchain/core/tools";
 import { z } from "zod";
-import { DEFAULT_MODEL_DIR, EngineClient } from "../engine/mod.ts";
-import { type ServerHandle, startServer } from "./app.ts";
-import { DEFAULT_CONFIG } from "./config.ts";
-import { TokenizerCodec } from "../text/mod.ts";
 import { noGpu } from "../test/support/mod.ts";
+import { withEmbeddedServer } from "../test/support/server.ts";
 
 const NO_GPU = await noGpu();
 
@@ -32,22 +29,8 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const engine = new EngineClient({
-      modelDir: DEFAULT_MODEL_DIR,
-      maxSeqs: 16,
-      maxContext: 512,
-      progress: false,
-    });
-    let handle: ServerHandle | null = null;
-    try {
-      await engine.ready();
-      const codec = await TokenizerCodec.fromDir(DEFAULT_MODEL_DIR);
-      const logs: Record<string, unknown>[] = [];
-      handle = startServer(
-        { ...DEFAULT_CONFIG, port: 0, servedModelNames: ["embedded"], modelDir: DEFAULT_MODEL_DIR },
-        { engine, codec, log: (r) => logs.push(r) },
-      );
-      const client = new OpenAI({ baseURL: handle.url, apiKey: "unused" });
+    await withEmbeddedServer({ maxSeqs: 16, maxContext: 512 }, async ({ url, logs }) => {
+      const client = new OpenAI({ baseURL: url, apiKey: "unused" });
       const ask = [{ role: "user" as const, content: "Name a thing." }];
 
       const lcChat = (seed: number) =>
@@ -57,7 +40,7 @@ Deno.test({
           temperature: 1,
           maxTokens: 120,
           modelKwargs: { seed },
-          configuration: { baseURL: handle!.url },
+          configuration: { baseURL: url },
         });
 
       // Phase 1, one batch of rounds: the openai SDK's chat.completions.parse with a zod schema, and
@@ -174,7 +157,7 @@ Deno.test({
         apiKey: "unused",
         temperature: 0,
         maxTokens: 12,
-        configuration: { baseURL: handle.url },
+        configuration: { baseURL: url },
       }).bindTools([getWeather]).invoke([question, ai, result]);
       assert.equal(typeof reply.content, "string");
       assert.ok(["stop", "length", "tool_calls"].includes(String(reply.response_metadata.finish_reason)));
@@ -185,9 +168,6 @@ Deno.test({
         ),
         [],
       );
-    } finally {
-      if (handle) await handle.shutdown(1000);
-      else await engine.close();
-    }
+    });
   },
 });

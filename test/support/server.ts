@@ -1,8 +1,10 @@
 // The server's in-process test harness: an app over the fake engine, JSON requests, SSE parsing.
 // Imported directly by server tests (not through mod.ts, so kernel tests never load the server).
 
-import { createApp, type ServerApp } from "../../server/app.ts";
-import type { ServerConfig } from "../../server/config.ts";
+import { createApp, type ServerApp, type ServerHandle, startServer } from "../../server/app.ts";
+import { DEFAULT_CONFIG, type ServerConfig } from "../../server/config.ts";
+import { DEFAULT_MODEL_DIR, EngineClient } from "../../engine/mod.ts";
+import { TokenizerCodec } from "../../text/mod.ts";
 import { byteCodec, FakeEngine, type FakeEngineOptions } from "./fake_engine.ts";
 export { settles, waitFor } from "./wait.ts";
 
@@ -46,6 +48,38 @@ export function setup(engineOpts: FakeEngineOptions = {}, config: Partial<Server
 }
 
 /** Every `data:` payload of an SSE body, JSON-parsed except the final "[DONE]". */
+/** The embedded model behind a real server on a loopback port, as `deno task serve` runs it (model "embedded"). */
+export interface EmbeddedServer {
+  engine: EngineClient;
+  codec: TokenizerCodec;
+  url: string;
+  logs: Record<string, unknown>[];
+}
+
+/** Starts the engine Worker on the embedded model, then a server over it; `run` gets both and is cleaned up
+ * after, however it ends. */
+export async function withEmbeddedServer(
+  limits: { maxSeqs: number; maxContext: number },
+  run: (s: EmbeddedServer) => Promise<void>,
+): Promise<void> {
+  const engine = new EngineClient({ modelDir: DEFAULT_MODEL_DIR, ...limits, progress: false });
+  let handle: ServerHandle | null = null;
+  const logs: Record<string, unknown>[] = [];
+  try {
+    await engine.ready();
+    const codec = await TokenizerCodec.fromDir(DEFAULT_MODEL_DIR);
+    handle = startServer(
+      { ...DEFAULT_CONFIG, port: 0, servedModelNames: ["embedded"], modelDir: DEFAULT_MODEL_DIR },
+      { engine, codec, log: (r) => logs.push(r) },
+    );
+    await run({ engine, codec, url: handle.url, logs });
+  } finally {
+    // Shuts the server and its engine down (or only the engine, if the server never started).
+    if (handle) await handle.shutdown(1000);
+    else await engine.close();
+  }
+}
+
 export async function readSse(res: Response): Promise<unknown[]> {
   const text = await res.text();
   if (!text.endsWith("\n\n")) {
