@@ -88,6 +88,20 @@ class ServerProcess {
   }
 }
 
+/** main.ts (default model, `env` added) ready to serve for `run`; killed afterwards if `run` left it running. */
+async function withServer(env: Record<string, string>, run: (server: ServerProcess) => Promise<void>) {
+  const server = new ServerProcess([], env);
+  try {
+    await server.ready();
+    await run(server);
+  } finally {
+    try {
+      server.child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await server.exit().catch(() => {});
+  }
+}
+
 function post(base: string, path: string, body: unknown): Promise<Response> {
   return fetch(`${base}${path}`, {
     method: "POST",
@@ -206,9 +220,7 @@ Deno.test({
     "main.ts on SIGTERM: running streams end cleanly within the grace period, new requests get 503, exit 0",
   ignore: NO_GPU,
   async fn() {
-    const server = new ServerProcess([], { TRELLIS_SHUTDOWN_GRACE_MS: "2000", TRELLIS_MAX_CONTEXT: "128" });
-    try {
-      await server.ready();
+    await withServer({ TRELLIS_SHUTDOWN_GRACE_MS: "2000", TRELLIS_MAX_CONTEXT: "128" }, async (server) => {
       const streams = [post(server.url, "/completions", STREAM), post(server.url, "/completions", STREAM)];
       const readers = (await Promise.all(streams)).map((r) => r.body!.getReader());
       // Both are generating: each has sent a first chunk.
@@ -235,12 +247,7 @@ Deno.test({
         assert.ok(last.choices?.[0]?.finish_reason === "length" || last.error?.type === "server_error", rest);
       }
       assert.equal(await server.exit(), 0, server.stderr);
-    } finally {
-      try {
-        server.child.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await server.exit().catch(() => {});
-    }
+    });
   },
 });
 
@@ -249,13 +256,11 @@ Deno.test({
     "new requests get 503, nothing hangs",
   ignore: NO_GPU,
   async fn() {
-    const server = new ServerProcess([], {
+    await withServer({
       TRELLIS_TEST_LOSE_DEVICE_AFTER_TOKENS: "5",
       TRELLIS_MAX_CONTEXT: "128",
       TRELLIS_SHUTDOWN_GRACE_MS: "100",
-    });
-    try {
-      await server.ready();
+    }, async (server) => {
       const events = await settles(sseEvents(await post(server.url, "/completions", STREAM)), "the stream");
       assert.equal(events.at(-1), "[DONE]");
       const error = (events.at(-2) as Json).error;
@@ -269,12 +274,7 @@ Deno.test({
       assert.match(((await next.json()) as Json).error.message, /GPU device was lost/);
       server.child.kill("SIGTERM");
       assert.equal(await server.exit(), 0, server.stderr);
-    } finally {
-      try {
-        server.child.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await server.exit().catch(() => {});
-    }
+    });
   },
 });
 
@@ -283,9 +283,7 @@ Deno.test({
     "main.ts under hostile requests: each refused with a 4xx, /health answering meanwhile, memory back after",
   ignore: NO_GPU,
   async fn() {
-    const server = new ServerProcess([], { TRELLIS_MAX_CONTEXT: "128", TRELLIS_LOG_REQUESTS: "false" });
-    try {
-      await server.ready();
+    await withServer({ TRELLIS_MAX_CONTEXT: "128", TRELLIS_LOG_REQUESTS: "false" }, async (server) => {
       // Warm both paths once, so the baseline includes what any served request leaves behind.
       const warm = await post(server.url, "/completions", { ...STREAM, stream: false, max_tokens: 2 });
       assert.equal(warm.status, 200);
@@ -331,11 +329,6 @@ Deno.test({
       );
       server.child.kill("SIGTERM");
       assert.equal(await server.exit(), 0, server.stderr);
-    } finally {
-      try {
-        server.child.kill("SIGKILL");
-      } catch { /* already gone */ }
-      await server.exit().catch(() => {});
-    }
+    });
   },
 });
