@@ -256,3 +256,18 @@ Deno.test("GrammarPool: a slow compile neither stalls another grammar's masks no
     await p.close();
   }
 });
+
+Deno.test("a grammar engine that cannot start: prewarm() rejects (the caller logs it), no Worker is kept, and a compile fails with the reason instead of taking the process down", async () => {
+  // An encoding xgrammar does not know makes its tokenizer set-up fail inside the Worker.
+  const p = new GrammarPool({
+    vocabulary: { tokens: byteCodec.vocabulary().tokens, encoding: "unknown" as "byte_level" },
+    vocabSize: byteCodec.vocabSize,
+  });
+  try {
+    await assert.rejects(p.prewarm(), /Cannot start the grammar engine/);
+    assert.equal(p.workers, 0, "the failed spare is not kept");
+    await assert.rejects(p.compile({ type: "json_object" }), /grammar engine/);
+  } finally {
+    await p.close();
+  }
+});
