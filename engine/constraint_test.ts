@@ -7,13 +7,13 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { Engine } from "./engine.ts";
-import { Runner } from "./runner.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
 import { maskAllows, TokenConstraint } from "./constraint.ts";
 import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
 import { GrammarPool } from "../grammar/mod.ts";
 import { TokenizerCodec } from "../text/mod.ts";
 import { noGpu, seededRandom } from "../test/support/mod.ts";
+import { runAll as runRunner } from "../test/support/runner.ts";
 
 const NO_GPU = await noGpu();
 
@@ -43,22 +43,9 @@ function scriptedMatcher(vocab: number, seed: number, stopAfter: number) {
   return { port: port2, masks, close: () => port1.close() };
 }
 
-async function runAll(engine: Engine, reqs: GenerateRequest[]): Promise<Map<string, TokenEvent[]>> {
-  const events = new Map<string, TokenEvent[]>(reqs.map((r) => [r.id, []]));
-  let open = reqs.length;
-  let runner!: Runner;
-  const done = new Promise<void>((resolve) => {
-    runner = new Runner(engine, (id, ev) => {
-      events.get(id)!.push(ev);
-      if (ev.finishReason && --open === 0) resolve();
-    }, { roundSteps: 8, busyRoundSteps: 8 });
-  });
-  const loop = runner.run();
-  for (const r of reqs) runner.submit(r);
-  await done;
-  runner.close();
-  await loop;
-  return events;
+/** Every sequence's events, with constrained rounds beside 8-step ones. */
+function runAll(engine: Engine, reqs: GenerateRequest[]): Promise<Map<string, TokenEvent[]>> {
+  return runRunner(engine, reqs, undefined, { roundSteps: 8, busyRoundSteps: 8 });
 }
 
 const idsOf = (evs: TokenEvent[]) => evs.flatMap((e) => e.ids);

@@ -2,12 +2,13 @@
 // min tokens, cancellation, context limits, and the KV cache back to empty afterwards.
 import assert from "node:assert/strict";
 import { Engine } from "./engine.ts";
-import { Runner, type RunnerOptions } from "./runner.ts";
+import { Runner } from "./runner.ts";
 import { EngineClient } from "./client.ts";
 import { DEFAULT_MODEL_DIR } from "./defaults.ts";
 import type { GenerateRequest, SamplingParams, TokenEvent } from "./types.ts";
 import { penaltiesApplyRef, penaltiesMarkPromptRef } from "../kernels/penalties/penalties_ref.ts";
 import { noGpu, waitFor } from "../test/support/mod.ts";
+import { runAll } from "../test/support/runner.ts";
 
 const NO_GPU = await noGpu();
 
@@ -20,31 +21,6 @@ const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed
 
 function request(id: string, promptIds: number[], extra: Partial<GenerateRequest> = {}): GenerateRequest {
   return { id, promptIds, maxTokens: 16, sampling: GREEDY, stopTokenIds: [], ...extra };
-}
-
-/** Runs requests through a Runner and collects each one's events. */
-async function runAll(
-  engine: Engine,
-  reqs: GenerateRequest[],
-  onEvent?: (id: string, ev: TokenEvent, runner: Runner) => void,
-  runnerOpts: RunnerOptions = { roundSteps: 8 },
-): Promise<Map<string, TokenEvent[]>> {
-  const events = new Map<string, TokenEvent[]>(reqs.map((r) => [r.id, []]));
-  let open = reqs.length;
-  let runner!: Runner;
-  const done = new Promise<void>((resolve) => {
-    runner = new Runner(engine, (id, ev) => {
-      events.get(id)!.push(ev);
-      onEvent?.(id, ev, runner);
-      if (ev.finishReason && --open === 0) resolve();
-    }, runnerOpts);
-  });
-  const loop = runner.run();
-  for (const r of reqs) runner.submit(r);
-  await done;
-  runner.close();
-  await loop;
-  return events;
 }
 
 const ids = (evs: TokenEvent[]) => evs.flatMap((e) => e.ids);
