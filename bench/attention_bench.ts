@@ -5,10 +5,10 @@
 // step must read (seqs x context x 2 x kv heads x head dim x 2 bytes). Each sequence's blocks are spread over
 // the cache (every sequence gets its own blocks, in a shuffled order), as a serving engine's are.
 import { parseArgs } from "node:util";
-import streamSource from "./stream_read.wgsl" with { type: "text" };
 import { describeGpu, openGpu } from "../engine/gpu.ts";
-import { attentionDecode, attentionScratchBytes, decodePartitionSize, ParamWriter } from "../kernels/mod.ts";
+import { attentionDecode, attentionScratchBytes, decodePartitionSize } from "../kernels/mod.ts";
 import { GpuTimer } from "./_timing.ts";
+import { measureStreamRead } from "./kernels_bench.ts";
 import { type ArchName, ARCHS } from "./synth.ts";
 
 const { values } = parseArgs({
@@ -31,45 +31,41 @@ const partitions = list(values.partitions).map((p) => p === "default" ? null : N
 const gpu = await openGpu();
 const k = gpu.kernels, dev = gpu.device;
 const timer = new GpuTimer(k);
-const storage = (bytes: number, usage = 0) =>
+const storage = (bytes: number) =>
   dev.createBuffer({
     size: Math.max(16, Math.ceil(bytes / 16) * 16),
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | usage,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
   });
 
-// Streaming read of 1 GiB (bench/stream_read.wgsl), after a warm-up: the ceiling for the KV reads.
-const streamBytes = Math.min(1 << 30, Math.floor(dev.limits.maxStorageBufferBindingSize / 16) * 16);
-const src = storage(streamBytes), sink = storage(4 * 65536);
-const streamPipe = k.pipeline("bench-stream-read", streamSource, { WG: 256 }, "main");
-const count = streamBytes / 16;
-const streamGroups = Math.min(dev.limits.maxComputeWorkgroupsPerDimension, Math.ceil(count / (256 * 8)));
-const streamParams = k.params(new ParamWriter().u32(count).u32(0x9e3779b9));
-const stream = (p: GPUComputePassEncoder) =>
-  k.dispatch(p, streamPipe, [src, sink, streamParams], streamGroups);
-const warmEnd = performance.now() + 500;
-while (performance.now() < warmEnd) await timer.perDispatch(stream, 4, 1);
-const streamGBps = streamBytes / ((await timer.perDispatch(stream, 8)) * 1e-3) / 1e9;
-src.destroy();
+// Streaming read of 1 GiB after a warm-up (kernels_bench.ts): the ceiling for the KV reads.
+const { gbps: streamGBps } = await measureStreamRead(k, timer, {
+  streamBytes: 1 << 30,
+  targetMs: 20,
+  warmupMs: 500,
+});
 console.log(`streaming read: ${streamGBps.toFixed(0)} GB/s`);
 
 const hd = arch.dim / arch.nHeads, nHeads = arch.nHeads, nKv = arch.nKvHeads;
 const blockSize = 16;
 const rows: Record<string, number | string>[] = [];
+// xorshift32, restarted for each case: the cache's contents and the order of its blocks.
+let state = 0;
+const next = () => {
+  state ^= state << 13;
+  state ^= state >>> 17;
+  state ^= state << 5;
+  return state >>> 0;
+};
 for (const ctx of contexts) {
   for (const S of seqCounts) {
+    state = 12345;
     const perSeq = Math.ceil(ctx / blockSize);
     const numBlocks = S * perSeq;
     const rowWords = nKv * blockSize * hd / 2;
     const kCache = storage(numBlocks * rowWords * 4), vCache = storage(numBlocks * rowWords * 4);
     // Small random halves (exponent bits cleared: no inf or NaN).
     const fill = new Uint32Array(Math.min(numBlocks * rowWords, 1 << 22));
-    let s = 12345;
-    for (let i = 0; i < fill.length; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      fill[i] = (s >>> 0) & 0x33ff33ff;
-    }
+    for (let i = 0; i < fill.length; i++) fill[i] = next() & 0x33ff33ff;
     for (let at = 0; at < numBlocks * rowWords; at += fill.length) {
       const n = Math.min(fill.length, numBlocks * rowWords - at);
       dev.queue.writeBuffer(kCache, at * 4, fill, 0, n);
@@ -78,10 +74,7 @@ for (const ctx of contexts) {
     // Sequence j's blocks: a shuffled share of the cache.
     const order = Array.from({ length: numBlocks }, (_, i) => i);
     for (let i = order.length - 1; i > 0; i--) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      const j = (s >>> 0) % (i + 1);
+      const j = next() % (i + 1);
       [order[i], order[j]] = [order[j], order[i]];
     }
     const table = storage(numBlocks * 4);

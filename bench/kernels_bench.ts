@@ -152,35 +152,45 @@ async function idle(dev: GPUDevice): Promise<void> {
   await dev.queue.onSubmittedWorkDone();
 }
 
+/**
+ * The machine's practical read bandwidth (bench/stream_read.wgsl over one buffer of up to `streamBytes`, random
+ * contents), after keeping the GPU busy for `warmupMs` so its clocks are up: the ceiling a kernel's reads meet.
+ */
+export async function measureStreamRead(
+  k: Kernels,
+  timer: GpuTimer,
+  o: { streamBytes: number; targetMs: number; warmupMs: number },
+): Promise<{ gbps: number; bytes: number; ms: number }> {
+  const dev = k.device;
+  const bytes = Math.min(o.streamBytes, Math.floor(dev.limits.maxStorageBufferBindingSize / 16) * 16);
+  const src = storage(dev, "stream-src", bytes);
+  await fillRandom(dev, src, { words: bytes / 4, seed: 7 });
+  const sink = storage(dev, "stream-sink", 4 * 65536);
+  const pipe = k.pipeline("bench-stream-read", streamSource, { WG: 256 }, "main");
+  const count = bytes / 16;
+  const groups = Math.min(dev.limits.maxComputeWorkgroupsPerDimension, Math.ceil(count / (256 * 8)));
+  const encode = (pass: GPUComputePassEncoder) =>
+    k.dispatch(pass, pipe, [src, sink, k.params(new ParamWriter().u32(count).u32(0x9e3779b9))], groups);
+  await idle(dev);
+  const reps = await timer.repsFor(encode, o.targetMs, 1000);
+  const warmEnd = performance.now() + o.warmupMs;
+  while (performance.now() < warmEnd) await timer.perDispatch(encode, reps, 1);
+  const ms = await timer.perDispatch(encode, reps);
+  src.destroy();
+  sink.destroy();
+  return { gbps: bytes / (ms * 1e-3) / 1e9, bytes, ms };
+}
+
 export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promise<KernelsBenchResult> {
   const dev = k.device;
   const log = o.log ?? (() => {});
   const timer = new GpuTimer(k, o.timer);
   const maxBinding = dev.limits.maxStorageBufferBindingSize;
-  const streamBytes = Math.min(o.streamBytes, Math.floor(maxBinding / 16) * 16);
-
-  // Streaming read: one big buffer, each dispatch reads all of it.
-  const src = storage(dev, "stream-src", streamBytes);
-  await fillRandom(dev, src, { words: streamBytes / 4, seed: 7 });
-  const sink = storage(dev, "stream-sink", 4 * 65536);
-  const streamPipe = k.pipeline("bench-stream-read", streamSource, { WG: 256 }, "main");
-  const count = streamBytes / 16;
-  const groups = Math.min(dev.limits.maxComputeWorkgroupsPerDimension, Math.ceil(count / (256 * 8)));
-  const streamEncode = (pass: GPUComputePassEncoder) =>
-    k.dispatch(pass, streamPipe, [src, sink, k.params(new ParamWriter().u32(count).u32(0x9e3779b9))], groups);
-  await idle(dev);
-
-  // Warm-up: keep the GPU busy for warmupMs so clocks are up before anything is timed.
-  const reps = await timer.repsFor(streamEncode, o.targetMs, 1000);
-  const warmEnd = performance.now() + o.warmupMs;
-  while (performance.now() < warmEnd) await timer.perDispatch(streamEncode, reps, 1);
-  const streamMs = await timer.perDispatch(streamEncode, reps);
-  const streamReadGBps = streamBytes / (streamMs * 1e-3) / 1e9;
+  const { gbps: streamReadGBps, bytes: streamBytes, ms: streamMs } = await measureStreamRead(k, timer, o);
   log(
     `stream read: ${(streamBytes / 2 ** 20).toFixed(0)} MiB in ${(streamMs * 1e3).toFixed(1)} us = ` +
       `${streamReadGBps.toFixed(1)} GB/s (${timer.method} timer)`,
   );
-  src.destroy();
 
   const rows: KernelRow[] = [];
   const maxM = Math.max(...o.tokens);
@@ -291,7 +301,6 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
     }
     for (const b of [x, out, lut]) b.destroy();
   }
-  sink.destroy();
   timer.destroy();
   return { timer: timer.method, streamReadGBps, streamBytes, rows };
 }

@@ -90,10 +90,11 @@ function record(pass: GPUComputePassEncoder, d: CapturedDispatch): void {
   pass.dispatchWorkgroups(d.x, d.y, d.z);
 }
 
-async function times(split: boolean): Promise<BigInt64Array> {
+/** Timestamps of `dispatches` (default: the step) in one pass, or (split) each in a pass of its own. */
+async function times(split: boolean, dispatches: CapturedDispatch[] = list): Promise<BigInt64Array> {
   const enc = dev.createCommandEncoder();
   if (split) {
-    list.forEach((d, i) => {
+    dispatches.forEach((d, i) => {
       const pass = enc.beginComputePass({
         timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
       });
@@ -104,10 +105,10 @@ async function times(split: boolean): Promise<BigInt64Array> {
     const pass = enc.beginComputePass({
       timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
     });
-    for (const d of list) record(pass, d);
+    for (const d of dispatches) record(pass, d);
     pass.end();
   }
-  const count = split ? 2 * n : 2;
+  const count = split ? 2 * dispatches.length : 2;
   enc.resolveQuerySet(qs, 0, count, resolve, 0);
   enc.copyBufferToBuffer(resolve, 0, read, 0, count * 8);
   dev.queue.submit([enc.finish()]);
@@ -150,25 +151,12 @@ const nullGroup = dev.createBindGroup({
   layout: nullPipe.getBindGroupLayout(0),
   entries: [{ binding: 0, resource: { buffer: nullBuf } }],
 });
-async function nullChain(): Promise<number> {
-  const enc = dev.createCommandEncoder();
-  const pass = enc.beginComputePass({
-    timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-  });
-  pass.setPipeline(nullPipe);
-  pass.setBindGroup(0, nullGroup);
-  for (let i = 0; i < n; i++) pass.dispatchWorkgroups(264);
-  pass.end();
-  enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-  enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
-  dev.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ, 0, 16);
-  const t = new BigInt64Array(read.getMappedRange(0, 16).slice(0));
-  read.unmap();
-  return Number(t[1] - t[0]) / 1e3;
-}
+const nullList = list.map(() => ({ pipeline: nullPipe, group: nullGroup, x: 264, y: 1, z: 1 }));
 const nulls: number[] = [];
-for (let r = 0; r < reps; r++) nulls.push(await nullChain());
+for (let r = 0; r < reps; r++) {
+  const t = await times(false, nullList);
+  nulls.push(Number(t[1] - t[0]) / 1e3);
+}
 const nullUs = median(nulls);
 const us = each.map(median);
 const kernelName = (d: CapturedDispatch) => d.pipeline.label.replace(/:main:/, ":").slice(0, 90);

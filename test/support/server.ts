@@ -47,7 +47,6 @@ export function setup(engineOpts: FakeEngineOptions = {}, config: Partial<Server
   };
 }
 
-/** Every `data:` payload of an SSE body, JSON-parsed except the final "[DONE]". */
 /** The embedded model behind a real server on a loopback port, as `deno task serve` runs it (model "embedded"). */
 export interface EmbeddedServer {
   engine: EngineClient;
@@ -80,6 +79,7 @@ export async function withEmbeddedServer(
   }
 }
 
+/** Every `data:` payload of an SSE body, JSON-parsed except the final "[DONE]". */
 export async function readSse(res: Response): Promise<unknown[]> {
   const text = await res.text();
   if (!text.endsWith("\n\n")) {
