@@ -4,7 +4,14 @@
 import { join } from "node:path";
 import { describeGpu, openGpu } from "../engine/gpu.ts";
 import { ARCH_NAMES, type ArchName, type SynthCode } from "./synth.ts";
-import { type KernelCode, LLAMA_SHAPES, QTIP_SWEEP, QUICK_SHAPES, runKernelsBench } from "./kernels_bench.ts";
+import {
+  type KernelCode,
+  LLAMA_SHAPES,
+  QTIP_SWEEP,
+  type QtipPath,
+  QUICK_SHAPES,
+  runKernelsBench,
+} from "./kernels_bench.ts";
 import { type ModelSpec, runBatch, runDecode, runPrefill, synthModelDir } from "./model_bench.ts";
 import type { TimerMethod } from "./_timing.ts";
 
@@ -20,6 +27,7 @@ const USAGE = `Usage: deno task bench <${BENCHES.join("|")}|all> [flags]
   --shapes MxN[,..]    kernels: out x in shapes (default the Llama list; quick: small)
   --tokens N[,M]       kernels: rows of x, one run per value (default 1)
   --sweep              kernels: try every QTIP matvec tuning (workgroup, LUT copies, unroll, subgroups)
+  --paths P[,Q]        kernels: QTIP paths per batch, auto, tiled, matvec (default auto)
   --timer T            kernels: timestamp or wall (default timestamp when the device has it)
   --prompt N --gen N   decode/batch: prompt and generated tokens (default 128 / 512; batch 128 / 128)
   --lengths P[,Q]      prefill prompt lengths (default 512,2048,8192)
@@ -43,6 +51,7 @@ interface Flags {
   shapes: [number, number][];
   tokens: number[];
   sweep: boolean;
+  paths: QtipPath[];
   timer?: TimerMethod;
   prompt?: number;
   gen?: number;
@@ -83,6 +92,7 @@ export function parseBenchArgs(args: string[]): Flags {
     "layers",
     "shapes",
     "tokens",
+    "paths",
     "timer",
     "prompt",
     "gen",
@@ -155,6 +165,9 @@ export function parseBenchArgs(args: string[]): Flags {
     }, "MxN with M and N positive multiples of 16"),
     tokens: v.tokens === undefined ? [1] : list(v.tokens, "tokens", posInt, "positive integers"),
     sweep: v.sweep === "1",
+    paths: v.paths === undefined ? ["auto"] : list(v.paths, "paths", (s) => {
+      return (["auto", "tiled", "matvec"] as const).find((p) => p === s);
+    }, "auto, tiled or matvec"),
     timer: timer as TimerMethod | undefined,
     prompt: v.prompt === undefined ? undefined : int("prompt", 1),
     gen: v.gen === undefined ? undefined : int("gen", 1),
@@ -259,6 +272,7 @@ async function main(): Promise<void> {
         shapes: flags.shapes,
         tokens: flags.tokens,
         tunes: flags.sweep ? QTIP_SWEEP : undefined,
+        paths: flags.paths,
         rotateBytes: flags.quick ? 16 << 20 : 256 << 20,
         streamBytes: flags.quick ? 64 << 20 : 1 << 30,
         targetMs: flags.quick ? 30 : 20,

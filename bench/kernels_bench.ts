@@ -50,6 +50,8 @@ export interface KernelsBenchOptions {
   tokens: number[];
   /** QTIP matvec tunings to try at each shape (default: the kernel's own choice). */
   tunes?: QtipTune[];
+  /** QTIP paths to run at each shape and batch (default: the kernel's own choice, "auto"). */
+  paths?: QtipPath[];
   /** Bytes the weight copies of one shape rotate through (defeats L2). */
   rotateBytes: number;
   /** Bytes the streaming-read kernel reads per dispatch. */
@@ -62,6 +64,7 @@ export interface KernelsBenchOptions {
 }
 
 export type QtipTune = NonNullable<QtipMatmulOptions["tune"]>;
+export type QtipPath = NonNullable<QtipMatmulOptions["path"]>;
 
 /** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll (with subgroups, which the earlier
  * sweeps found never slower). */
@@ -236,7 +239,8 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
           await idle(dev);
           for (const M of o.tokens) {
             const tunes: (QtipTune | null)[] = code === "F16" || !o.tunes?.length ? [null] : o.tunes;
-            for (const tune of tunes) {
+            const paths: QtipPath[] = code === "F16" || !o.paths?.length ? ["auto"] : o.paths;
+            for (const [tune, path] of tunes.flatMap((t) => paths.map((p) => [t, p] as const))) {
               const encode = (pass: GPUComputePassEncoder, r: number) => {
                 const w = bufs[r % copies];
                 if (code === "F16") {
@@ -253,6 +257,7 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
                     code: CODE_MAP[code],
                     K: bits as 2 | 3 | 4,
                     mma: code === "HYB",
+                    path,
                     ...(tune ? { tune } : {}),
                   });
                 }
@@ -264,9 +269,9 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
               const ms = await timer.perDispatch(encode, r);
               const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
               const gbps = weightBytes / (ms * 1e-3) / 1e9;
-              const tuneName = tune
+              const tuneName = (tune
                 ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}`
-                : "default";
+                : "default") + (path === "auto" ? "" : ` ${path}`);
               const row: KernelRow = {
                 code,
                 bits,

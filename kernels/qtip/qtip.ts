@@ -11,12 +11,17 @@ export const QTIP_SOURCE = source;
 export const QTIP_MATVEC_MAX_TOKENS = QTIP_MV_MAX_TOKENS;
 
 const CODES: Record<QtipCode, number> = { hyb: 0, "1mad": 1, "3inst": 2 };
-const MATMUL_BO = 64;
-const MATMUL_BT = 64;
+/** The tiled matmul's rows and tokens per block (a workgroup takes one or two blocks of each). */
+const MATMUL_BLOCK = 64;
+/** Workgroups that about fill a 132-SM GPU twice over (two 256-invocation matmul workgroups an SM). */
+const MATMUL_FILL = 256;
 /** Workgroup memory the matvec may use, at most (bytes): fits lavapipe and leaves room on larger GPUs. */
 const MV_SMEM_BYTES = 32768;
 
-export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">>;
+export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">> & {
+  /** The tiled matmul's block: 64 rb rows x 64 tb tokens (1 or 2 each); default from the grid. */
+  tile?: { rb: 1 | 2; tb: 1 | 2 };
+};
 
 export interface QtipMatmulOptions {
   x: BufferArg; // f32 (M, xStride) read from xOffset
@@ -44,10 +49,10 @@ export interface QtipMatmulOptions {
   parts?: { starts: number[]; partStride: number; lutStride?: number };
   /** Matvec tuning (benchmarks sweep these); defaults from the shape. */
   tune?: QtipTune;
-  /** "tiled": the tiled matmul whatever M (tests and benchmarks); default: the matvec up to
-   * QTIP_CHUNKED_MAX_TOKENS tokens (in 16-token dispatches; up to 16 on a CPU adapter), the tiled matmul
-   * beyond. */
-  path?: "auto" | "tiled";
+  /** "tiled": the tiled matmul whatever M; "matvec": the matvec whatever M, in 16-token dispatches when
+   * x is vec4-aligned (tests and benchmarks); default ("auto"): the matvec below QTIP_TILED_MIN_TOKENS
+   * tokens (in 16-token dispatches; up to 16 on a CPU adapter), the tiled matmul from there. */
+  path?: "auto" | "tiled" | "matvec";
 }
 
 const dummyLuts = new WeakMap<Kernels, GPUBuffer>();
@@ -61,8 +66,8 @@ function dummyLut(k: Kernels): GPUBuffer {
   return b;
 }
 
-/** Largest batch served by 16-token matvec dispatches; longer ones take the tiled matmul. */
-export const QTIP_CHUNKED_MAX_TOKENS = 512;
+/** Smallest batch the tiled matmul takes on a GPU; from 17 tokens to here, 16-token matvec dispatches. */
+export const QTIP_TILED_MIN_TOKENS = 32;
 
 /** Whether the matvec takes this call: a decode-sized batch and vec4-aligned rows of x. */
 export function qtipUsesMatvec(
@@ -121,6 +126,20 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   };
 }
 
+/**
+ * The tiled matmul's block for M tokens of m rows: the largest (most FMAs per workgroup-memory load) whose
+ * grid still fills the GPU, else the one with the most workgroups; two token blocks only beyond 64 tokens.
+ */
+export function qtipTile(M: number, m: number): { rb: 1 | 2; tb: 1 | 2 } {
+  const tiles: { rb: 1 | 2; tb: 1 | 2 }[] = [{ rb: 2, tb: 2 }, { rb: 2, tb: 1 }, { rb: 1, tb: 2 }];
+  for (const t of tiles) {
+    if (t.tb === 2 && M <= MATMUL_BLOCK) continue;
+    const groups = Math.ceil(m / (MATMUL_BLOCK * t.rb)) * Math.ceil(M / (MATMUL_BLOCK * t.tb));
+    if (groups >= MATMUL_FILL) return t;
+  }
+  return { rb: 1, tb: 1 };
+}
+
 /** out[t, o] (+)= sum_i hatW[o, i] * x[t, i] for t < M, decoding hatW from the trellis on the fly. */
 export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmulOptions): void {
   const tlutBits = o.tlutBits ?? 9;
@@ -141,11 +160,10 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   if (o.M <= 0) return;
   const lut = o.lut ?? dummyLut(k);
   if (
-    qtipUsesMatvec({ ...o, M: Math.min(o.M, QTIP_MV_MAX_TOKENS) }) && o.path !== "tiled" &&
-    !k.features.cpuAdapter && o.M > QTIP_MV_MAX_TOKENS && o.M <= QTIP_CHUNKED_MAX_TOKENS
+    qtipUsesMatvec({ ...o, M: Math.min(o.M, QTIP_MV_MAX_TOKENS) }) && o.M > QTIP_MV_MAX_TOKENS &&
+    (o.path === "matvec" || (o.path !== "tiled" && !k.features.cpuAdapter && o.M < QTIP_TILED_MIN_TOKENS))
   ) {
-    // Batches beyond the matvec's 16 tokens run as 16-token matvecs, each decoding the weights again: on
-    // the H100 four of them took a third of the tiled matmul's time at M = 64 (docs/BENCHMARKS.md).
+    // A few tokens beyond the matvec's 16 run as 16-token matvecs, each decoding the weights again.
     const xStride = o.xStride ?? o.n, outStride = o.outStride ?? o.m;
     for (let t0 = 0; t0 < o.M; t0 += QTIP_MV_MAX_TOKENS) {
       qtipMatmul(k, pass, {
@@ -170,29 +188,36 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
     k.dispatch(pass, p, [o.x, o.trellis, lut, o.out, k.params(params)], gx, gy);
     return;
   }
-  // The tiled matmul takes stacked parts one at a time. Long batches (prefill) get 128-row blocks, so each
-  // decoded weight serves more FMAs per byte of workgroup memory; short ones 64, for more workgroups.
-  const rb = o.M >= 128 ? 2 : 1;
+  // The tiled matmul, in blocks of 64 rb rows x 64 tb tokens: stacked parts in one dispatch when each
+  // starts at a block boundary (Llama's do), else one dispatch a part.
+  const { rb, tb } = o.tune?.tile ?? qtipTile(o.M, o.m);
   const constants = {
     CODE: CODES[o.code],
     K: o.K,
     TLUT_BITS: o.code === "hyb" ? tlutBits : 0,
     LUT_SIZE: o.code === "hyb" ? 1 << tlutBits : 1,
     RB: rb,
+    TB: tb,
   };
   const p = k.pipeline("qtip", source, constants, "matmul");
-  const bounds = [0, ...starts, o.m];
-  const xStride = o.xStride ?? o.n;
+  const block = MATMUL_BLOCK * rb;
+  const together = starts.every((s) => s % block === 0);
+  const bounds = together ? [0, o.m] : [0, ...starts, o.m];
+  const xStride = o.xStride ?? o.n, partStride = o.parts?.partStride ?? 0;
+  const lutStride = o.parts?.lutStride ?? 1 << tlutBits;
+  const none = 0xffffffff;
   for (let g = 0; g + 1 < bounds.length; g++) {
     const m = bounds[g + 1] - bounds[g];
-    const xOffset = (o.xOffset ?? 0) + g * (o.parts?.partStride ?? 0);
-    const aligned = xStride % 4 === 0 && xOffset % 4 === 0 ? 1 : 0;
+    const xOffset = (o.xOffset ?? 0) + (together ? 0 : g * partStride);
+    const aligned = xStride % 4 === 0 && xOffset % 4 === 0 && partStride % 4 === 0 ? 1 : 0;
     const params = new ParamWriter()
       .u32(o.M).u32(m).u32(o.n).u32(xStride)
       .u32(o.outStride ?? o.m).u32(xOffset)
       .u32((o.outOffset ?? 0) + bounds[g]).u32(o.accumulate ? 1 : 0)
-      .u32(bounds[g] / 16).u32(g * (o.parts?.lutStride ?? 1 << tlutBits)).u32(aligned).u32(0);
+      .u32(bounds[g] / 16).u32(together ? 0 : g * lutStride).u32(aligned)
+      .u32(together && starts[0] ? starts[0] / 16 : none).u32(together && starts[1] ? starts[1] / 16 : none)
+      .u32(partStride).u32(lutStride).u32(0);
     const args = [o.x, o.trellis, lut, o.out, k.params(params), o.x];
-    k.dispatch(pass, p, args, Math.ceil(m / (MATMUL_BO * rb)), Math.ceil(o.M / MATMUL_BT));
+    k.dispatch(pass, p, args, Math.ceil(m / block), Math.ceil(o.M / (MATMUL_BLOCK * tb)));
   }
 }

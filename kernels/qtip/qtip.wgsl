@@ -5,12 +5,18 @@
 //             tiles of 8K words, tile-row major; a tile's pair P (2K bits at 2K*P) is two weights of one row;
 //           lut f32 (LUT_SIZE, 2): HYB's tlut (a dummy for 1MAD/3INST);
 //           out f32 (M, outStride) written (or accumulated) at outOffset; params.
+// Stacked linears (q/k/v, gate/up) run as one dispatch when every part starts at a multiple of BO rows: rows
+// from tile-row part1 (part2) on read the x of part 2 (3), partStride elements after the previous part's,
+// and its LUT, lutStride entries after the previous one's.
 // Overrides: CODE 0 HYB / 1 1MAD / 2 3INST; K bits per weight (2, 3, 4); TLUT_BITS and LUT_SIZE = 2^TLUT_BITS.
 // Entry point (decode batches use the generated matvec of qtip_mv.ts instead):
-//   matmul (any M): one workgroup of 256 per BO = 64 RB rows x 64 tokens, x = ceil(m / BO), y = ceil(M / 64).
-//     Each 32-column step decodes the block's tiles into workgroup memory once (each weight then serves 64
-//     tokens), stages x transposed, and every thread accumulates 4 RB rows x 4 tokens with vec4 FMAs, its
-//     rows 4 tr .. 4 tr + 3 (+ 64) and tokens 4 tc .. 4 tc + 3 read as one vec4 each per column.
+//   matmul (any M): 256 invocations per block of BO = 64 RB rows x BT = 64 TB tokens, grid x = ceil(m / BO),
+//     y = ceil(M / BT). Each 16-column step decodes the block's 4 RB tiles into workgroup memory once (each
+//     weight then serves BT tokens; each invocation 2 RB consecutive pairs of one tile, from three trellis
+//     words) and stages x transposed; every invocation accumulates 4 RB rows x 4 TB tokens with vec4 FMAs:
+//     rows 4 tr .. 4 tr + 3 (+ 64), tokens 4 tc .. 4 tc + 3 (+ 64), each read as one vec4 per column. The
+//     next step's trellis words and x are loaded into registers before this step's FMAs, so their latency
+//     hides behind them.
 // Reference: qtip_ref.ts `decodeHatW` then `matmulRef`.
 
 override CODE: u32 = 0u;
@@ -18,12 +24,16 @@ override K: u32 = 2u;
 override TLUT_BITS: u32 = 9u;
 override LUT_SIZE: u32 = 512u;
 
-override RB: u32 = 1u; // matmul row blocks of 64: BO = 64 RB rows per workgroup
+override RB: u32 = 1u; // matmul row blocks of 64: BO = 64 RB rows per workgroup (1 or 2)
+override TB: u32 = 1u; // matmul token blocks of 64: BT = 64 TB tokens per workgroup (1 or 2)
 
 const HEADER: u32 = 4u;
 override BO: u32 = 64u * RB; // matmul rows per workgroup
-const BT: u32 = 64u; // matmul tokens per workgroup
-const BK: u32 = 32u; // matmul columns per step (2 tiles)
+override BT: u32 = 64u * TB; // matmul tokens per workgroup
+const BK: u32 = 16u; // matmul columns per step (one tile column)
+override PPT: u32 = 2u * RB; // trellis pairs each invocation decodes per step
+override WSV: u32 = 4u * BO; // (BK, BO) as vec4
+override XSV: u32 = 4u * BT; // (BK, BT) as vec4
 
 struct Params {
   M: u32,
@@ -34,9 +44,13 @@ struct Params {
   xOffset: u32,
   outOffset: u32,
   accumulate: u32,
-  tileRow0: u32, // first tile-row of this part in the (stacked) trellis
-  lutOffset: u32, // first LUT entry of this part
-  aligned: u32, // xOffset and xStride are multiples of 4: x is read as vec4
+  tileRow0: u32, // first tile-row of this dispatch's rows in the (stacked) trellis
+  lutOffset: u32, // first LUT entry of the first part
+  aligned: u32, // xOffset, xStride and partStride are multiples of 4: x is read as vec4
+  part1: u32, // tile-row (of this dispatch's) where part 2 starts; past the end when none
+  part2: u32, // tile-row where part 3 starts; past the end when none
+  partStride: u32,
+  lutStride: u32,
   _pad1: u32,
 }
 
@@ -48,13 +62,13 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> lutS: array<vec2<f32>, LUT_SIZE>;
-var<workgroup> ws: array<vec4<f32>, 1024>; // matmul (BK, BO) f32 as vec4 of 4 rows: ws[k * BO / 4 + row / 4]
-var<workgroup> xs: array<vec4<f32>, 512>; // matmul (BK, BT) f32 as vec4 of 4 tokens
+var<workgroup> ws: array<vec4<f32>, WSV>; // matmul (BK, BO) f32 as vec4 of 4 rows: ws[k * BO / 4 + row / 4]
+var<workgroup> xs: array<vec4<f32>, XSV>; // matmul (BK, BT) f32 as vec4 of 4 tokens
 
-fn loadLut(tid: u32, threads: u32) {
+fn loadLut(tid: u32, threads: u32, off: u32) {
   if (CODE == 0u) {
     for (var i = tid; i < LUT_SIZE; i += threads) {
-      lutS[i] = lut[params.lutOffset + i];
+      lutS[i] = lut[off + i];
     }
   }
 }
@@ -90,19 +104,6 @@ fn computed(s: u32) -> f32 {
   return f16Round(h.x + h.y);
 }
 
-// The state at bit p of the tile whose words start at `base`.
-fn tileState(base: u32, p: u32) -> u32 {
-  let i = p >> 5u;
-  return window(trellis[base + i], trellis[base + (i + 1u) % (8u * K)], p & 31u);
-}
-
-fn tilePair(base: u32, p: u32) -> vec2<f32> {
-  if (CODE == 0u) {
-    return hyb(tileState(base, p));
-  }
-  return vec2<f32>(computed(tileState(base, p)), computed(tileState(base, p + K)));
-}
-
 // Row and first column of pair P in its tile (qtip_layout.ts `pairPosition`).
 fn pairPosition(P: u32, mma: bool) -> vec2<u32> {
   if (mma) {
@@ -120,91 +121,178 @@ fn store(o: u32, v: f32) {
   }
 }
 
+// The 16 bits at bit `off` (< 48) of the 96-bit w0:w1:w2.
+fn window3(w0: u32, w1: u32, w2: u32, off: u32) -> u32 {
+  let far = off >= 32u;
+  return window(select(w0, w1, far), select(w1, w2, far), off & 31u);
+}
+
+// The pair whose first state starts at bit `off` of w0:w1:w2.
+fn runPair(w0: u32, w1: u32, w2: u32, off: u32) -> vec2<f32> {
+  if (CODE == 0u) {
+    return hyb(window3(w0, w1, w2, off));
+  }
+  return vec2<f32>(computed(window3(w0, w1, w2, off)), computed(window3(w0, w1, w2, off + K)));
+}
+
 @compute @workgroup_size(256)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-  loadLut(tid, 256u);
+  let row0 = wid.x * BO;
+  // The block's part of a stacked linear.
+  let part = select(0u, 1u, (row0 >> 4u) >= params.part1) + select(0u, 1u, (row0 >> 4u) >= params.part2);
+  let xOffset = params.xOffset + part * params.partStride;
+  loadLut(tid, 256u, params.lutOffset + part * params.lutStride);
+  workgroupBarrier();
   let tilesPerRow = params.n / 16u;
   let tileWords = 8u * K;
   let mma = (trellis[1] & 1u) != 0u;
-  let row0 = wid.x * BO;
   let tok0 = wid.y * BT;
   let tr = tid & 15u; // rows 4 tr .. 4 tr + 3 (and 64 more when RB = 2)
-  let tc = tid >> 4u; // tokens 4 tc .. 4 tc + 3
+  let tc = tid >> 4u; // tokens 4 tc .. 4 tc + 3 (and 64 more when TB = 2)
   let aligned = params.aligned != 0u;
-  var a00 = vec4<f32>(0.0);
-  var a01 = vec4<f32>(0.0);
-  var a02 = vec4<f32>(0.0);
-  var a03 = vec4<f32>(0.0);
-  var a10 = vec4<f32>(0.0);
-  var a11 = vec4<f32>(0.0);
-  var a12 = vec4<f32>(0.0);
-  var a13 = vec4<f32>(0.0);
-  for (var k0 = 0u; k0 < params.n; k0 += BK) {
-    workgroupBarrier();
-    // Decode the (BO, BK) block of hatW: BO/16 tile-rows x 2 tile-columns, 128 pairs each.
-    for (var i = 0u; i < 4u * RB; i++) {
-      let pi = tid + 256u * i;
-      let P = pi & 127u;
-      let ti = pi >> 7u;
-      let trow = ti >> 1u;
-      let J = (k0 >> 4u) + (ti & 1u);
-      var v = vec2<f32>(0.0);
-      if (row0 + trow * 16u < params.m && J < tilesPerRow) {
-        v = tilePair(HEADER + ((params.tileRow0 + (row0 >> 4u) + trow) * tilesPerRow + J) * tileWords, 2u * K * P);
-      }
-      let pos = pairPosition(P, mma);
-      let r = trow * 16u + pos.x;
-      let c = (ti & 1u) * 16u + pos.y;
-      ws[(c * BO + r) >> 2u][r & 3u] = v.x;
-      ws[((c + 1u) * BO + r) >> 2u][r & 3u] = v.y;
-    }
-    // Stage x (BT tokens x BK columns) transposed: xs[k][token].
-    for (var i = 0u; i < 2u; i++) {
-      let idx = tid + 256u * i;
-      let t = idx & 63u;
-      let q = idx >> 6u;
-      var v = vec4<f32>(0.0);
-      if (tok0 + t < params.M && k0 + 4u * q < params.n) {
-        let at = params.xOffset + (tok0 + t) * params.xStride + k0 + 4u * q;
-        if (aligned) {
-          v = x4[at >> 2u];
-        } else {
-          v = vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
+  // Decoding: tile tt of the block's 4 RB tile-rows, pairs g PPT .. g PPT + PPT - 1 of it.
+  let tpt = 128u / PPT;
+  let tt = tid / tpt;
+  let g = tid % tpt;
+  let bit0 = 2u * K * PPT * g;
+  let off0 = bit0 & 31u;
+  let wi0 = bit0 >> 5u;
+  let wi1 = select(wi0 + 1u, wi0 + 1u - tileWords, wi0 + 1u >= tileWords);
+  let wi2 = select(wi1 + 1u, wi1 + 1u - tileWords, wi1 + 1u >= tileWords);
+  let rowOk = row0 + tt * 16u < params.m;
+  let tileBase = HEADER + (params.tileRow0 + (row0 >> 4u) + tt) * tilesPerRow * tileWords;
+  // x staging: invocation i of TB passes loads columns 4 q .. 4 q + 3 of token t.
+  let xq = tid & 3u;
+  let xt = tid >> 2u;
+
+  var a000 = vec4<f32>(0.0);
+  var a001 = vec4<f32>(0.0);
+  var a002 = vec4<f32>(0.0);
+  var a003 = vec4<f32>(0.0);
+  var a010 = vec4<f32>(0.0);
+  var a011 = vec4<f32>(0.0);
+  var a012 = vec4<f32>(0.0);
+  var a013 = vec4<f32>(0.0);
+  var a100 = vec4<f32>(0.0);
+  var a101 = vec4<f32>(0.0);
+  var a102 = vec4<f32>(0.0);
+  var a103 = vec4<f32>(0.0);
+  var a110 = vec4<f32>(0.0);
+  var a111 = vec4<f32>(0.0);
+  var a112 = vec4<f32>(0.0);
+  var a113 = vec4<f32>(0.0);
+
+  // Registers holding the next step's inputs.
+  var tw0 = 0u;
+  var tw1 = 0u;
+  var tw2 = 0u;
+  var xv0 = vec4<f32>(0.0);
+  var xv1 = vec4<f32>(0.0);
+
+  for (var k0 = 0u; k0 < params.n + BK; k0 += BK) {
+    if (k0 > 0u) {
+      // Step k0 - BK: its decoded weights and x into workgroup memory, then the FMAs.
+      for (var i = 0u; i < PPT; i++) {
+        var v = vec2<f32>(0.0);
+        if (rowOk) {
+          v = runPair(tw0, tw1, tw2, off0 + 2u * K * i);
         }
+        let pos = pairPosition(g * PPT + i, mma);
+        let r = tt * 16u + pos.x;
+        ws[(pos.y * BO + r) >> 2u][r & 3u] = v.x;
+        ws[((pos.y + 1u) * BO + r) >> 2u][r & 3u] = v.y;
       }
       for (var j = 0u; j < 4u; j++) {
-        let e = (4u * q + j) * BT + t;
-        xs[e >> 2u][e & 3u] = v[j];
+        let e = (4u * xq + j) * BT + xt;
+        xs[e >> 2u][e & 3u] = xv0[j];
+        if (TB == 2u) {
+          xs[(e + 64u) >> 2u][e & 3u] = xv1[j];
+        }
+      }
+      workgroupBarrier();
+    }
+    if (k0 < params.n) {
+      // Step k0's trellis words and x, in flight during step k0 - BK's FMAs.
+      if (rowOk) {
+        let base = tileBase + (k0 >> 4u) * tileWords;
+        tw0 = trellis[base + wi0];
+        tw1 = trellis[base + wi1];
+        tw2 = trellis[base + wi2];
+      }
+      xv0 = loadX(xOffset, tok0 + xt, k0 + 4u * xq, aligned);
+      if (TB == 2u) {
+        xv1 = loadX(xOffset, tok0 + 64u + xt, k0 + 4u * xq, aligned);
       }
     }
-    workgroupBarrier();
-    for (var kk = 0u; kk < BK; kk++) {
-      let xv = xs[kk * (BT / 4u) + tc];
-      let w0 = ws[kk * (BO / 4u) + tr];
-      a00 = fma(w0, vec4<f32>(xv.x), a00);
-      a01 = fma(w0, vec4<f32>(xv.y), a01);
-      a02 = fma(w0, vec4<f32>(xv.z), a02);
-      a03 = fma(w0, vec4<f32>(xv.w), a03);
-      if (RB == 2u) {
-        let w1 = ws[kk * (BO / 4u) + 16u + tr];
-        a10 = fma(w1, vec4<f32>(xv.x), a10);
-        a11 = fma(w1, vec4<f32>(xv.y), a11);
-        a12 = fma(w1, vec4<f32>(xv.z), a12);
-        a13 = fma(w1, vec4<f32>(xv.w), a13);
+    if (k0 > 0u) {
+      for (var kk = 0u; kk < BK; kk++) {
+        let w0 = ws[kk * (BO / 4u) + tr];
+        let x0 = xs[kk * (BT / 4u) + tc];
+        a000 = fma(w0, vec4<f32>(x0.x), a000);
+        a001 = fma(w0, vec4<f32>(x0.y), a001);
+        a002 = fma(w0, vec4<f32>(x0.z), a002);
+        a003 = fma(w0, vec4<f32>(x0.w), a003);
+        if (TB == 2u) {
+          let x1 = xs[kk * (BT / 4u) + 16u + tc];
+          a010 = fma(w0, vec4<f32>(x1.x), a010);
+          a011 = fma(w0, vec4<f32>(x1.y), a011);
+          a012 = fma(w0, vec4<f32>(x1.z), a012);
+          a013 = fma(w0, vec4<f32>(x1.w), a013);
+        }
+        if (RB == 2u) {
+          let w1 = ws[kk * (BO / 4u) + 16u + tr];
+          a100 = fma(w1, vec4<f32>(x0.x), a100);
+          a101 = fma(w1, vec4<f32>(x0.y), a101);
+          a102 = fma(w1, vec4<f32>(x0.z), a102);
+          a103 = fma(w1, vec4<f32>(x0.w), a103);
+          if (TB == 2u) {
+            let x1 = xs[kk * (BT / 4u) + 16u + tc];
+            a110 = fma(w1, vec4<f32>(x1.x), a110);
+            a111 = fma(w1, vec4<f32>(x1.y), a111);
+            a112 = fma(w1, vec4<f32>(x1.z), a112);
+            a113 = fma(w1, vec4<f32>(x1.w), a113);
+          }
+        }
       }
+      workgroupBarrier();
     }
   }
+  let r0 = row0 + 4u * tr;
   let t0 = tok0 + 4u * tc;
-  storeRows(row0 + 4u * tr, t0, a00);
-  storeRows(row0 + 4u * tr, t0 + 1u, a01);
-  storeRows(row0 + 4u * tr, t0 + 2u, a02);
-  storeRows(row0 + 4u * tr, t0 + 3u, a03);
-  if (RB == 2u) {
-    storeRows(row0 + 64u + 4u * tr, t0, a10);
-    storeRows(row0 + 64u + 4u * tr, t0 + 1u, a11);
-    storeRows(row0 + 64u + 4u * tr, t0 + 2u, a12);
-    storeRows(row0 + 64u + 4u * tr, t0 + 3u, a13);
+  storeRows(r0, t0, a000);
+  storeRows(r0, t0 + 1u, a001);
+  storeRows(r0, t0 + 2u, a002);
+  storeRows(r0, t0 + 3u, a003);
+  if (TB == 2u) {
+    storeRows(r0, t0 + 64u, a010);
+    storeRows(r0, t0 + 65u, a011);
+    storeRows(r0, t0 + 66u, a012);
+    storeRows(r0, t0 + 67u, a013);
   }
+  if (RB == 2u) {
+    storeRows(r0 + 64u, t0, a100);
+    storeRows(r0 + 64u, t0 + 1u, a101);
+    storeRows(r0 + 64u, t0 + 2u, a102);
+    storeRows(r0 + 64u, t0 + 3u, a103);
+    if (TB == 2u) {
+      storeRows(r0 + 64u, t0 + 64u, a110);
+      storeRows(r0 + 64u, t0 + 65u, a111);
+      storeRows(r0 + 64u, t0 + 66u, a112);
+      storeRows(r0 + 64u, t0 + 67u, a113);
+    }
+  }
+}
+
+// Columns c .. c + 3 of token t of the x at xOffset (zeros past M).
+fn loadX(xOffset: u32, t: u32, c: u32, aligned: bool) -> vec4<f32> {
+  if (t >= params.M) {
+    return vec4<f32>(0.0);
+  }
+  let at = xOffset + t * params.xStride + c;
+  if (aligned) {
+    return x4[at >> 2u];
+  }
+  return vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
 }
 
 // Rows r .. r + 3 of token t (those inside the output).

@@ -1,7 +1,7 @@
 // The generated decode matvec (qtip_mv.ts) across its tuning space, stacked parts, and the subgroup path,
 // against decodeHatW + matmulRef. The subgroup path runs where the adapter grants `subgroups` and reports
 // one subgroup size (lavapipe: 8, the H100: 32), and says why when it cannot.
-import { qtipMatmul } from "./qtip.ts";
+import { qtipMatmul, type QtipMatmulOptions, type QtipTune } from "./qtip.ts";
 import { qtipMvSource, type QtipMvVariant } from "./qtip_mv.ts";
 import { fuseGpuLayouts, toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
@@ -188,48 +188,65 @@ Deno.test({
   ignore: NO_GPU,
   async fn() {
     const k = await testKernels();
-    // q, k, v of a GQA model fused along m (64, 32 and 32 rows, each with its own LUT), n = 128; each part's
-    // x rows sit partStride elements after the previous part's.
-    const n = 128, m = 128;
-    const parts = [64, 32, 32].map((rows, i) => makeLinear("hyb", 2, "swizzled", rows, n, 40 + i));
-    const fused = fuseGpuLayouts(parts.map((p) => p.gpu));
-    const luts = new Float32Array(3 * 1024);
-    parts.forEach((p, i) => luts.set(p.lut!, i * 1024));
-    for (const M of [2, 20]) {
-      const partStride = M * n + 8;
-      const xs = parts.map((_, i) => randomF32(M * n, 90 + i + M));
-      const xAll = new Float32Array(3 * partStride);
-      xs.forEach((xp, p) => xAll.set(xp, p * partStride));
-      const out = scratch(k, M * m * 4);
-      await run(k, (pass) =>
-        qtipMatmul(k, pass, {
-          x: upload(k, xAll),
-          trellis: upload(k, fused),
-          lut: upload(k, luts),
-          out,
-          M,
-          m,
-          n,
-          code: "hyb",
-          K: 2,
-          mma: true,
-          parts: { starts: [64, 96], partStride },
-        }));
-      const got = await readF32(k, out, M * m);
-      let row0 = 0;
-      parts.forEach((lin, p) => {
-        const want = matmulRef(lin.hatW, xs[p], M, lin.m, n);
-        const scale = matmulRef(lin.hatW.map(Math.abs), xs[p].map(Math.abs), M, lin.m, n);
-        for (let t = 0; t < M; t++) {
-          for (let r = 0; r < lin.m; r++) {
-            const g = got[t * m + row0 + r], w = want[t * lin.m + r];
-            if (!(Math.abs(g - w) <= RTOL * scale[t * lin.m + r] + 1e-6)) {
-              throw new Error(`M=${M} part ${p} token ${t} row ${r}: got ${g}, expected ${w}`);
+    // q, k, v of a GQA model fused along m (each part with its own LUT), n = 128; each part's x rows sit
+    // partStride elements after the previous part's. The tiled matmul runs parts that start at its block
+    // boundaries in one dispatch (64 and 128 rows with 64-row blocks), others one at a time (64 and 96 rows,
+    // or any with 128-row blocks).
+    const n = 128;
+    for (const rows of [[64, 32, 32], [64, 64, 128]]) {
+      const m = rows.reduce((a, b) => a + b);
+      const starts = [rows[0], rows[0] + rows[1]];
+      const parts = rows.map((r, i) => makeLinear("hyb", 2, "swizzled", r, n, 40 + i));
+      const fused = fuseGpuLayouts(parts.map((p) => p.gpu));
+      const luts = new Float32Array(3 * 1024);
+      parts.forEach((p, i) => luts.set(p.lut!, i * 1024));
+      const runs: [number, QtipMatmulOptions["path"], QtipTune | undefined][] = [
+        [2, "auto", undefined],
+        [20, "auto", undefined],
+        [20, "tiled", { tile: { rb: 1, tb: 1 } }],
+        [70, "tiled", { tile: { rb: 2, tb: 2 } }],
+      ];
+      for (const [M, path, tune] of runs) {
+        const partStride = M * n + 8;
+        const xs = parts.map((_, i) => randomF32(M * n, 90 + i + M));
+        const xAll = new Float32Array(3 * partStride);
+        xs.forEach((xp, p) => xAll.set(xp, p * partStride));
+        const out = scratch(k, M * m * 4);
+        await run(k, (pass) =>
+          qtipMatmul(k, pass, {
+            x: upload(k, xAll),
+            trellis: upload(k, fused),
+            lut: upload(k, luts),
+            out,
+            M,
+            m,
+            n,
+            code: "hyb",
+            K: 2,
+            mma: true,
+            parts: { starts, partStride },
+            path,
+            tune,
+          }));
+        const got = await readF32(k, out, M * m);
+        let row0 = 0;
+        parts.forEach((lin, p) => {
+          const want = matmulRef(lin.hatW, xs[p], M, lin.m, n);
+          const scale = matmulRef(lin.hatW.map(Math.abs), xs[p].map(Math.abs), M, lin.m, n);
+          for (let t = 0; t < M; t++) {
+            for (let r = 0; r < lin.m; r++) {
+              const g = got[t * m + row0 + r], w = want[t * lin.m + r];
+              if (!(Math.abs(g - w) <= RTOL * scale[t * lin.m + r] + 1e-6)) {
+                throw new Error(
+                  `parts ${rows} M=${M} ${path} ${JSON.stringify(tune)} part ${p} token ${t} row ${r}: ` +
+                    `got ${g}, expected ${w}`,
+                );
+              }
             }
           }
-        }
-        row0 += lin.m;
-      });
+          row0 += lin.m;
+        });
+      }
     }
   },
 });

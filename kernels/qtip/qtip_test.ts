@@ -61,6 +61,7 @@ async function runCase(
   tlut: Uint16Array,
   seed: number,
   path?: "tiled",
+  tile?: { rb: 1 | 2; tb: 1 | 2 },
 ): Promise<{ got: Float32Array; want: Float64Array; scale: Float64Array }> {
   const hatW = decodeHatW(words, { m: c.m, n: c.n, code: c.code, K: c.K, tlut, layout: c.layout });
   const x = randomF32(c.M * c.n, seed);
@@ -80,6 +81,7 @@ async function runCase(
       K: c.K,
       mma: c.layout === "swizzled",
       path,
+      tune: tile ? { tile } : undefined,
     }));
   return {
     got: await readF32(k, out, c.M * c.m),
@@ -122,6 +124,30 @@ for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
     });
   }
 }
+
+// Every block of the tiled matmul, with partial row and token blocks (13 tile-rows, 150 tokens), for a
+// table code and both computed codes at each K (3 has runs of pairs that cross two word boundaries).
+Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decodeHatW @ x", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
+  const cases: Case[] = [
+    { code: "hyb", K: 2, layout: "swizzled", m: 224, n: 64, M: 150 },
+    { code: "hyb", K: 3, layout: "plain", m: 208, n: 48, M: 150 },
+    { code: "1mad", K: 3, layout: "swizzled", m: 224, n: 32, M: 70 },
+    { code: "3inst", K: 4, layout: "plain", m: 208, n: 32, M: 130 },
+  ];
+  for (const c of cases) {
+    for (const rb of [1, 2] as const) {
+      for (const tb of [1, 2] as const) {
+        const seed = c.m + c.n + c.M + c.K;
+        const words = randomWords((c.m * c.n * c.K) / 16, seed);
+        const r = await runCase(k, c, words, randomTlut(seed), seed + 1, "tiled", { rb, tb });
+        assertMatches(r.got, r.want, r.scale, `${c.code} K=${c.K} ${c.layout} M=${c.M} rb=${rb} tb=${tb}`);
+      }
+    }
+  }
+});
 
 for (const M of [2, 20]) {
   Deno.test(
