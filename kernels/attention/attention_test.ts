@@ -8,6 +8,10 @@ import {
   kvWrite,
   planDecode,
   planPrefill,
+  PREFILL_SHAPES,
+  type PrefillPlan,
+  prefillPlanOf,
+  prefillSmemBytes,
 } from "./attention.ts";
 import { attentionRef, kvWriteRef } from "./attention_ref.ts";
 import {
@@ -169,6 +173,7 @@ interface RunOptions {
   scale?: number;
   maxWorkgroupStorage?: number;
   partitionSize?: number;
+  prefillPlan?: PrefillPlan;
 }
 
 /** Writes the batch's K/V with kvWrite, runs one attention kernel, and returns (T, nHeads * headDim). */
@@ -410,10 +415,53 @@ Deno.test("attention kernels match attentionRef with small partitions and 16 KiB
   }
 });
 
+Deno.test("attentionPrefill() matches attentionRef with every tile shape that fits the device", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
+  const limit = k.device.limits.maxComputeWorkgroupStorageSize;
+  let runs = 0;
+  for (
+    const heads of [
+      { nHeads: 8, nKvHeads: 2, headDim: 128 }, // 4 query heads per kv head (Llama 3.1 8B's group)
+      { nHeads: 3, nKvHeads: 3, headDim: 64 },
+      { nHeads: 6, nKvHeads: 2, headDim: 6 }, // rows of 3 words: one-word cache reads, zero padding
+    ]
+  ) {
+    // A prompt chunk mid-sequence (T not a multiple of any tile), a whole prompt, a short chunk.
+    const sc = scenario(heads, [211, 75, 9], [134, 75, 4], heads.headDim + 11);
+    const want = reference(sc);
+    for (const shape of PREFILL_SHAPES) {
+      const plan = prefillPlanOf(shape, heads.headDim, heads.nHeads / heads.nKvHeads);
+      if (prefillSmemBytes(plan) > limit) continue;
+      assertClose(await runScenario(k, sc, "prefill", { prefillPlan: plan }), want, {
+        atol: ATOL,
+        rtol: 0,
+        label: `prefill ${label(heads)} plan ${JSON.stringify(plan)}`,
+      });
+      runs++;
+    }
+  }
+  if (runs < 12) throw new Error(`only ${runs} plans fit ${limit} bytes`);
+});
+
+Deno.test(
+  "attentionPrefill() matches attentionRef on one long chunk after a cached prefix (GQA 4, 128 dims)",
+  {
+    ignore: NO_GPU,
+  },
+  async () => {
+    const k = await testKernels();
+    const heads = { nHeads: 8, nKvHeads: 2, headDim: 128 };
+    const sc = scenario(heads, [301], [203], 5);
+    assertClose(await runScenario(k, sc, "prefill"), reference(sc), { atol: ATOL, rtol: 0 });
+  },
+);
+
 Deno.test("planDecode() and planPrefill() fit the workgroup memory and cover every query head", () => {
   for (const headDim of [2, 40, 64, 128, 256]) {
     for (const group of [1, 3, 4, 8, 12, 32]) {
-      for (const budget of [16384, 32768]) {
+      for (const budget of [16384, 32768, 49152]) {
         const d = planDecode(headDim, group, budget);
         if (d.HG * d.headChunks < group || d.HG > 8) {
           throw new Error(`decode plan ${JSON.stringify(d)} for group ${group}`);
@@ -423,10 +471,18 @@ Deno.test("planDecode() and planPrefill() fit the workgroup memory and cover eve
         }
         if (headDim === 256 && budget === 16384) continue;
         const p = planPrefill(headDim, group, budget);
-        if (p.HG * p.headChunks < group || p.BQ < 1 || p.BQ * p.HG > p.R) {
+        if (p.HG * p.headChunks < group || p.BQ < 1 || p.BQ * p.HG > p.R || p.R > p.TX * p.TY) {
           throw new Error(`prefill plan ${JSON.stringify(p)} for group ${group}`);
+        }
+        if (prefillSmemBytes(p) > budget) {
+          throw new Error(`prefill plan ${JSON.stringify(p)} exceeds ${budget} bytes`);
         }
       }
     }
+  }
+  // The H100's 48 KiB: 32 rows x 32 keys a step for Llama heads, 8 tokens x 4 heads with GQA 4.
+  const llama = planPrefill(128, 4, 49152);
+  if (llama.R !== 32 || llama.BK !== 32 || llama.BQ !== 8 || llama.TX * llama.TY !== 128) {
+    throw new Error(`prefill plan ${JSON.stringify(llama)}`);
   }
 });

@@ -2,6 +2,7 @@
 // (M <= 16) and the tiled matmul (qtip.wgsl) for prefill, both reading the GPU-layout trellis of
 // qtip_layout.ts. Stacked linears (q/k/v, gate/up) with one input row per part run as one dispatch.
 import source from "./qtip.wgsl" with { type: "text" };
+import reduceSource from "./qtip_reduce.wgsl" with { type: "text" };
 import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "../core.ts";
 import type { QtipCode } from "./qtip_ref.ts";
 import { QTIP_MV_MAX_TOKENS, qtipMvKey, qtipMvSource, type QtipMvVariant } from "./qtip_mv.ts";
@@ -19,8 +20,9 @@ const MATMUL_FILL = 256;
 const MV_SMEM_BYTES = 32768;
 
 export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">> & {
-  /** The tiled matmul's block: 64 rb rows x 64 tb tokens (1 or 2 each); default from the grid. */
-  tile?: { rb: 1 | 2; tb: 1 | 2 };
+  /** The tiled matmul's block (64 rb rows x 64 tb tokens, 1 or 2 each) and how many runs its columns
+   * split into (summed by a second dispatch); default from the grid (qtipTile). */
+  tile?: QtipTile;
 };
 
 export interface QtipMatmulOptions {
@@ -126,18 +128,49 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   };
 }
 
+export interface QtipTile {
+  rb: 1 | 2;
+  tb: 1 | 2;
+  splits?: number;
+}
+
+/** Fewest columns a split of the tiled matmul's reduction takes. */
+const MATMUL_MIN_SPAN = 512;
+
 /**
- * The tiled matmul's block for M tokens of m rows: the largest (most FMAs per workgroup-memory load) whose
- * grid still fills the GPU, else the one with the most workgroups; two token blocks only beyond 64 tokens.
+ * The tiled matmul's block for M tokens of m rows (n columns): the largest (most FMAs per workgroup-memory
+ * load) whose grid still fills the GPU, else the one with the most workgroups, its columns split into up
+ * to 4 runs while the grid is below the fill; two token blocks only beyond 64 tokens.
  */
-export function qtipTile(M: number, m: number): { rb: 1 | 2; tb: 1 | 2 } {
-  const tiles: { rb: 1 | 2; tb: 1 | 2 }[] = [{ rb: 2, tb: 2 }, { rb: 2, tb: 1 }, { rb: 1, tb: 2 }];
+export function qtipTile(M: number, m: number, n: number): QtipTile {
+  const groups = (t: QtipTile) => Math.ceil(m / (MATMUL_BLOCK * t.rb)) * Math.ceil(M / (MATMUL_BLOCK * t.tb));
+  const tiles: QtipTile[] = [{ rb: 2, tb: 2 }, { rb: 2, tb: 1 }, { rb: 1, tb: 2 }];
   for (const t of tiles) {
     if (t.tb === 2 && M <= MATMUL_BLOCK) continue;
-    const groups = Math.ceil(m / (MATMUL_BLOCK * t.rb)) * Math.ceil(M / (MATMUL_BLOCK * t.tb));
-    if (groups >= MATMUL_FILL) return t;
+    if (groups(t) >= MATMUL_FILL) return t;
   }
-  return { rb: 1, tb: 1 };
+  const t: QtipTile = { rb: 1, tb: 1 };
+  let splits = 1;
+  while (splits < 4 && groups(t) * splits * 2 <= MATMUL_FILL && n / (splits * 2) >= MATMUL_MIN_SPAN) {
+    splits *= 2;
+  }
+  return splits > 1 ? { ...t, splits } : t;
+}
+
+const partials = new WeakMap<Kernels, GPUBuffer>();
+
+/** The split outputs' buffer, grown as needed; a replaced one is left alive for steps that captured it. */
+function partialBuffer(k: Kernels, bytes: number): GPUBuffer {
+  let b = partials.get(k);
+  if (!b || b.size < bytes) {
+    b = k.device.createBuffer({
+      label: "qtip-partials",
+      size: Math.max(bytes, 2 * (b?.size ?? 0)),
+      usage: GPUBufferUsage.STORAGE,
+    });
+    partials.set(k, b);
+  }
+  return b;
 }
 
 /** out[t, o] (+)= sum_i hatW[o, i] * x[t, i] for t < M, decoding hatW from the trellis on the fly. */
@@ -190,7 +223,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   }
   // The tiled matmul, in blocks of 64 rb rows x 64 tb tokens: stacked parts in one dispatch when each
   // starts at a block boundary (Llama's do), else one dispatch a part.
-  const { rb, tb } = o.tune?.tile ?? qtipTile(o.M, o.m);
+  const { rb, tb, splits = 1 } = o.tune?.tile ?? qtipTile(o.M, o.m, o.n);
   const constants = {
     CODE: CODES[o.code],
     K: o.K,
@@ -206,18 +239,29 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   const xStride = o.xStride ?? o.n, partStride = o.parts?.partStride ?? 0;
   const lutStride = o.parts?.lutStride ?? 1 << tlutBits;
   const none = 0xffffffff;
+  const kSpan = Math.ceil(o.n / 16 / splits) * 16;
   for (let g = 0; g + 1 < bounds.length; g++) {
     const m = bounds[g + 1] - bounds[g];
     const xOffset = (o.xOffset ?? 0) + (together ? 0 : g * partStride);
     const aligned = xStride % 4 === 0 && xOffset % 4 === 0 && partStride % 4 === 0 ? 1 : 0;
+    const outOffset = (o.outOffset ?? 0) + bounds[g];
+    const split = splits > 1 ? partialBuffer(k, splits * o.M * m * 4) : null;
     const params = new ParamWriter()
       .u32(o.M).u32(m).u32(o.n).u32(xStride)
-      .u32(o.outStride ?? o.m).u32(xOffset)
-      .u32((o.outOffset ?? 0) + bounds[g]).u32(o.accumulate ? 1 : 0)
+      .u32(split ? m : o.outStride ?? o.m).u32(xOffset)
+      .u32(split ? 0 : outOffset).u32(!split && o.accumulate ? 1 : 0)
       .u32(bounds[g] / 16).u32(together ? 0 : g * lutStride).u32(aligned)
       .u32(together && starts[0] ? starts[0] / 16 : none).u32(together && starts[1] ? starts[1] / 16 : none)
-      .u32(partStride).u32(lutStride).u32(0);
-    const args = [o.x, o.trellis, lut, o.out, k.params(params), o.x];
-    k.dispatch(pass, p, args, Math.ceil(m / block), Math.ceil(o.M / (MATMUL_BLOCK * tb)));
+      .u32(partStride).u32(lutStride).u32(kSpan).u32(split ? o.M * m : 0).u32(0).u32(0).u32(0);
+    const args = [o.x, o.trellis, lut, split ?? o.out, k.params(params), o.x];
+    const gx = Math.ceil(m / block), gy = Math.ceil(o.M / (MATMUL_BLOCK * tb));
+    k.dispatch(pass, p, args, gx, gy, Math.ceil(o.n / kSpan));
+    if (split) {
+      const reduce = k.pipeline("qtip_reduce", reduceSource);
+      const rp = new ParamWriter()
+        .u32(o.M).u32(m).u32(Math.ceil(o.n / kSpan)).u32(o.outStride ?? o.m)
+        .u32(outOffset).u32(o.accumulate ? 1 : 0).u32(0).u32(0);
+      k.dispatch(pass, reduce, [split, o.out, k.params(rp)], Math.ceil(m / 256), o.M);
+    }
   }
 }

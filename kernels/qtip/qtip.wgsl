@@ -16,7 +16,8 @@
 //     words) and stages x transposed; every invocation accumulates 4 RB rows x 4 TB tokens with vec4 FMAs:
 //     rows 4 tr .. 4 tr + 3 (+ 64), tokens 4 tc .. 4 tc + 3 (+ 64), each read as one vec4 per column. The
 //     next step's trellis words and x are loaded into registers before this step's FMAs, so their latency
-//     hides behind them.
+//     hides behind them. With z > 1 the columns split into z runs of kSpan, each written to its own copy
+//     of the output (zStride apart) for qtip_reduce.wgsl to sum: for grids too small to fill the GPU.
 // Reference: qtip_ref.ts `decodeHatW` then `matmulRef`.
 
 override CODE: u32 = 0u;
@@ -51,7 +52,11 @@ struct Params {
   part2: u32, // tile-row where part 3 starts; past the end when none
   partStride: u32,
   lutStride: u32,
-  _pad1: u32,
+  kSpan: u32, // columns per split of the reduction (workgroup z takes [z kSpan, (z + 1) kSpan))
+  zStride: u32, // elements between the outputs of consecutive splits (0 without splits)
+  _pad2: u32,
+  _pad3: u32,
+  _pad4: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -189,8 +194,10 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   var xv0 = vec4<f32>(0.0);
   var xv1 = vec4<f32>(0.0);
 
-  for (var k0 = 0u; k0 < params.n + BK; k0 += BK) {
-    if (k0 > 0u) {
+  let kBeg = wid.z * params.kSpan;
+  let kEnd = min(params.n, kBeg + params.kSpan);
+  for (var k0 = kBeg; k0 < kEnd + BK; k0 += BK) {
+    if (k0 > kBeg) {
       // Step k0 - BK: its decoded weights and x into workgroup memory, then the FMAs.
       for (var i = 0u; i < PPT; i++) {
         var v = vec2<f32>(0.0);
@@ -211,7 +218,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       }
       workgroupBarrier();
     }
-    if (k0 < params.n) {
+    if (k0 < kEnd) {
       // Step k0's trellis words and x, in flight during step k0 - BK's FMAs.
       if (rowOk) {
         let base = tileBase + (k0 >> 4u) * tileWords;
@@ -224,7 +231,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         xv1 = loadX(xOffset, tok0 + 64u + xt, k0 + 4u * xq, aligned);
       }
     }
-    if (k0 > 0u) {
+    if (k0 > kBeg) {
       for (var kk = 0u; kk < BK; kk++) {
         let w0 = ws[kk * (BO / 4u) + tr];
         let x0 = xs[kk * (BT / 4u) + tc];
@@ -259,26 +266,27 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   }
   let r0 = row0 + 4u * tr;
   let t0 = tok0 + 4u * tc;
-  storeRows(r0, t0, a000);
-  storeRows(r0, t0 + 1u, a001);
-  storeRows(r0, t0 + 2u, a002);
-  storeRows(r0, t0 + 3u, a003);
+  let z = wid.z;
+  storeRows(z, r0, t0, a000);
+  storeRows(z, r0, t0 + 1u, a001);
+  storeRows(z, r0, t0 + 2u, a002);
+  storeRows(z, r0, t0 + 3u, a003);
   if (TB == 2u) {
-    storeRows(r0, t0 + 64u, a010);
-    storeRows(r0, t0 + 65u, a011);
-    storeRows(r0, t0 + 66u, a012);
-    storeRows(r0, t0 + 67u, a013);
+    storeRows(z, r0, t0 + 64u, a010);
+    storeRows(z, r0, t0 + 65u, a011);
+    storeRows(z, r0, t0 + 66u, a012);
+    storeRows(z, r0, t0 + 67u, a013);
   }
   if (RB == 2u) {
-    storeRows(r0 + 64u, t0, a100);
-    storeRows(r0 + 64u, t0 + 1u, a101);
-    storeRows(r0 + 64u, t0 + 2u, a102);
-    storeRows(r0 + 64u, t0 + 3u, a103);
+    storeRows(z, r0 + 64u, t0, a100);
+    storeRows(z, r0 + 64u, t0 + 1u, a101);
+    storeRows(z, r0 + 64u, t0 + 2u, a102);
+    storeRows(z, r0 + 64u, t0 + 3u, a103);
     if (TB == 2u) {
-      storeRows(r0 + 64u, t0 + 64u, a110);
-      storeRows(r0 + 64u, t0 + 65u, a111);
-      storeRows(r0 + 64u, t0 + 66u, a112);
-      storeRows(r0 + 64u, t0 + 67u, a113);
+      storeRows(z, r0 + 64u, t0 + 64u, a110);
+      storeRows(z, r0 + 64u, t0 + 65u, a111);
+      storeRows(z, r0 + 64u, t0 + 66u, a112);
+      storeRows(z, r0 + 64u, t0 + 67u, a113);
     }
   }
 }
@@ -295,12 +303,12 @@ fn loadX(xOffset: u32, t: u32, c: u32, aligned: bool) -> vec4<f32> {
   return vec4<f32>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
 }
 
-// Rows r .. r + 3 of token t (those inside the output).
-fn storeRows(r: u32, t: u32, v: vec4<f32>) {
+// Rows r .. r + 3 of token t (those inside the output) of split z's output.
+fn storeRows(z: u32, r: u32, t: u32, v: vec4<f32>) {
   if (t >= params.M) {
     return;
   }
-  let base = params.outOffset + t * params.outStride;
+  let base = params.outOffset + z * params.zStride + t * params.outStride;
   for (var i = 0u; i < 4u; i++) {
     if (r + i < params.m) {
       store(base + r + i, v[i]);

@@ -1,6 +1,6 @@
 // GPU checks of qtipMatmul: random trellises of every code, K and on-disk order, and the fixtures' real
 // linears, through toGpuLayout and both entry points, against decodeHatW + matmulRef.
-import { QTIP_SOURCE, qtipMatmul } from "./qtip.ts";
+import { QTIP_SOURCE, qtipMatmul, type QtipTile } from "./qtip.ts";
 import { toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
 import { fixturesDir, loadFixtureLinears, noFixtures } from "./_fixtures.ts";
@@ -61,7 +61,7 @@ async function runCase(
   tlut: Uint16Array,
   seed: number,
   path?: "tiled",
-  tile?: { rb: 1 | 2; tb: 1 | 2 },
+  tile?: QtipTile,
 ): Promise<{ got: Float32Array; want: Float64Array; scale: Float64Array }> {
   const hatW = decodeHatW(words, { m: c.m, n: c.n, code: c.code, K: c.K, tlut, layout: c.layout });
   const x = randomF32(c.M * c.n, seed);
@@ -137,6 +137,13 @@ Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decode
     { code: "1mad", K: 3, layout: "swizzled", m: 224, n: 32, M: 70 },
     { code: "3inst", K: 4, layout: "plain", m: 208, n: 32, M: 130 },
   ];
+  // Columns split in runs of 32, 32 and 16, summed by the reduce.
+  const split: Case = { code: "hyb", K: 2, layout: "plain", m: 208, n: 80, M: 70 };
+  for (const tile of [{ rb: 1, tb: 1, splits: 3 }, { rb: 2, tb: 2, splits: 2 }] as const) {
+    const words = randomWords((split.m * split.n * split.K) / 16, 5);
+    const r = await runCase(k, split, words, randomTlut(6), 7, "tiled", tile);
+    assertMatches(r.got, r.want, r.scale, `split ${JSON.stringify(tile)}`);
+  }
   for (const c of cases) {
     for (const rb of [1, 2] as const) {
       for (const tb of [1, 2] as const) {
@@ -149,9 +156,10 @@ Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decode
   }
 });
 
-for (const M of [2, 20]) {
+// M = 20 with an unaligned x stride takes the tiled matmul; once more with its columns split in 3 runs.
+for (const [M, splits] of [[2, 1], [20, 1], [20, 3]]) {
   Deno.test(
-    `qtipMatmul() honours strides, offsets and accumulate at M=${M}`,
+    `qtipMatmul() honours strides, offsets and accumulate at M=${M}${splits > 1 ? `, ${splits} splits` : ""}`,
     { ignore: NO_GPU },
     async () => {
       const k = await testKernels();
@@ -184,6 +192,7 @@ for (const M of [2, 20]) {
           xStride,
           outOffset,
           outStride,
+          tune: splits > 1 ? { tile: { rb: 1, tb: 1, splits } } : undefined,
         }));
       const got = await readF32(k, out, outLen);
       const want = matmulRef(hatW, x, M, m, n);
