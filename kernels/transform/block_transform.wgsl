@@ -9,6 +9,7 @@
 // Bindings: x f32 (T, xStride) from xOffset, side f32 (side vectors); had u32; out f32 (T, outStride) from
 //   outOffset; params.
 // Dispatch: (T, ceil(blocks / OUT_BLOCKS)) workgroups, blocks = n / p. Reference: transform_ref.ts.
+// Many rows take block_rows.wgsl's entry points instead (appended to this module; same bindings and Params).
 
 override WG: u32 = 256u;
 override SM: u32 = 2048u; // >= SPLIT * OUT_BLOCKS * p, twice that when gated

@@ -3,21 +3,85 @@
 //   normTransform  finish the previous linear + residual, RMSNorm, the next linears' input transforms
 //   ropeKv         finish a stacked q/k/v linear, RoPE, write q and the paged K/V cache
 //   blockTransform the MLP's middle (finish gate/up, silu * up, down's SU) or a linear's input transform,
-//                  spread over many workgroups for long vectors
+//                  spread over many workgroups for long vectors (block_transform.wgsl), or for many rows
+//                  each workgroup one row's tile of output blocks (block_rows.wgsl)
 // A plain (fp16) model runs the same steps with the transforms switched off. Side vectors (norm weights, SU,
 // SV) come from one f32 buffer per layer, `vec`, at offsets the caller gives; sign bits from a HadTable.
 import normSource from "./norm_transform.wgsl" with { type: "text" };
 import ropeKvSource from "./rope_kv.wgsl" with { type: "text" };
 import blockSource from "./block_transform.wgsl" with { type: "text" };
+import rowsSource from "./block_rows.wgsl" with { type: "text" };
 import libSource from "./transform_lib.wgsl" with { type: "text" };
 import { type BufferArg, KernelError, type Kernels, ParamWriter } from "../core.ts";
 import { hadamardFactor } from "../hadamard/had_tables.ts";
 import { hadSignBits } from "../hadamard/hadamard.ts";
 
+/**
+ * The entry points of block_rows.wgsl's many-rows plan, one per job (gated: "g", input: "i") and rows per
+ * thread (JPER 4 or 8): rows_g4, rows_g8, rows_i4, rows_i8. Generated so that each accumulator is a named
+ * vec4 variable (an indexed per-thread array would live in local memory on a GPU) and each bit index of the
+ * sign words a constant.
+ */
+function rowsEntries(): string {
+  const out: string[] = [];
+  for (const gated of [true, false]) {
+    for (const jper of [4, 8]) {
+      const js = Array.from({ length: jper }, (_, j) => j);
+      const vs = gated ? ["g", "u"] : ["g"];
+      const lines: string[] = [];
+      const add = (s: string) => lines.push(s);
+      add(`@compute @workgroup_size(RT)`);
+      add(`fn rows_${gated ? "g" : "i"}${jper}(`);
+      add(`  @builtin(workgroup_id) wid: vec3<u32>,`);
+      add(`  @builtin(local_invocation_index) tid: u32,`);
+      add(`) {`);
+      add(`  let jt = ${jper}u * (RT / RCOL);`);
+      add(`  let tl = rowsTile(wid, jt);`);
+      add(`  rowsSigns(tl, jt, tid);`);
+      add(`  let col = tid & (RCOL - 1u);`);
+      add(`  let jr = (tid / RCOL) * ${jper}u;`);
+      for (const v of vs) for (const j of js) add(`  var ${v}${j} = vec4<f32>(0.0);`);
+      add(`  for (var c = 0u; c < tl.kq; c += RC) {`);
+      add(`    workgroupBarrier();`);
+      add(
+        `    rowsStage(tl, c, ${gated}, ${gated ? "false" : "(params.flags & F_SU) != 0u"}, tid);`,
+      );
+      add(`    workgroupBarrier();`);
+      add(`    let w = c >> 5u;`);
+      for (const j of js) add(`    let m${j} = rs[(jr + ${j}u) * tl.wn + w];`);
+      add(`    let end = min(RC, tl.kq - c);`);
+      add(`    for (var a = 0u; a < end; a += 4u) {`);
+      for (const j of js) add(`      let s${j} = m${j} >> a;`);
+      for (let kk = 0; kk < 4; kk++) {
+        add(`      {`);
+        add(`        let xg = rv[(a + ${kk}u) * RCOL + col];`);
+        if (gated) add(`        let xu = rv[(RC + a + ${kk}u) * RCOL + col];`);
+        for (const j of js) {
+          add(`        let f${j} = rowsSign(s${j}, ${kk}u);`);
+          add(`        g${j} = fma(f${j}, xg, g${j});`);
+          if (gated) add(`        u${j} = fma(f${j}, xu, u${j});`);
+        }
+        add(`      }`);
+      }
+      add(`    }`);
+      add(`  }`);
+      add(`  workgroupBarrier();`);
+      for (const j of js) add(`  rv[(jr + ${j}u) * RCOL + col] = rowsFwht4(g${j});`);
+      if (gated) { for (const j of js) add(`  rv[(jt + jr + ${j}u) * RCOL + col] = rowsFwht4(u${j});`); }
+      add(`  workgroupBarrier();`);
+      add(`  rowsFwhtCols(${gated ? "2u * jt" : "jt"}, tid);`);
+      add(`  rowsOut(tl, jt, ${gated}, tid);`);
+      add(`}`);
+      out.push(lines.join("\n"));
+    }
+  }
+  return out.join("\n\n") + "\n";
+}
+
 export const TRANSFORM_SOURCES = {
   norm_transform: normSource + "\n" + libSource,
   rope_kv: ropeKvSource + "\n" + libSource,
-  block_transform: blockSource + "\n" + libSource,
+  block_transform: blockSource + "\n" + rowsSource + "\n" + rowsEntries() + "\n" + libSource,
 } as const;
 
 /** One transform as the kernels read it (HadSpec in transform_lib.wgsl). */
@@ -294,12 +358,70 @@ export interface BlockTransformOptions {
   xOffset?: number;
   outStride?: number; // default n
   outOffset?: number;
+  /** Output blocks per thread in the many-rows plan; default by the grid's size. For tests. */
+  rowsPer?: 4 | 8;
 }
 
 /** Block length of the block kernel's FWHT: a transform's power-of-two factor beyond it mixes as H_Q. */
 const MIX_BLOCK = 64;
 
-/** Records the spread transform (block_transform.wgsl): (T, ceil(blocks / OUT_BLOCKS)) workgroups. */
+/** Rows from which a transform on a GPU takes the many-rows plan (block_rows.wgsl), where each workgroup
+ * reads its row's inputs once; below, the block plan (one output element's mix per thread, its inputs read
+ * straight from global memory), which spreads a single row over more workgroups. */
+export const BLOCK_ROWS_MIN_T = 8;
+/** Workgroups from which the many-rows plan gives each thread 8 output blocks rather than 4 (tiles of 32
+ * blocks of 64 rather than 16): half the reads of each input and twice the work per workgroup memory load,
+ * once there are enough workgroups to fill a GPU (four of 64 threads for each of an H100's 132 SMs). */
+const ROWS_WIDE_MIN_GROUPS = 528;
+
+/**
+ * Records the many-rows plan (block_rows.wgsl) when the transform suits it (blocks of pb >= 8 elements, at
+ * least 8 of them per group, within the device's workgroup memory); false when it does not (nothing
+ * recorded). pb and q as in blockTransform: blocks of pb, H_Q beside had_K.
+ */
+function rowsTransform(
+  k: Kernels,
+  pass: GPUComputePassEncoder,
+  o: BlockTransformOptions,
+  spec: HadSpec,
+  pb: number,
+  q: number,
+): boolean {
+  const kq = spec.K * q;
+  if (pb < 8 || kq < 8) return false;
+  const cols = pb / 4; // vec4 columns of a block; 64 threads = 64 / cols column teams
+  const tileOf = (per: number) => per * (64 / cols);
+  let per = o.rowsPer ?? 4;
+  if (o.rowsPer === undefined && kq > tileOf(4)) {
+    if (o.T * spec.groups * Math.ceil(kq / tileOf(8)) >= ROWS_WIDE_MIN_GROUPS) per = 8;
+  }
+  const jt = tileOf(per);
+  const tiles = Math.ceil(kq / jt);
+  const rv = cols * Math.max(32, jt) * (o.gated ? 2 : 1);
+  const rs = Math.ceil((jt * Math.ceil(kq / 32)) / 64) * 64;
+  if (rv * 16 + rs * 4 > k.device.limits.maxComputeWorkgroupStorageSize) return false;
+  const maxDim = k.device.limits.maxComputeWorkgroupsPerDimension;
+  if (o.T > maxDim || spec.groups * tiles > maxDim) return false;
+  const pipe = k.pipeline(
+    "block_transform",
+    TRANSFORM_SOURCES.block_transform,
+    { RCOL: cols, RV: rv, RS: rs },
+    `rows_${o.gated ? "g" : "i"}${per}`,
+  );
+  const flags = (o.gated ? 1 : 0) | 2 | (o.sv !== undefined ? 4 : 0) | (o.su !== undefined ? 8 : 0);
+  const params = new ParamWriter()
+    .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
+    .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
+  writeHad(params, { ...spec, p: pb }, q);
+  k.dispatch(pass, pipe, [o.x, o.vec, o.had.buffer, o.out, k.params(params)], spec.groups * tiles, o.T);
+  return true;
+}
+
+/**
+ * Records the spread transform: from BLOCK_ROWS_MIN_T rows on a GPU, the many-rows plan (block_rows.wgsl,
+ * entry points rows_*: (groups * tiles, T) workgroups); else block_transform.wgsl's block plan (T,
+ * ceil(blocks / OUT_BLOCKS)) workgroups. Both are pipelines of the "block_transform" module.
+ */
 export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: BlockTransformOptions): void {
   if (o.T === 0) return;
   if (!o.gated && !o.spec) throw new KernelError("blockTransform: an input job needs a transform");
@@ -313,6 +435,7 @@ export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: Block
   const pb = o.spec ? (cpu ? o.spec.p : Math.min(o.spec.p, MIX_BLOCK)) : Math.min(256, o.n & -o.n);
   if (o.n % pb !== 0) throw new KernelError(`blockTransform: ${o.n} is not a multiple of ${pb}`);
   const q = o.spec ? o.spec.p / pb : 1;
+  if (o.spec && !cpu && o.T >= BLOCK_ROWS_MIN_T && rowsTransform(k, pass, o, o.spec, pb, q)) return;
   const blocks = o.n / pb;
   let outBlocks: number, split = 1, wg: number;
   if (o.spec && !cpu) {

@@ -1,7 +1,7 @@
 // GPU checks of the fused transform kernels against transform_ref.ts (the unfused steps, in doubles), at
 // sizes that exercise every had_K path: powers of two, had_20 / had_28 / had_172 mixes, tensor-parallel
 // chunks, several parts, gathered rows, offsets and strides.
-import { blockTransform, HadTable, normTransform, ropeKv } from "./transform.ts";
+import { BLOCK_ROWS_MIN_T, blockTransform, HadTable, normTransform, ropeKv } from "./transform.ts";
 import { blockTransformRef, normTransformRef, ropeKvRef } from "./transform_ref.ts";
 import { buildRopeTable } from "../rope/rope.ts";
 import { Kernels } from "../core.ts";
@@ -263,6 +263,116 @@ Deno.test({
         }
         had.destroy();
       }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "blockTransform: many rows take the rows plan (4 or 8 output blocks a thread) from BLOCK_ROWS_MIN_T on, and equal the unfused steps",
+  ignore: NO_GPU,
+  async fn() {
+    const k = await testKernels();
+    const cpu = new Kernels(k.device, { ...k.features, cpuAdapter: true });
+    // [n, chunk]: had_12 with one partial tile, had_20 x H_2 (40 blocks), had_28 in two tensor-parallel
+    // chunks, powers of two (H_16, H_64 mixes), had_172 (Q = 1, a partial sign word), had_28 x H_8; blocks
+    // shorter than 64: had_172 x H_32 (the test model's MLP), had_172 x H_8, had_28 x H_16 in two chunks.
+    const sizes = [
+      [768, 768],
+      [2560, 2560],
+      [3584, 1792],
+      [1024, 1024],
+      [4096, 4096],
+      [11008, 11008],
+      [14336, 14336],
+      [5504, 5504],
+      [1376, 1376],
+      [896, 448],
+    ];
+    const jobs = [
+      { gated: true, sv: true, su: true },
+      { gated: true, sv: false, su: false },
+      { gated: false, sv: false, su: true },
+      { gated: false, sv: false, su: false },
+    ];
+    const cases: { n: number; chunk: number; T: number; per?: 4 | 8; cpu?: boolean; job: number }[] = [];
+    sizes.forEach(([n, chunk], s) => {
+      jobs.forEach((_, j) => {
+        cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T + 1, per: (s + j) % 2 ? 4 : 8, job: j });
+      });
+      cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T, job: s % jobs.length });
+      cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T - 1, job: (s + 1) % jobs.length });
+    });
+    // The default of a large grid (8 blocks a thread), and a CPU adapter's plan at many rows (never rows).
+    cases.push({ n: 3584, chunk: 1792, T: 264, job: 0 });
+    cases.push({ n: 3584, chunk: 1792, T: 264, job: 2 });
+    cases.push({ n: 2560, chunk: 2560, T: 20, job: 0, cpu: true });
+    for (const c of cases) {
+      const { n, chunk, T } = c;
+      const { gated, sv, su } = jobs[c.job];
+      const kk = c.cpu ? cpu : k;
+      const had = new HadTable(k.device, [chunk]);
+      const xStride = (gated ? 2 * n : n) + 12, outStride = n + 8;
+      const x = randomF32(T * xStride + 8, n + T + c.job, -3, 3);
+      const svv = randomF32(2 * n, 31, 0.5, 1.5);
+      const suv = randomF32(n, 32, -1.5, 1.5);
+      const vec = pack([new Float32Array(5), svv, suv]);
+      const out = scratch(k, (T * outStride + 4) * 4);
+      kk.tap = [];
+      await run(k, (pass) =>
+        blockTransform(kk, pass, {
+          x: upload(k, x),
+          xOffset: 8,
+          xStride,
+          vec: upload(k, vec.data),
+          had,
+          out,
+          outOffset: 4,
+          outStride,
+          T,
+          n,
+          gated,
+          spec: had.spec(n, !gated, chunk),
+          sv: sv ? vec.at[1] : undefined,
+          su: su ? vec.at[2] : undefined,
+          rowsPer: c.per,
+        }));
+      const labels = kk.tap.map((d) => d.pipeline.label);
+      kk.tap = null;
+      const label = `n ${n} chunk ${chunk} T ${T} per ${c.per ?? "default"} ${JSON.stringify(jobs[c.job])}` +
+        (c.cpu ? " cpu" : "");
+      const rows = T >= BLOCK_ROWS_MIN_T && !c.cpu;
+      const entry = `block_transform:rows_${gated ? "g" : "i"}${c.per ?? (T === 264 ? 8 : 4)}:`;
+      if (labels.length !== 1 || labels[0].startsWith(entry) !== rows) {
+        throw new Error(
+          `${label}: dispatched ${labels.join(", ")}; expected ${rows ? entry : "the block plan"}`,
+        );
+      }
+      const xs = new Float32Array(T * (gated ? 2 * n : n));
+      for (let t = 0; t < T; t++) {
+        xs.set(x.subarray(8 + t * xStride, 8 + t * xStride + (gated ? 2 * n : n)), t * (gated ? 2 * n : n));
+      }
+      const want = blockTransformRef({
+        x: xs,
+        T,
+        n,
+        gated,
+        had: { chunk },
+        sv: sv ? svv : undefined,
+        su: su ? suv : undefined,
+      });
+      const got = await readF32(k, out, T * outStride + 4);
+      const rowsGot = new Float32Array(T * n);
+      for (let t = 0; t < T; t++) rowsGot.set(got.subarray(4 + t * outStride, 4 + t * outStride + n), t * n);
+      near(rowsGot, want, 2e-5, label);
+      // The padding between rows stays untouched.
+      for (let t = 0; t < T; t++) {
+        const pad = got.subarray(4 + t * outStride + n, 4 + (t + 1) * outStride);
+        if (t < T - 1 && pad.some((v) => v !== 0)) {
+          throw new Error(`${label}: row ${t}'s padding was written`);
+        }
+      }
+      had.destroy();
     }
   },
 });
