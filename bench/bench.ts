@@ -8,6 +8,7 @@ import {
   type KernelCode,
   LLAMA_SHAPES,
   QTIP_SWEEP,
+  QTIP_TILE_SWEEP,
   type QtipPath,
   QUICK_SHAPES,
   runKernelsBench,
@@ -28,12 +29,13 @@ const USAGE = `Usage: deno task bench <${BENCHES.join("|")}|all> [flags]
   --tokens N[,M]       kernels: rows of x, one run per value (default 1)
   --sweep              kernels: try every QTIP matvec tuning (workgroup, LUT copies, unroll, subgroups)
   --paths P[,Q]        kernels: QTIP paths per batch, auto, tiled, matvec (default auto)
+  --tile-sweep         kernels: try every tiled-matmul block (rows, tokens, columns per step; path tiled)
   --timer T            kernels: timestamp or wall (default timestamp when the device has it)
   --prompt N --gen N   decode/batch: prompt and generated tokens (default 128 / 512; batch 128 / 128)
   --lengths P[,Q]      prefill prompt lengths (default 512,2048,8192)
   --sequences S[,T]    batch sizes (default 1,4,16,64,256)
   --round-steps N      decode steps per host readback (default 16, the engine's)
-  --max-batch-tokens N prefill chunk (default 512, the engine's)
+  --max-batch-tokens N prefill chunk (default 2048, the engine's)
   --trials N           repeats (median reported; default 3)
   --cache-dir DIR      where synthetic checkpoints are kept (default $TMPDIR/trellis-synth)
   --out FILE           JSON path (default bench/results/<bench>-<adapter>-<time>.json)
@@ -51,6 +53,7 @@ interface Flags {
   shapes: [number, number][];
   tokens: number[];
   sweep: boolean;
+  tileSweep: boolean;
   paths: QtipPath[];
   timer?: TimerMethod;
   prompt?: number;
@@ -84,7 +87,7 @@ export function parseBenchArgs(args: string[]): Flags {
     throw new UsageError(`Unknown benchmark "${sub}": expected ${BENCHES.join(", ")} or all\n${USAGE}`);
   }
   const v: Record<string, string> = {};
-  const bools = new Set(["quick", "no-save", "sweep"]);
+  const bools = new Set(["quick", "no-save", "sweep", "tile-sweep"]);
   const known = new Set([
     "arch",
     "code",
@@ -165,6 +168,7 @@ export function parseBenchArgs(args: string[]): Flags {
     }, "MxN with M and N positive multiples of 16"),
     tokens: v.tokens === undefined ? [1] : list(v.tokens, "tokens", posInt, "positive integers"),
     sweep: v.sweep === "1",
+    tileSweep: v["tile-sweep"] === "1",
     paths: v.paths === undefined ? ["auto"] : list(v.paths, "paths", (s) => {
       return (["auto", "tiled", "matvec"] as const).find((p) => p === s);
     }, "auto, tiled or matvec"),
@@ -178,7 +182,7 @@ export function parseBenchArgs(args: string[]): Flags {
       ? (quick ? [1, 4, 8] : [1, 4, 16, 64, 256])
       : list(v.sequences, "sequences", posInt, "positive integers"),
     roundSteps: int("round-steps", quick ? 8 : 16),
-    maxBatchTokens: int("max-batch-tokens", 512),
+    maxBatchTokens: int("max-batch-tokens", 2048),
     trials: int("trials", quick ? 2 : 3),
     cacheDir: v["cache-dir"] ?? join(Deno.env.get("TMPDIR") ?? "/tmp", "trellis-synth"),
     out: v.out,
@@ -271,8 +275,8 @@ async function main(): Promise<void> {
         bits: flags.bits,
         shapes: flags.shapes,
         tokens: flags.tokens,
-        tunes: flags.sweep ? QTIP_SWEEP : undefined,
-        paths: flags.paths,
+        tunes: flags.sweep ? QTIP_SWEEP : flags.tileSweep ? QTIP_TILE_SWEEP : undefined,
+        paths: flags.tileSweep ? ["tiled"] : flags.paths,
         rotateBytes: flags.quick ? 16 << 20 : 256 << 20,
         streamBytes: flags.quick ? 64 << 20 : 1 << 30,
         targetMs: flags.quick ? 30 : 20,

@@ -74,6 +74,12 @@ export const QTIP_SWEEP: QtipTune[] = [256, 512, 1024].flatMap((wg) =>
   )
 );
 
+/** The tiled matmul's blocks for `--tile-sweep` (run with path "tiled"): rows x tokens x columns per step,
+ * and the default's column splits. */
+export const QTIP_TILE_SWEEP: QtipTune[] = ([[2, 2], [2, 1], [1, 2], [1, 1]] as const).flatMap(([rb, tb]) =>
+  ([16, 32] as const).map((bk) => ({ tile: { rb, tb, bk } }))
+);
+
 export interface KernelRow {
   code: KernelCode;
   bits: number;
@@ -269,7 +275,9 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
               const ms = await timer.perDispatch(encode, r);
               const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
               const gbps = weightBytes / (ms * 1e-3) / 1e9;
-              const tuneName = (tune
+              const tuneName = (tune?.tile
+                ? `rb${tune.tile.rb} tb${tune.tile.tb} bk${tune.tile.bk ?? 16} s${tune.tile.splits ?? 1}`
+                : tune
                 ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}`
                 : "default") + (path === "auto" ? "" : ` ${path}`);
               const row: KernelRow = {

@@ -202,7 +202,7 @@ export class Engine {
     const limits: PlanLimits = {
       maxContext: Math.min(opts.maxContext ?? 4096, cfg.maxPositionEmbeddings),
       maxSeqs: opts.maxSeqs ?? 64,
-      maxBatchTokens: opts.maxBatchTokens ?? 512,
+      maxBatchTokens: opts.maxBatchTokens ?? 2048,
       maxRoundSteps: opts.maxRoundSteps ?? 32,
       kvTokens: opts.kvTokens,
       maxBindingBytes: dev.limits.maxStorageBufferBindingSize,

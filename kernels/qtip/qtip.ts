@@ -68,8 +68,17 @@ function dummyLut(k: Kernels): GPUBuffer {
   return b;
 }
 
-/** Smallest batch the tiled matmul takes on a GPU; from 17 tokens to here, 16-token matvec dispatches. */
-export const QTIP_TILED_MIN_TOKENS = 32;
+/**
+ * Smallest batch the tiled matmul takes on a GPU (half that for tall matrices, m >= 2n); from 17 tokens to
+ * there, 16-token matvec dispatches. On the H100 (call 16) the matvec was faster at 32-64 tokens everywhere
+ * and at 128 for 4096 x 4096 and 4096 x 11008; the tiled matmul faster at 128 for 11008 and 22016 x 4096 and
+ * at 512 and beyond everywhere (up to 1.9x).
+ */
+export const QTIP_TILED_MIN_TOKENS = 256;
+
+function tiledFrom(m: number, n: number): number {
+  return m >= 2 * n ? QTIP_TILED_MIN_TOKENS / 2 : QTIP_TILED_MIN_TOKENS;
+}
 
 /** Whether the matvec takes this call: a decode-sized batch and vec4-aligned rows of x. */
 export function qtipUsesMatvec(
@@ -132,6 +141,8 @@ export interface QtipTile {
   rb: 1 | 2;
   tb: 1 | 2;
   splits?: number;
+  /** Columns per step: 16 (default) or 32 (twice the workgroup memory). */
+  bk?: 16 | 32;
 }
 
 /** Fewest columns a split of the tiled matmul's reduction takes. */
@@ -194,7 +205,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   const lut = o.lut ?? dummyLut(k);
   if (
     qtipUsesMatvec({ ...o, M: Math.min(o.M, QTIP_MV_MAX_TOKENS) }) && o.M > QTIP_MV_MAX_TOKENS &&
-    (o.path === "matvec" || (o.path !== "tiled" && !k.features.cpuAdapter && o.M < QTIP_TILED_MIN_TOKENS))
+    (o.path === "matvec" || (o.path !== "tiled" && !k.features.cpuAdapter && o.M < tiledFrom(o.m, o.n)))
   ) {
     // A few tokens beyond the matvec's 16 run as 16-token matvecs, each decoding the weights again.
     const xStride = o.xStride ?? o.n, outStride = o.outStride ?? o.m;
@@ -223,7 +234,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   }
   // The tiled matmul, in blocks of 64 rb rows x 64 tb tokens: stacked parts in one dispatch when each
   // starts at a block boundary (Llama's do), else one dispatch a part.
-  const { rb, tb, splits = 1 } = o.tune?.tile ?? qtipTile(o.M, o.m, o.n);
+  const { rb, tb, splits = 1, bk = 16 } = o.tune?.tile ?? qtipTile(o.M, o.m, o.n);
   const constants = {
     CODE: CODES[o.code],
     K: o.K,
@@ -231,6 +242,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
     LUT_SIZE: o.code === "hyb" ? 1 << tlutBits : 1,
     RB: rb,
     TB: tb,
+    BKS: bk / 16,
   };
   const p = k.pipeline("qtip", source, constants, "matmul");
   const block = MATMUL_BLOCK * rb;
@@ -239,7 +251,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   const xStride = o.xStride ?? o.n, partStride = o.parts?.partStride ?? 0;
   const lutStride = o.parts?.lutStride ?? 1 << tlutBits;
   const none = 0xffffffff;
-  const kSpan = Math.ceil(o.n / 16 / splits) * 16;
+  const kSpan = Math.ceil(o.n / bk / splits) * bk;
   for (let g = 0; g + 1 < bounds.length; g++) {
     const m = bounds[g + 1] - bounds[g];
     const xOffset = (o.xOffset ?? 0) + (together ? 0 : g * partStride);

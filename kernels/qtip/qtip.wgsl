@@ -11,9 +11,9 @@
 // Overrides: CODE 0 HYB / 1 1MAD / 2 3INST; K bits per weight (2, 3, 4); TLUT_BITS and LUT_SIZE = 2^TLUT_BITS.
 // Entry point (decode batches use the generated matvec of qtip_mv.ts instead):
 //   matmul (any M): 256 invocations per block of BO = 64 RB rows x BT = 64 TB tokens, grid x = ceil(m / BO),
-//     y = ceil(M / BT). Each 16-column step decodes the block's 4 RB tiles into workgroup memory once (each
-//     weight then serves BT tokens; each invocation 2 RB consecutive pairs of one tile, from three trellis
-//     words) and stages x transposed; every invocation accumulates 4 RB rows x 4 TB tokens with vec4 FMAs:
+//     y = ceil(M / BT). Each step of BKS tile columns (BK = 16 BKS columns) decodes the block's 4 RB BKS
+//     tiles into workgroup memory once (each weight then serves BT tokens; each invocation 2 RB consecutive
+//     pairs of one tile per tile column, from three trellis words) and stages x transposed; every invocation accumulates 4 RB rows x 4 TB tokens with vec4 FMAs:
 //     rows 4 tr .. 4 tr + 3 (+ 64), tokens 4 tc .. 4 tc + 3 (+ 64), each read as one vec4 per column. The
 //     next step's trellis words and x are loaded into registers before this step's FMAs, so their latency
 //     hides behind them. With z > 1 the columns split into z runs of kSpan, each written to its own copy
@@ -31,10 +31,11 @@ override TB: u32 = 1u; // matmul token blocks of 64: BT = 64 TB tokens per workg
 const HEADER: u32 = 4u;
 override BO: u32 = 64u * RB; // matmul rows per workgroup
 override BT: u32 = 64u * TB; // matmul tokens per workgroup
-const BK: u32 = 16u; // matmul columns per step (one tile column)
-override PPT: u32 = 2u * RB; // trellis pairs each invocation decodes per step
-override WSV: u32 = 4u * BO; // (BK, BO) as vec4
-override XSV: u32 = 4u * BT; // (BK, BT) as vec4
+override BKS: u32 = 1u; // matmul tile columns per step (1 or 2)
+override BK: u32 = 16u * BKS; // matmul columns per step
+override PPT: u32 = 2u * RB; // trellis pairs each invocation decodes per step and tile column
+override WSV: u32 = BK * BO / 4u; // (BK, BO) as vec4
+override XSV: u32 = BK * BT / 4u; // (BK, BT) as vec4
 
 struct Params {
   M: u32,
@@ -193,27 +194,50 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   var tw2 = 0u;
   var xv0 = vec4<f32>(0.0);
   var xv1 = vec4<f32>(0.0);
+  // The second tile column's, when BKS = 2.
+  var tw3 = 0u;
+  var tw4 = 0u;
+  var tw5 = 0u;
+  var xv2 = vec4<f32>(0.0);
+  var xv3 = vec4<f32>(0.0);
 
   let kBeg = wid.z * params.kSpan;
   let kEnd = min(params.n, kBeg + params.kSpan);
   for (var k0 = kBeg; k0 < kEnd + BK; k0 += BK) {
     if (k0 > kBeg) {
-      // Step k0 - BK: its decoded weights and x into workgroup memory, then the FMAs.
+      // Step k0 - BK: its decoded weights and x into workgroup memory, then the FMAs. (Past the end of
+      // the columns, the second tile column's registers hold zeros and its decode is skipped.)
+      let second = BKS == 2u && k0 - BK + 16u < kEnd;
       for (var i = 0u; i < PPT; i++) {
         var v = vec2<f32>(0.0);
+        var v2 = vec2<f32>(0.0);
         if (rowOk) {
           v = runPair(tw0, tw1, tw2, off0 + 2u * K * i);
+          if (second) {
+            v2 = runPair(tw3, tw4, tw5, off0 + 2u * K * i);
+          }
         }
         let pos = pairPosition(g * PPT + i, mma);
         let r = tt * 16u + pos.x;
         ws[(pos.y * BO + r) >> 2u][r & 3u] = v.x;
         ws[((pos.y + 1u) * BO + r) >> 2u][r & 3u] = v.y;
+        if (BKS == 2u) {
+          ws[((pos.y + 16u) * BO + r) >> 2u][r & 3u] = v2.x;
+          ws[((pos.y + 17u) * BO + r) >> 2u][r & 3u] = v2.y;
+        }
       }
       for (var j = 0u; j < 4u; j++) {
         let e = (4u * xq + j) * BT + xt;
         xs[e >> 2u][e & 3u] = xv0[j];
         if (TB == 2u) {
           xs[(e + 64u) >> 2u][e & 3u] = xv1[j];
+        }
+        if (BKS == 2u) {
+          let e2 = e + 16u * BT;
+          xs[e2 >> 2u][e2 & 3u] = xv2[j];
+          if (TB == 2u) {
+            xs[(e2 + 64u) >> 2u][e2 & 3u] = xv3[j];
+          }
         }
       }
       workgroupBarrier();
@@ -229,6 +253,23 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       xv0 = loadX(xOffset, tok0 + xt, k0 + 4u * xq, aligned);
       if (TB == 2u) {
         xv1 = loadX(xOffset, tok0 + 64u + xt, k0 + 4u * xq, aligned);
+      }
+      if (BKS == 2u) {
+        if (k0 + 16u < kEnd) {
+          if (rowOk) {
+            let base = tileBase + ((k0 >> 4u) + 1u) * tileWords;
+            tw3 = trellis[base + wi0];
+            tw4 = trellis[base + wi1];
+            tw5 = trellis[base + wi2];
+          }
+          xv2 = loadX(xOffset, tok0 + xt, k0 + 16u + 4u * xq, aligned);
+          if (TB == 2u) {
+            xv3 = loadX(xOffset, tok0 + 64u + xt, k0 + 16u + 4u * xq, aligned);
+          }
+        } else {
+          xv2 = vec4<f32>(0.0);
+          xv3 = vec4<f32>(0.0);
+        }
       }
     }
     if (k0 > kBeg) {

@@ -137,9 +137,17 @@ Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decode
     { code: "1mad", K: 3, layout: "swizzled", m: 224, n: 32, M: 70 },
     { code: "3inst", K: 4, layout: "plain", m: 208, n: 32, M: 130 },
   ];
-  // Columns split in runs of 32, 32 and 16, summed by the reduce.
+  // Columns split in runs of 32, 32 and 16, summed by the reduce; 32-column steps (n = 80 ends in half a
+  // step; 2 splits of 64 and 16 columns).
   const split: Case = { code: "hyb", K: 2, layout: "plain", m: 208, n: 80, M: 70 };
-  for (const tile of [{ rb: 1, tb: 1, splits: 3 }, { rb: 2, tb: 2, splits: 2 }] as const) {
+  for (
+    const tile of [
+      { rb: 1, tb: 1, splits: 3 },
+      { rb: 2, tb: 2, splits: 2 },
+      { rb: 1, tb: 2, splits: 2, bk: 32 },
+      { rb: 2, tb: 1, bk: 32 },
+    ] as const
+  ) {
     const words = randomWords((split.m * split.n * split.K) / 16, 5);
     const r = await runCase(k, split, words, randomTlut(6), 7, "tiled", tile);
     assertMatches(r.got, r.want, r.scale, `split ${JSON.stringify(tile)}`);
