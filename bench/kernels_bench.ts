@@ -74,11 +74,13 @@ export const QTIP_SWEEP: QtipTune[] = [256, 512, 1024].flatMap((wg) =>
   )
 );
 
-/** The tiled matmul's blocks for `--tile-sweep` (run with path "tiled"): rows x tokens x columns per step,
- * and the default's column splits. */
-export const QTIP_TILE_SWEEP: QtipTune[] = ([[2, 2], [2, 1], [1, 2], [1, 1]] as const).flatMap(([rb, tb]) =>
-  ([16, 32] as const).map((bk) => ({ tile: { rb, tb, bk } }))
-);
+/** The tiled matmul's blocks for `--tile-sweep` (run with path "tiled"): rows x tokens, 16-column steps
+ * single or double buffered, 32-column steps single buffered (double would not fit 48 KiB). */
+export const QTIP_TILE_SWEEP: QtipTune[] = ([[2, 2], [2, 1], [1, 2], [1, 1]] as const).flatMap(([rb, tb]) => [
+  { tile: { rb, tb, bk: 16 as const, db: false } },
+  { tile: { rb, tb, bk: 16 as const, db: true } },
+  { tile: { rb, tb, bk: 32 as const, db: false } },
+]);
 
 export interface KernelRow {
   code: KernelCode;
@@ -276,7 +278,8 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
               const weightBytes = code === "F16" ? m * n * 2 : (m * n * bits) / 8;
               const gbps = weightBytes / (ms * 1e-3) / 1e9;
               const tuneName = (tune?.tile
-                ? `rb${tune.tile.rb} tb${tune.tile.tb} bk${tune.tile.bk ?? 16} s${tune.tile.splits ?? 1}`
+                ? `rb${tune.tile.rb} tb${tune.tile.tb} bk${tune.tile.bk ?? 16} s${tune.tile.splits ?? 1}` +
+                  (tune.tile.db === undefined ? "" : tune.tile.db ? " db" : " sb")
                 : tune
                 ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}`
                 : "default") + (path === "auto" ? "" : ` ${path}`);

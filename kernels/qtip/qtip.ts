@@ -143,6 +143,8 @@ export interface QtipTile {
   splits?: number;
   /** Columns per step: 16 (default) or 32 (twice the workgroup memory). */
   bk?: 16 | 32;
+  /** Double-buffered steps (one barrier a step, twice the workgroup memory); default where it fits. */
+  db?: boolean;
 }
 
 /** Fewest columns a split of the tiled matmul's reduction takes. */
@@ -234,7 +236,10 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   }
   // The tiled matmul, in blocks of 64 rb rows x 64 tb tokens: stacked parts in one dispatch when each
   // starts at a block boundary (Llama's do), else one dispatch a part.
-  const { rb, tb, splits = 1, bk = 16 } = o.tune?.tile ?? qtipTile(o.M, o.m, o.n);
+  const { rb, tb, splits = 1, bk = 16, db } = o.tune?.tile ?? qtipTile(o.M, o.m, o.n);
+  // Workgroup memory of one copy of the step's weights and x, and of the LUT.
+  const stepBytes = bk * MATMUL_BLOCK * (rb + tb) * 4, lutBytes = o.code === "hyb" ? 8 << tlutBits : 8;
+  const double = db ?? 2 * stepBytes + lutBytes <= k.device.limits.maxComputeWorkgroupStorageSize;
   const constants = {
     CODE: CODES[o.code],
     K: o.K,
@@ -243,6 +248,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
     RB: rb,
     TB: tb,
     BKS: bk / 16,
+    DB: double ? 1 : 0,
   };
   const p = k.pipeline("qtip", source, constants, "matmul");
   const block = MATMUL_BLOCK * rb;

@@ -36,6 +36,9 @@ override BK: u32 = 16u * BKS; // matmul columns per step
 override PPT: u32 = 2u * RB; // trellis pairs each invocation decodes per step and tile column
 override WSV: u32 = BK * BO / 4u; // (BK, BO) as vec4
 override XSV: u32 = BK * BT / 4u; // (BK, BT) as vec4
+// 1: two copies of ws and xs, a step's inputs stored into one while the other step's FMAs read the other, so
+// a step needs one barrier, not two.
+override DB: u32 = 0u;
 
 struct Params {
   M: u32,
@@ -68,8 +71,8 @@ struct Params {
 @group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> lutS: array<vec2<f32>, LUT_SIZE>;
-var<workgroup> ws: array<vec4<f32>, WSV>; // matmul (BK, BO) f32 as vec4 of 4 rows: ws[k * BO / 4 + row / 4]
-var<workgroup> xs: array<vec4<f32>, XSV>; // matmul (BK, BT) f32 as vec4 of 4 tokens
+var<workgroup> ws: array<vec4<f32>, WSV * (1u + DB)>; // (BK, BO) f32 as vec4 of 4 rows: [k BO / 4 + row / 4]
+var<workgroup> xs: array<vec4<f32>, XSV * (1u + DB)>; // matmul (BK, BT) f32 as vec4 of 4 tokens
 
 fn loadLut(tid: u32, threads: u32, off: u32) {
   if (CODE == 0u) {
@@ -201,6 +204,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   var xv2 = vec4<f32>(0.0);
   var xv3 = vec4<f32>(0.0);
 
+  var par = 0u; // the copy of ws and xs in use (always 0 without DB)
   let kBeg = wid.z * params.kSpan;
   let kEnd = min(params.n, kBeg + params.kSpan);
   for (var k0 = kBeg; k0 < kEnd + BK; k0 += BK) {
@@ -208,6 +212,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       // Step k0 - BK: its decoded weights and x into workgroup memory, then the FMAs. (Past the end of
       // the columns, the second tile column's registers hold zeros and its decode is skipped.)
       let second = BKS == 2u && k0 - BK + 16u < kEnd;
+      let wo = par * WSV;
+      let xo = par * XSV;
       for (var i = 0u; i < PPT; i++) {
         var v = vec2<f32>(0.0);
         var v2 = vec2<f32>(0.0);
@@ -219,24 +225,24 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
         }
         let pos = pairPosition(g * PPT + i, mma);
         let r = tt * 16u + pos.x;
-        ws[(pos.y * BO + r) >> 2u][r & 3u] = v.x;
-        ws[((pos.y + 1u) * BO + r) >> 2u][r & 3u] = v.y;
+        ws[wo + ((pos.y * BO + r) >> 2u)][r & 3u] = v.x;
+        ws[wo + (((pos.y + 1u) * BO + r) >> 2u)][r & 3u] = v.y;
         if (BKS == 2u) {
-          ws[((pos.y + 16u) * BO + r) >> 2u][r & 3u] = v2.x;
-          ws[((pos.y + 17u) * BO + r) >> 2u][r & 3u] = v2.y;
+          ws[wo + (((pos.y + 16u) * BO + r) >> 2u)][r & 3u] = v2.x;
+          ws[wo + (((pos.y + 17u) * BO + r) >> 2u)][r & 3u] = v2.y;
         }
       }
       for (var j = 0u; j < 4u; j++) {
         let e = (4u * xq + j) * BT + xt;
-        xs[e >> 2u][e & 3u] = xv0[j];
+        xs[xo + (e >> 2u)][e & 3u] = xv0[j];
         if (TB == 2u) {
-          xs[(e + 64u) >> 2u][e & 3u] = xv1[j];
+          xs[xo + ((e + 64u) >> 2u)][e & 3u] = xv1[j];
         }
         if (BKS == 2u) {
           let e2 = e + 16u * BT;
-          xs[e2 >> 2u][e2 & 3u] = xv2[j];
+          xs[xo + (e2 >> 2u)][e2 & 3u] = xv2[j];
           if (TB == 2u) {
-            xs[(e2 + 64u) >> 2u][e2 & 3u] = xv3[j];
+            xs[xo + ((e2 + 64u) >> 2u)][e2 & 3u] = xv3[j];
           }
         }
       }
@@ -273,28 +279,30 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       }
     }
     if (k0 > kBeg) {
+      let wo = par * WSV;
+      let xo = par * XSV;
       for (var kk = 0u; kk < BK; kk++) {
-        let w0 = ws[kk * (BO / 4u) + tr];
-        let x0 = xs[kk * (BT / 4u) + tc];
+        let w0 = ws[wo + kk * (BO / 4u) + tr];
+        let x0 = xs[xo + kk * (BT / 4u) + tc];
         a000 = fma(w0, vec4<f32>(x0.x), a000);
         a001 = fma(w0, vec4<f32>(x0.y), a001);
         a002 = fma(w0, vec4<f32>(x0.z), a002);
         a003 = fma(w0, vec4<f32>(x0.w), a003);
         if (TB == 2u) {
-          let x1 = xs[kk * (BT / 4u) + 16u + tc];
+          let x1 = xs[xo + kk * (BT / 4u) + 16u + tc];
           a010 = fma(w0, vec4<f32>(x1.x), a010);
           a011 = fma(w0, vec4<f32>(x1.y), a011);
           a012 = fma(w0, vec4<f32>(x1.z), a012);
           a013 = fma(w0, vec4<f32>(x1.w), a013);
         }
         if (RB == 2u) {
-          let w1 = ws[kk * (BO / 4u) + 16u + tr];
+          let w1 = ws[wo + kk * (BO / 4u) + 16u + tr];
           a100 = fma(w1, vec4<f32>(x0.x), a100);
           a101 = fma(w1, vec4<f32>(x0.y), a101);
           a102 = fma(w1, vec4<f32>(x0.z), a102);
           a103 = fma(w1, vec4<f32>(x0.w), a103);
           if (TB == 2u) {
-            let x1 = xs[kk * (BT / 4u) + 16u + tc];
+            let x1 = xs[xo + kk * (BT / 4u) + 16u + tc];
             a110 = fma(w1, vec4<f32>(x1.x), a110);
             a111 = fma(w1, vec4<f32>(x1.y), a111);
             a112 = fma(w1, vec4<f32>(x1.z), a112);
@@ -302,7 +310,10 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
           }
         }
       }
-      workgroupBarrier();
+      if (DB == 0u) {
+        workgroupBarrier();
+      }
+      par ^= DB;
     }
   }
   let r0 = row0 + 4u * tr;

@@ -125,7 +125,8 @@ for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
   }
 }
 
-// Every block of the tiled matmul, with partial row and token blocks (13 tile-rows, 150 tokens), for a
+// Every block of the tiled matmul (double buffered where two copies fit the device's workgroup memory: on a
+// 32 KiB device all but 128 x 128), with partial row and token blocks (13 tile-rows, 150 tokens), for a
 // table code and both computed codes at each K (3 has runs of pairs that cross two word boundaries).
 Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decodeHatW @ x", {
   ignore: NO_GPU,
@@ -146,6 +147,8 @@ Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decode
       { rb: 2, tb: 2, splits: 2 },
       { rb: 1, tb: 2, splits: 2, bk: 32 },
       { rb: 2, tb: 1, bk: 32 },
+      { rb: 1, tb: 1, splits: 2, db: true },
+      { rb: 1, tb: 2, db: false },
     ] as const
   ) {
     const words = randomWords((split.m * split.n * split.K) / 16, 5);
