@@ -14,8 +14,8 @@ export const QTIP_MATVEC_MAX_TOKENS = QTIP_MV_MAX_TOKENS;
 const CODES: Record<QtipCode, number> = { hyb: 0, "1mad": 1, "3inst": 2 };
 /** The tiled matmul's rows and tokens per block (a workgroup takes one or two blocks of each). */
 const MATMUL_BLOCK = 64;
-/** Workgroups that about fill a 132-SM GPU twice over (two 256-invocation matmul workgroups an SM). */
-const MATMUL_FILL = 256;
+/** Workgroups that fill a 132-SM GPU twice over (two 256-invocation matmul workgroups an SM). */
+const MATMUL_FILL = 264;
 /** Workgroup memory the matvec may use, at most (bytes): fits lavapipe and leaves room on larger GPUs. */
 const MV_SMEM_BYTES = 32768;
 
@@ -150,24 +150,35 @@ export interface QtipTile {
 /** Fewest columns a split of the tiled matmul's reduction takes. */
 const MATMUL_MIN_SPAN = 512;
 
+/** Relative FMA rate of the tiled matmul's blocks (H100, call 17's sweep at 2048 tokens: 24.1, 20.3, 19.9 and
+ * 15.9 TFLOP/s at 4096 x 4096). */
+const TILE_RATE: [QtipTile, number][] = [
+  [{ rb: 2, tb: 2 }, 1],
+  [{ rb: 2, tb: 1 }, 0.85],
+  [{ rb: 1, tb: 2 }, 0.85],
+  [{ rb: 1, tb: 1 }, 0.66],
+];
+
 /**
- * The tiled matmul's block for M tokens of m rows (n columns): the largest (most FMAs per workgroup-memory
- * load) whose grid still fills the GPU, else the one with the most workgroups, its columns split into up
- * to 4 runs while the grid is below the fill; two token blocks only beyond 64 tokens.
+ * The tiled matmul's block for M tokens of m rows (n columns): the one whose waves of MATMUL_FILL workgroups
+ * take the least time at its rate (a grid of 1.3 waves of the largest block loses to 2.6 of a half-size
+ * one), two token blocks only beyond 64 tokens; the smallest block's columns split into up to 4 runs while
+ * its grid is below the fill.
  */
 export function qtipTile(M: number, m: number, n: number): QtipTile {
   const groups = (t: QtipTile) => Math.ceil(m / (MATMUL_BLOCK * t.rb)) * Math.ceil(M / (MATMUL_BLOCK * t.tb));
-  const tiles: QtipTile[] = [{ rb: 2, tb: 2 }, { rb: 2, tb: 1 }, { rb: 1, tb: 2 }];
-  for (const t of tiles) {
+  let best = TILE_RATE[TILE_RATE.length - 1][0], bestCost = Infinity;
+  for (const [t, rate] of TILE_RATE) {
     if (t.tb === 2 && M <= MATMUL_BLOCK) continue;
-    if (groups(t) >= MATMUL_FILL) return t;
+    const cost = (Math.ceil(groups(t) / MATMUL_FILL) * t.rb * t.tb) / rate;
+    if (cost < bestCost) [best, bestCost] = [t, cost];
   }
-  const t: QtipTile = { rb: 1, tb: 1 };
+  if (best.rb * best.tb > 1) return best;
   let splits = 1;
-  while (splits < 4 && groups(t) * splits * 2 <= MATMUL_FILL && n / (splits * 2) >= MATMUL_MIN_SPAN) {
+  while (splits < 4 && groups(best) * splits * 2 <= MATMUL_FILL && n / (splits * 2) >= MATMUL_MIN_SPAN) {
     splits *= 2;
   }
-  return splits > 1 ? { ...t, splits } : t;
+  return splits > 1 ? { ...best, splits } : best;
 }
 
 const partials = new WeakMap<Kernels, GPUBuffer>();
