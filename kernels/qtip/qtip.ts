@@ -143,7 +143,8 @@ export interface QtipTile {
   splits?: number;
   /** Columns per step: 16 (default) or 32 (twice the workgroup memory). */
   bk?: 16 | 32;
-  /** Double-buffered steps (one barrier a step, twice the workgroup memory); default where it fits. */
+  /** Double-buffered steps (one barrier a step, twice the workgroup memory; only where two copies fit):
+   * off by default until the H100 shows it faster (bench kernels --tile-sweep runs both). */
   db?: boolean;
 }
 
@@ -250,7 +251,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
   const { rb, tb, splits = 1, bk = 16, db } = o.tune?.tile ?? qtipTile(o.M, o.m, o.n);
   // Workgroup memory of one copy of the step's weights and x, and of the LUT.
   const stepBytes = bk * MATMUL_BLOCK * (rb + tb) * 4, lutBytes = o.code === "hyb" ? 8 << tlutBits : 8;
-  const double = db ?? 2 * stepBytes + lutBytes <= k.device.limits.maxComputeWorkgroupStorageSize;
+  const double = (db ?? false) && 2 * stepBytes + lutBytes <= k.device.limits.maxComputeWorkgroupStorageSize;
   const constants = {
     CODE: CODES[o.code],
     K: o.K,

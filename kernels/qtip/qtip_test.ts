@@ -125,8 +125,8 @@ for (const code of ["hyb", "1mad", "3inst"] as QtipCode[]) {
   }
 }
 
-// Every block of the tiled matmul (double buffered where two copies fit the device's workgroup memory: on a
-// 32 KiB device all but 128 x 128), with partial row and token blocks (13 tile-rows, 150 tokens), for a
+// Every block of the tiled matmul, single and double buffered (two copies fit a 32 KiB device's workgroup
+// memory for all but 128 x 128 blocks), with partial row and token blocks (13 tile-rows, 150 tokens), for a
 // table code and both computed codes at each K (3 has runs of pairs that cross two word boundaries).
 Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decodeHatW @ x", {
   ignore: NO_GPU,
@@ -158,10 +158,17 @@ Deno.test("qtipMatmul() tiled blocks of 64/128 rows x 64/128 tokens match decode
   for (const c of cases) {
     for (const rb of [1, 2] as const) {
       for (const tb of [1, 2] as const) {
-        const seed = c.m + c.n + c.M + c.K;
-        const words = randomWords((c.m * c.n * c.K) / 16, seed);
-        const r = await runCase(k, c, words, randomTlut(seed), seed + 1, "tiled", { rb, tb });
-        assertMatches(r.got, r.want, r.scale, `${c.code} K=${c.K} ${c.layout} M=${c.M} rb=${rb} tb=${tb}`);
+        for (const db of rb + tb < 4 ? [false, true] : [false]) {
+          const seed = c.m + c.n + c.M + c.K;
+          const words = randomWords((c.m * c.n * c.K) / 16, seed);
+          const r = await runCase(k, c, words, randomTlut(seed), seed + 1, "tiled", { rb, tb, db });
+          assertMatches(
+            r.got,
+            r.want,
+            r.scale,
+            `${c.code} K=${c.K} ${c.layout} M=${c.M} rb=${rb} tb=${tb} db=${db}`,
+          );
+        }
       }
     }
   }
