@@ -15,7 +15,6 @@
 
 override WG: u32 = 256u;
 override SM: u32 = 4096u;
-override RA: u32 = min(32u, WG); // invocations in the reduction's second level
 
 const F_FINISH: u32 = 1u; // add post(y) to the residual
 const F_FINISH_HAD: u32 = 2u; // post includes the output-side transform
@@ -59,7 +58,6 @@ struct Params {
 
 var<workgroup> sm: array<f32, SM>;
 var<workgroup> red: array<f32, WG>;
-var<workgroup> red2: array<f32, RA>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -104,30 +102,22 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       xOut[oBase + i] = sm[i];
     }
   }
-  // 2. RMSNorm (the expression of kernels/rmsnorm, its sum in a different order).
+  // 2. RMSNorm (the same sum and expression as kernels/rmsnorm).
   if ((f & F_NORM) != 0u) {
     var sum = 0.0;
     for (var i = tid; i < n; i += WG) {
       let v = sm[i];
       sum += v * v;
     }
-    // Two barriers, not a tree of log2(WG): RA invocations each sum a strided WG / RA of the partials
-    // (consecutive addresses across them), then every invocation sums those RA (broadcast reads).
     red[tid] = sum;
     workgroupBarrier();
-    if (tid < RA) {
-      var part = 0.0;
-      for (var j = 0u; j < WG / RA; j++) {
-        part += red[j * RA + tid];
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+      if (tid < s) {
+        red[tid] += red[tid + s];
       }
-      red2[tid] = part;
+      workgroupBarrier();
     }
-    workgroupBarrier();
-    var total = 0.0;
-    for (var j = 0u; j < RA; j++) {
-      total += red2[j];
-    }
-    let inv = inverseSqrt(total / f32(n) + params.eps);
+    let inv = inverseSqrt(red[0] / f32(n) + params.eps);
     for (var i = tid; i < n; i += WG) {
       sm[i] = sm[i] * inv * side[params.gammaOff + i];
     }
