@@ -151,35 +151,30 @@ export interface QtipTile {
 /** Fewest columns a split of the tiled matmul's reduction takes. */
 const MATMUL_MIN_SPAN = 512;
 
-/** Relative FMA rate of the tiled matmul's blocks (H100, call 17's sweep at 2048 tokens: 24.1, 20.3, 19.9 and
- * 15.9 TFLOP/s at 4096 x 4096). */
-const TILE_RATE: [QtipTile, number][] = [
-  [{ rb: 2, tb: 2 }, 1],
-  [{ rb: 2, tb: 1 }, 0.85],
-  [{ rb: 1, tb: 2 }, 0.85],
-  [{ rb: 1, tb: 1 }, 0.66],
-];
-
 /**
- * The tiled matmul's block for M tokens of m rows (n columns): the one whose waves of MATMUL_FILL workgroups
- * take the least time at its rate (a grid of 1.3 waves of the largest block loses to 2.6 of a half-size
- * one), two token blocks only beyond 64 tokens; the smallest block's columns split into up to 4 runs while
- * its grid is below the fill.
+ * The tiled matmul's block for M tokens of m rows (n columns): the largest (most FMAs per workgroup-memory
+ * load) whose grid gives about two workgroups to every SM, except that a block of 128 tokens is passed over
+ * when its last wave would be mostly empty (the H100, calls 16-18: at 512 tokens 11008 x 4096 ran 344
+ * 128 x 128 blocks at 16.6 TFLOP/s and 688 128 x 64 ones at 18.3; at 128 tokens 22016 x 4096 ran 172
+ * 128 x 128 blocks slower than 344 128 x 64 ones, 1369 against 1274 us); two token blocks only beyond 64
+ * tokens; the smallest block's columns split into up to 4 runs while its grid is below the fill.
  */
 export function qtipTile(M: number, m: number, n: number): QtipTile {
   const groups = (t: QtipTile) => Math.ceil(m / (MATMUL_BLOCK * t.rb)) * Math.ceil(M / (MATMUL_BLOCK * t.tb));
-  let best = TILE_RATE[TILE_RATE.length - 1][0], bestCost = Infinity;
-  for (const [t, rate] of TILE_RATE) {
+  const tiles: QtipTile[] = [{ rb: 2, tb: 2 }, { rb: 2, tb: 1 }, { rb: 1, tb: 2 }];
+  for (const t of tiles) {
     if (t.tb === 2 && M <= MATMUL_BLOCK) continue;
-    const cost = (Math.ceil(groups(t) / MATMUL_FILL) * t.rb * t.tb) / rate;
-    if (cost < bestCost) [best, bestCost] = [t, cost];
+    const g = groups(t);
+    if (g < MATMUL_FILL - 8) continue;
+    if (t.tb === 2 && (Math.ceil(g / MATMUL_FILL) * MATMUL_FILL) / g > 1.4) continue;
+    return t;
   }
-  if (best.rb * best.tb > 1) return best;
+  const t: QtipTile = { rb: 1, tb: 1 };
   let splits = 1;
-  while (splits < 4 && groups(best) * splits * 2 <= MATMUL_FILL && n / (splits * 2) >= MATMUL_MIN_SPAN) {
+  while (splits < 4 && groups(t) * splits * 2 <= MATMUL_FILL && n / (splits * 2) >= MATMUL_MIN_SPAN) {
     splits *= 2;
   }
-  return splits > 1 ? { ...best, splits } : best;
+  return splits > 1 ? { ...t, splits } : t;
 }
 
 const partials = new WeakMap<Kernels, GPUBuffer>();
