@@ -1,6 +1,7 @@
 // `deno run -A bench/step_profile.ts [--arch llama2-7b] [--code HYB] [--bits 2] [--context 640] [--reps 7]
-// [--prefill N] [--cache-dir DIR] [--json OUT]`: where the GPU time of one batch-1 decode step goes (or, with
-// --prefill, of the forward pass of an N-token prompt: the dispatches the prefill recorded, tapped). Decodes a synthetic
+// [--prefill N] [--max-batch-tokens N] [--cache-dir DIR] [--json OUT]`: where the GPU time of one batch-1 decode
+// step goes (or, with --prefill, of the forward pass of an N-token prompt in chunks of --max-batch-tokens,
+// default the Engine's: the dispatches the prefill recorded, tapped). Decodes a synthetic
 // checkpoint (bench/synth.ts) up to `context` positions through the Engine, takes the step it captured last,
 // and times it two ways with timestamp queries: whole (all dispatches in one compute pass, as the engine
 // records it) and dispatch by dispatch (each in a pass of its own, so each carries a pass's fixed cost).
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     bits: { type: "string", default: "2" },
     context: { type: "string", default: "640" },
     prefill: { type: "string", default: "0" },
+    "max-batch-tokens": { type: "string" },
     reps: { type: "string", default: "7" },
     "cache-dir": { type: "string", default: "/tmp/trellis-synth" },
     json: { type: "string" },
@@ -42,7 +44,7 @@ const eng = await Engine.load({
   modelDir: dir,
   maxContext: Math.max(context + 64, 256),
   maxSeqs: 1,
-  maxBatchTokens: 512,
+  maxBatchTokens: values["max-batch-tokens"] === undefined ? undefined : Number(values["max-batch-tokens"]),
   maxRoundSteps: 32,
   kvTokens: context + 128,
   prefixCache: false,
