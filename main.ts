@@ -26,6 +26,7 @@ async function main(args: string[]): Promise<number> {
     maxSeqs: config.maxRunning,
     maxContext: config.maxContext ?? undefined,
     kvTokens: config.kvCacheTokens ?? undefined,
+    maxBatchTokens: config.maxBatchTokens ?? undefined,
     progress: true,
   });
   const handle = startServer({ ...config, modelDir }, { engine, codec });

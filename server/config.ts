@@ -26,6 +26,9 @@ export interface ServerConfig {
   maxRunning: number;
   /** KV cache capacity in tokens for the engine; null lets the engine size it. */
   kvCacheTokens: number | null;
+  /** Prompt tokens per prefill pass, at most (longer prompts and more of them run in several passes,
+   * decode rounds between); null: the engine's default, 2048 (--max-batch-tokens). */
+  maxBatchTokens: number | null;
   /** Longest prompt + completion per sequence; null: the model's, at most 4096 (--max-context). */
   maxContext: number | null;
   /** Largest `n` accepted. */
@@ -55,6 +58,7 @@ export const DEFAULT_CONFIG: Readonly<ServerConfig> = {
   maxWaitingTokens: 1 << 20,
   maxRunning: 64,
   kvCacheTokens: null,
+  maxBatchTokens: null,
   maxContext: null,
   maxN: 8,
   maxStop: 4,
@@ -80,6 +84,7 @@ const SETTINGS: [flag: string, env: string, field: keyof ServerConfig, kind: Kin
   ["max-waiting-tokens", "TRELLIS_MAX_WAITING_TOKENS", "maxWaitingTokens", "int"],
   ["max-running", "TRELLIS_MAX_RUNNING", "maxRunning", "int"],
   ["kv-cache-tokens", "TRELLIS_KV_CACHE_TOKENS", "kvCacheTokens", "int"],
+  ["max-batch-tokens", "TRELLIS_MAX_BATCH_TOKENS", "maxBatchTokens", "int"],
   ["max-context", "TRELLIS_MAX_CONTEXT", "maxContext", "int"],
   ["max-n", "TRELLIS_MAX_N", "maxN", "int"],
   ["max-stop", "TRELLIS_MAX_STOP", "maxStop", "int"],
@@ -97,6 +102,7 @@ const SETTINGS: [flag: string, env: string, field: keyof ServerConfig, kind: Kin
 export const VLLM_ALIASES: Readonly<Record<string, string>> = {
   "max-model-len": "max-context",
   "max-num-seqs": "max-running",
+  "max-num-batched-tokens": "max-batch-tokens",
 };
 
 /** Every setting's environment variable name, for --help and the README. */
@@ -204,6 +210,9 @@ export function parseConfig(
   if (out.port > 65535) throw new Error(`Invalid setting port: expected at most 65535, got ${out.port}`);
   // One prompt token and one completion token at least: a smaller context would start, report healthy and
   // refuse every request.
+  if (out.maxBatchTokens !== null && out.maxBatchTokens < 1) {
+    throw new Error(`Invalid setting maxBatchTokens: expected at least 1, got ${out.maxBatchTokens}`);
+  }
   if (out.maxContext !== null && out.maxContext < 2) {
     throw new Error(`Invalid setting maxContext: expected at least 2 tokens, got ${out.maxContext}`);
   }

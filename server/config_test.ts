@@ -1,18 +1,21 @@
 import assert from "node:assert/strict";
 import { configHelp, DEFAULT_CONFIG, ENV_NAMES, parseConfig } from "./config.ts";
 
-Deno.test("config: vLLM's serve conventions: MODEL positionally, --max-model-len, --max-num-seqs", () => {
+Deno.test("config: vLLM's serve conventions: MODEL positionally, --max-model-len, --max-num-seqs, --max-num-batched-tokens", () => {
   const c = parseConfig([
     "/models/llama",
     "--max-model-len",
     "2048",
     "--max-num-seqs=12",
+    "--max-num-batched-tokens",
+    "512",
     "--served-model-name",
     "m",
   ], {});
   assert.equal(c.modelDir, "/models/llama");
   assert.equal(c.maxContext, 2048);
   assert.equal(c.maxRunning, 12);
+  assert.equal(c.maxBatchTokens, 512);
   assert.deepEqual(c.servedModelNames, ["m"]);
   // The positional wins over TRELLIS_MODEL, like a flag; the same model twice is fine, two are not.
   assert.equal(parseConfig(["/a"], { TRELLIS_MODEL: "/b" }).modelDir, "/a");
@@ -20,7 +23,11 @@ Deno.test("config: vLLM's serve conventions: MODEL positionally, --max-model-len
   assert.throws(() => parseConfig(["/a", "--model", "/b"], {}), /Model given twice: "\/a" and --model "\/b"/);
   assert.throws(() => parseConfig(["/a", "/b"], {}), /Unexpected arguments "\/b": only MODEL/);
   assert.throws(() => parseConfig(["--max-num-seqs", "0"], {}), /maxRunning: expected at least 1/);
-  assert.match(configHelp(), /--max-model-len \(--max-context\), --max-num-seqs \(--max-running\)/);
+  assert.throws(() => parseConfig(["--max-num-batched-tokens=0"], {}), /maxBatchTokens: expected at least 1/);
+  assert.match(
+    configHelp(),
+    /--max-model-len \(--max-context\), --max-num-seqs \(--max-running\), --max-num-batched-tokens \(--max-batch-tokens\)/,
+  );
   assert.match(configHelp(), /--host defaults to 127.0.0.1/);
 });
 
@@ -53,6 +60,8 @@ Deno.test("config: flags set every kind of value", () => {
     "3",
     "--kv-cache-tokens",
     "4096",
+    "--max-batch-tokens",
+    "1024",
     "--max-n",
     "2",
     "--retry-after",
@@ -71,6 +80,7 @@ Deno.test("config: flags set every kind of value", () => {
   assert.equal(c.maxWaitingTokens, 5000);
   assert.equal(c.maxRunning, 3);
   assert.equal(c.kvCacheTokens, 4096);
+  assert.equal(c.maxBatchTokens, 1024);
   assert.equal(c.maxN, 2);
   assert.equal(c.retryAfterS, 0.5);
   assert.equal(c.acceptAnyModel, true);
