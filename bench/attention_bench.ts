@@ -1,12 +1,24 @@
 // `deno run -A bench/attention_bench.ts [--arch llama2-7b] [--contexts 640,4096] [--seqs 1,16]
-// [--partitions default,32,64,128,256] [--json OUT]`: the decode attention (split kernel + reduce, as a decode
-// step runs them) at a model's head shape, one query token per sequence at the last position of each
-// sequence's context, against the streaming read of the same run. Effective GB/s counts the K and V bytes the
+// [--partitions default,32,64,128,256] [--prefill 512,2048] [--json OUT]`: the decode attention (split kernel +
+// reduce, as a decode step runs them) at a model's head shape, one query token per sequence at the last
+// position of each sequence's context, against the streaming read of the same run; with --prefill, instead,
+// the causal prefill attention of one N-token prompt from position 0 under every tile plan that fits the
+// device (TFLOP/s = 4 x N^2 / 2 x head dim x heads / time, the causal half of QK^T and PV). Effective GB/s counts the K and V bytes the
 // step must read (seqs x context x 2 x kv heads x head dim x 2 bytes). Each sequence's blocks are spread over
 // the cache (every sequence gets its own blocks, in a shuffled order), as a serving engine's are.
 import { parseArgs } from "node:util";
 import { describeGpu, openGpu } from "../engine/gpu.ts";
-import { attentionDecode, attentionScratchBytes, decodePartitionSize } from "../kernels/mod.ts";
+import {
+  attentionDecode,
+  attentionPrefill,
+  attentionScratchBytes,
+  decodePartitionSize,
+  planPrefill,
+  PREFILL_SHAPES,
+  prefillKernelName,
+  prefillPlanOf,
+  prefillSmemBytes,
+} from "../kernels/mod.ts";
 import { GpuTimer } from "./_timing.ts";
 import { measureStreamRead } from "./kernels_bench.ts";
 import { type ArchName, ARCHS } from "./synth.ts";
@@ -18,6 +30,7 @@ const { values } = parseArgs({
     contexts: { type: "string", default: "640,4096" },
     seqs: { type: "string", default: "1,16" },
     partitions: { type: "string", default: "default,32,64,128,256" },
+    prefill: { type: "string" },
     json: { type: "string" },
   },
 });
@@ -56,7 +69,61 @@ const next = () => {
   state ^= state << 5;
   return state >>> 0;
 };
-for (const ctx of contexts) {
+const prefillLens = values.prefill === undefined ? [] : list(values.prefill).map(Number);
+for (const N of prefillLens) {
+  state = 12345;
+  const numBlocks = Math.ceil(N / blockSize);
+  const rowWords = nKv * blockSize * hd / 2;
+  const kCache = storage(numBlocks * rowWords * 4), vCache = storage(numBlocks * rowWords * 4);
+  const fill = Uint32Array.from({ length: numBlocks * rowWords }, () => next() & 0x33ff33ff);
+  dev.queue.writeBuffer(kCache, 0, fill);
+  dev.queue.writeBuffer(vCache, 0, fill);
+  const table = storage(numBlocks * 4);
+  dev.queue.writeBuffer(table, 0, Uint32Array.from({ length: numBlocks }, (_, i) => i));
+  const seqIdx = storage(N * 4), pos = storage(N * 4);
+  dev.queue.writeBuffer(seqIdx, 0, new Uint32Array(N));
+  dev.queue.writeBuffer(pos, 0, Uint32Array.from({ length: N }, (_, i) => i));
+  const q = storage(N * nHeads * hd * 4), out = storage(N * nHeads * hd * 4);
+  dev.queue.writeBuffer(q, 0, new Float32Array(N * nHeads * hd).map((_, i) => Math.sin(i) * 0.1));
+  const flops = 4 * (N * (N + 1) / 2) * hd * nHeads;
+  const budget = dev.limits.maxComputeWorkgroupStorageSize;
+  const chosen = planPrefill(hd, nHeads / nKv, budget);
+  for (const shape of PREFILL_SHAPES) {
+    const plan = prefillPlanOf(shape, hd, nHeads / nKv);
+    if (prefillSmemBytes(plan) > budget) continue;
+    const encode = (p: GPUComputePassEncoder) =>
+      attentionPrefill(k, p, {
+        q,
+        out,
+        kCache,
+        vCache,
+        tokenSeq: seqIdx,
+        tokenPos: pos,
+        blockTable: table,
+        T: N,
+        nHeads,
+        nKvHeads: nKv,
+        headDim: hd,
+        blockSize,
+        maxBlocksPerSeq: numBlocks,
+        prefillPlan: plan,
+      });
+    await timer.perDispatch(encode, 3, 1);
+    const reps = await timer.repsFor(encode, 10);
+    const us = (await timer.perDispatch(encode, reps, 2)) * 1e3;
+    const name = prefillKernelName(plan) +
+      (prefillKernelName(chosen) === prefillKernelName(plan) ? " (default)" : "");
+    const row = { prefill: N, plan: name, us, tflops: flops / (us * 1e-6) / 1e12 };
+    rows.push(row);
+    console.log(
+      `prefill attention ${values.arch} ${N} tokens ${name}: ${us.toFixed(1)} us, ${
+        row.tflops.toFixed(2)
+      } TFLOP/s`,
+    );
+  }
+  for (const b of [kCache, vCache, table, seqIdx, pos, q, out]) b.destroy();
+}
+for (const ctx of prefillLens.length ? [] : contexts) {
   for (const S of seqCounts) {
     state = 12345;
     const perSeq = Math.ceil(ctx / blockSize);
