@@ -134,6 +134,14 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
   const logitRows = Math.max(T, maxSeqs);
   const steps = maxRoundSteps + 1;
   const paramsBytesPerStep = seg((maxSeqs * SAMPLING_ROW_BYTES) / 4) * 4;
+  // The widest per-token activation (the stacked gate/up or q/k/v output) of a full prefill pass.
+  const widest = T * Math.max(qDim + 2 * kvDim, 3 * cfg.dim, cfg.hiddenDim * 2) * 4;
+  if (widest > limits.maxBindingBytes) {
+    throw new EngineError(
+      `A prefill pass of ${T} tokens needs ${widest} bytes for its widest activation buffer; the device ` +
+        `binds at most ${limits.maxBindingBytes} (lower --max-batch-tokens)`,
+    );
+  }
   return {
     kvTokens,
     blockSize,

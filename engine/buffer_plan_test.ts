@@ -50,6 +50,18 @@ Deno.test("planBuffers() refuses an explicit KV cache past one storage binding, 
   );
 });
 
+Deno.test("planBuffers() refuses a prefill pass whose activations no storage binding holds, naming the flag", () => {
+  // 7B's stacked gate/up output is 22016 floats a token: 24,385 tokens fit 2 GiB, 24,386 do not.
+  assert.doesNotThrow(() => planBuffers(LLAMA2_7B, { ...LIMITS, maxBatchTokens: 24385 }));
+  assert.throws(
+    () => planBuffers(LLAMA2_7B, { ...LIMITS, maxBatchTokens: 24386 }),
+    (e: Error) =>
+      e instanceof EngineError &&
+      /A prefill pass of 24386 tokens needs 2147528704 bytes for its widest activation buffer; the device binds at most 2147483644 \(lower --max-batch-tokens\)/
+        .test(e.message),
+  );
+});
+
 Deno.test("planBuffers() leaves room for a round's overshoot in block tables and the RoPE table", () => {
   const p = planBuffers(LLAMA2_7B, { ...LIMITS, kvTokens: 256 });
   assert.equal(p.maxBlocksPerSeq, Math.ceil((4096 + 32) / 16));

@@ -144,7 +144,7 @@ async function editHeader(file: string, edit: (header: Record<string, Json>) => 
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
-const BROKEN: { name: string; spoil: (dir: string) => Promise<void>; says: RegExp }[] = [
+const BROKEN: { name: string; spoil: (dir: string) => Promise<void>; says: RegExp; args?: string[] }[] = [
   {
     name: "a truncated safetensors file",
     spoil: async (dir) => {
@@ -182,6 +182,13 @@ const BROKEN: { name: string; spoil: (dir: string) => Promise<void>; says: RegEx
     spoil: (dir) => editHeader(`${dir}/model.safetensors`, (h) => h["model.norm.weight"].shape = [128, 2]),
     says: /cannot load the model .*"model\.norm\.weight".*\[128, 2\]/,
   },
+  {
+    // A sound model and a prefill pass too large for any storage binding: the flag reaches the engine.
+    name: "a prefill chunk no storage binding holds (--max-batch-tokens)",
+    spoil: async () => {},
+    args: ["--max-batch-tokens", "1000000000"],
+    says: /A prefill pass of 1000000000 tokens needs \d+ bytes .*\(lower --max-batch-tokens\)/,
+  },
 ];
 
 for (const c of BROKEN) {
@@ -191,7 +198,7 @@ for (const c of BROKEN) {
     async fn() {
       const dir = await spoiledModel(c.spoil);
       try {
-        const server = new ServerProcess(["--model", dir]);
+        const server = new ServerProcess(["--model", dir, ...(c.args ?? [])]);
         assert.equal(await server.exit(), 1, server.stderr);
         // Loading progress lines may come first; the failure is one line, naming the directory.
         const lines = server.stderr.split("\n").filter((l) => l !== "" && !l.startsWith("loading weights"));
