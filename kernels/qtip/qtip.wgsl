@@ -17,8 +17,9 @@
 //     accumulates 4 RB rows x 4 TB tokens with vec4 FMAs: rows 4 tr .. 4 tr + 3 (+ 64), tokens 4 tc ..
 //     4 tc + 3 (+ 64), each read as one vec4 per column. The next step's trellis words and x are loaded into
 //     registers before this step's FMAs, so their latency hides behind them (with DB, two copies of the
-//     step's workgroup arrays and one barrier a step; slower on the H100). With z > 1 the columns split into z runs of kSpan, each written to its own copy
-//     of the output (zStride apart) for qtip_reduce.wgsl to sum: for grids too small to fill the GPU.
+//     step's workgroup arrays and one barrier a step; slower on the H100). With z > 1 the columns split
+//     into z runs of kSpan, each written to its own copy of the output (zStride apart) for
+//     qtip_reduce.wgsl to sum: for grids too small to fill the GPU.
 // Reference: qtip_ref.ts `decodeHatW` then `matmulRef`.
 
 override CODE: u32 = 0u;
