@@ -69,22 +69,39 @@ const next = () => {
   state ^= state << 5;
   return state >>> 0;
 };
+/** A K and a V cache of `numBlocks` blocks holding the same small random halves (exponent bits cleared: no
+ * inf or NaN), written in pieces of at most 4 Mi words. */
+function randomKv(numBlocks: number): [GPUBuffer, GPUBuffer] {
+  const words = numBlocks * nKv * blockSize * hd / 2;
+  const kCache = storage(words * 4), vCache = storage(words * 4);
+  const fill = new Uint32Array(Math.min(words, 1 << 22));
+  for (let i = 0; i < fill.length; i++) fill[i] = next() & 0x33ff33ff;
+  for (let at = 0; at < words; at += fill.length) {
+    const n = Math.min(fill.length, words - at);
+    dev.queue.writeBuffer(kCache, at * 4, fill, 0, n);
+    dev.queue.writeBuffer(vCache, at * 4, fill, 0, n);
+  }
+  return [kCache, vCache];
+}
+
+/** The queries of T tokens (all heads) and their output rows. */
+function queryRows(T: number): [GPUBuffer, GPUBuffer] {
+  const q = storage(T * nHeads * hd * 4), out = storage(T * nHeads * hd * 4);
+  dev.queue.writeBuffer(q, 0, new Float32Array(T * nHeads * hd).map((_, i) => Math.sin(i) * 0.1));
+  return [q, out];
+}
+
 const prefillLens = values.prefill === undefined ? [] : list(values.prefill).map(Number);
 for (const N of prefillLens) {
   state = 12345;
   const numBlocks = Math.ceil(N / blockSize);
-  const rowWords = nKv * blockSize * hd / 2;
-  const kCache = storage(numBlocks * rowWords * 4), vCache = storage(numBlocks * rowWords * 4);
-  const fill = Uint32Array.from({ length: numBlocks * rowWords }, () => next() & 0x33ff33ff);
-  dev.queue.writeBuffer(kCache, 0, fill);
-  dev.queue.writeBuffer(vCache, 0, fill);
+  const [kCache, vCache] = randomKv(numBlocks);
   const table = storage(numBlocks * 4);
   dev.queue.writeBuffer(table, 0, Uint32Array.from({ length: numBlocks }, (_, i) => i));
   const seqIdx = storage(N * 4), pos = storage(N * 4);
   dev.queue.writeBuffer(seqIdx, 0, new Uint32Array(N));
   dev.queue.writeBuffer(pos, 0, Uint32Array.from({ length: N }, (_, i) => i));
-  const q = storage(N * nHeads * hd * 4), out = storage(N * nHeads * hd * 4);
-  dev.queue.writeBuffer(q, 0, new Float32Array(N * nHeads * hd).map((_, i) => Math.sin(i) * 0.1));
+  const [q, out] = queryRows(N);
   const flops = 4 * (N * (N + 1) / 2) * hd * nHeads;
   const budget = dev.limits.maxComputeWorkgroupStorageSize;
   const chosen = planPrefill(hd, nHeads / nKv, budget);
@@ -128,16 +145,7 @@ for (const ctx of prefillLens.length ? [] : contexts) {
     state = 12345;
     const perSeq = Math.ceil(ctx / blockSize);
     const numBlocks = S * perSeq;
-    const rowWords = nKv * blockSize * hd / 2;
-    const kCache = storage(numBlocks * rowWords * 4), vCache = storage(numBlocks * rowWords * 4);
-    // Small random halves (exponent bits cleared: no inf or NaN).
-    const fill = new Uint32Array(Math.min(numBlocks * rowWords, 1 << 22));
-    for (let i = 0; i < fill.length; i++) fill[i] = next() & 0x33ff33ff;
-    for (let at = 0; at < numBlocks * rowWords; at += fill.length) {
-      const n = Math.min(fill.length, numBlocks * rowWords - at);
-      dev.queue.writeBuffer(kCache, at * 4, fill, 0, n);
-      dev.queue.writeBuffer(vCache, at * 4, fill, 0, n);
-    }
+    const [kCache, vCache] = randomKv(numBlocks);
     // Sequence j's blocks: a shuffled share of the cache.
     const order = Array.from({ length: numBlocks }, (_, i) => i);
     for (let i = order.length - 1; i > 0; i--) {
@@ -149,8 +157,7 @@ for (const ctx of prefillLens.length ? [] : contexts) {
     const seqIdx = storage(S * 4), pos = storage(S * 4);
     dev.queue.writeBuffer(seqIdx, 0, Uint32Array.from({ length: S }, (_, j) => j));
     dev.queue.writeBuffer(pos, 0, new Uint32Array(S).fill(ctx - 1));
-    const q = storage(S * nHeads * hd * 4), out = storage(S * nHeads * hd * 4);
-    dev.queue.writeBuffer(q, 0, new Float32Array(S * nHeads * hd).map((_, i) => Math.sin(i) * 0.1));
+    const [q, out] = queryRows(S);
     const kvBytes = S * ctx * 2 * nKv * hd * 2;
     for (const part of partitions) {
       const partitionSize = part ?? decodePartitionSize(S * nKv, ctx);
