@@ -374,6 +374,17 @@ export const BLOCK_ROWS_MIN_T = 8;
  * once there are enough workgroups to fill a GPU (four of 64 threads for each of an H100's 132 SMs). */
 const ROWS_WIDE_MIN_GROUPS = 528;
 
+/** The Params block both plans of block_transform.wgsl read: the job, its layout, and `had` with Q beside. */
+function blockParams(o: BlockTransformOptions, had: HadSpec, q: number): ParamWriter {
+  const flags = (o.gated ? 1 : 0) | (o.spec ? 2 : 0) | (o.sv !== undefined ? 4 : 0) |
+    (o.su !== undefined ? 8 : 0);
+  const params = new ParamWriter()
+    .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
+    .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
+  writeHad(params, had, q);
+  return params;
+}
+
 /**
  * Records the many-rows plan (block_rows.wgsl) when the transform suits it (blocks of pb >= 8 elements, at
  * least 8 of them per group, within the device's workgroup memory); false when it does not (nothing
@@ -408,11 +419,7 @@ function rowsTransform(
     { RCOL: cols, RV: rv, RS: rs },
     `rows_${o.gated ? "g" : "i"}${per}`,
   );
-  const flags = (o.gated ? 1 : 0) | 2 | (o.sv !== undefined ? 4 : 0) | (o.su !== undefined ? 8 : 0);
-  const params = new ParamWriter()
-    .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
-    .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
-  writeHad(params, { ...spec, p: pb }, q);
+  const params = blockParams(o, { ...spec, p: pb }, q);
   k.dispatch(pass, pipe, [o.x, o.vec, o.had.buffer, o.out, k.params(params)], spec.groups * tiles, o.T);
   return true;
 }
@@ -455,14 +462,9 @@ export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: Block
     OUT_BLOCKS: outBlocks,
     SPLIT: split,
   });
-  const flags = (o.gated ? 1 : 0) | (o.spec ? 2 : 0) | (o.sv !== undefined ? 4 : 0) |
-    (o.su !== undefined ? 8 : 0);
-  const params = new ParamWriter()
-    .u32(o.n).u32(flags).u32(o.xStride ?? (o.gated ? 2 * o.n : o.n)).u32(o.xOffset ?? 0)
-    .u32(o.outStride ?? o.n).u32(o.outOffset ?? 0).u32(o.sv ?? 0).u32(o.su ?? 0);
   // The spec with p = the block length, and Q beside it (block_transform.wgsl's mixPart).
-  writeHad(
-    params,
+  const params = blockParams(
+    o,
     o.spec ? { ...o.spec, p: pb } : { K: 1, p: pb, groups: blocks, rows: 0, words: 1, scale: 1 },
     q,
   );
