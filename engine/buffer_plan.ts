@@ -134,8 +134,16 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
   const logitRows = Math.max(T, maxSeqs);
   const steps = maxRoundSteps + 1;
   const paramsBytesPerStep = seg((maxSeqs * SAMPLING_ROW_BYTES) / 4) * 4;
-  // The widest per-token activation (the stacked gate/up or q/k/v output) of a full prefill pass.
-  const widest = T * Math.max(qDim + 2 * kvDim, 3 * cfg.dim, cfg.hiddenDim * 2) * 4;
+  // The activations of a full prefill pass, one row a token.
+  const perToken = {
+    x: T * cfg.dim * 4,
+    xin: T * Math.max(3 * cfg.dim, qDim, cfg.hiddenDim) * 4,
+    y: T * Math.max(qDim + 2 * kvDim, cfg.dim, 2 * cfg.hiddenDim) * 4,
+    q: T * qDim * 4,
+    att: T * qDim * 4,
+    h: T * cfg.hiddenDim * 4,
+  };
+  const widest = Math.max(...Object.values(perToken));
   if (widest > limits.maxBindingBytes) {
     throw new EngineError(
       `A prefill pass of ${T} tokens needs ${widest} bytes for its widest activation buffer; the device ` +
@@ -150,12 +158,7 @@ export function planBuffers(cfg: ModelDims, limits: PlanLimits): BufferPlan {
     kvLayerBytes: numBlocks * blockSize * kvBytesPerToken,
     ropeMaxPos: maxContext + maxRoundSteps,
     activations: {
-      x: T * cfg.dim * 4,
-      xin: T * Math.max(3 * cfg.dim, qDim, cfg.hiddenDim) * 4,
-      y: T * Math.max(qDim + 2 * kvDim, cfg.dim, 2 * cfg.hiddenDim) * 4,
-      q: T * qDim * 4,
-      att: T * qDim * 4,
-      h: T * cfg.hiddenDim * 4,
+      ...perToken,
       lastNormed: logitRows * cfg.dim * 4,
       attnScratch: attentionScratchBytes({
         // Only the split-K decode kernel uses scratch, and only for batches where no sequence has more
