@@ -339,13 +339,14 @@ export function prefillSource(p: Omit<PrefillPlan, "headChunks">): string {
   const ind = (n: number, text: string) =>
     text.split("\n").map((l) => (l ? " ".repeat(n) + l : l)).join("\n");
   const guardStore = s.ke * s.nt > p.BK * s.cpr; // the last round of units runs past the tile
-  const store = (arr: string, base: string, w: string) =>
-    s.lw === 4
-      ? `${arr}[${base} + c * ${arr === "kt" ? "KS" : "VS"} + 2u * u] = ${w}.xy;\n` +
-        `${arr}[${base} + c * ${arr === "kt" ? "KS" : "VS"} + 2u * u + 1u] = ${w}.zw;`
+  const store = (arr: "kt" | "vt", base: string, w: string) => {
+    const row = `${arr}[${base} + c * ${arr === "kt" ? "KS" : "VS"}`;
+    return s.lw === 4
+      ? `${row} + 2u * u] = ${w}.xy;\n${row} + 2u * u + 1u] = ${w}.zw;`
       : s.lw === 2
-      ? `${arr}[${base} + c * ${arr === "kt" ? "KS" : "VS"} + u] = ${w};`
-      : `${arr}[${base} + c * ${arr === "kt" ? "KS" : "VS"} + u / 2u][u % 2u] = ${w};`;
+      ? `${row} + u] = ${w};`
+      : `${row} + u / 2u][u % 2u] = ${w};`;
+  };
   const stageFns = `// Stores unit i (key i / CPR, unit i % CPR) of a K or V tile.
 fn storeK(i: u32, w: UNIT) {
   let c = i / CPR;
