@@ -83,7 +83,9 @@ export async function openGpu(opts: { allowSubgroups?: boolean } = {}): Promise<
   const cpuAdapter = /llvmpipe|lavapipe|swiftshader/i.test(
     `${info.description} ${info.device} ${info.architecture}`,
   );
-  const kernels = new Kernels(device, { subgroups, subgroupSize, cpuAdapter });
+  // Comma-separated kernel names that keep their earlier plan (KernelFeatures.legacy), for A/B measurement.
+  const legacy = new Set((Deno.env.get("TRELLIS_LEGACY_KERNELS") ?? "").split(",").filter(Boolean));
+  const kernels = new Kernels(device, { subgroups, subgroupSize, cpuAdapter, legacy });
   // A validation error in a dispatch does not throw; it only surfaces here. Every one is a bug.
   let reported = 0;
   device.addEventListener("uncapturederror", (e) => {

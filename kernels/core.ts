@@ -29,6 +29,11 @@ export interface KernelFeatures {
    * cost on a GPU, so batches take the kernels that decode each weight once (the tiled matmuls).
    */
   cpuAdapter: boolean;
+  /**
+   * Kernels that keep their earlier plan where a newer one exists (names: each encode function says
+   * which it reads), for measuring one against the other on the same machine: TRELLIS_LEGACY_KERNELS.
+   */
+  legacy: ReadonlySet<string>;
 }
 
 const PARAM_ALIGN = 256;
@@ -139,6 +144,7 @@ export class Kernels {
       subgroupSize: features?.subgroupSize ?? 0,
       timestampQuery: features?.timestampQuery ?? device.features.has("timestamp-query"),
       cpuAdapter: features?.cpuAdapter ?? false,
+      legacy: features?.legacy ?? new Set(),
     };
     this.#params = new ParamCache(device);
   }
