@@ -13,6 +13,7 @@ import {
   run,
   scratch,
   seededRandom,
+  subgroupKernels,
   testKernels,
   upload,
 } from "../../test/support/mod.ts";
@@ -20,34 +21,6 @@ import { Kernels } from "../core.ts";
 
 const RTOL = 1e-4;
 const NO_GPU = await noGpu();
-
-/** A device with `subgroups` of one known size, or the reason there is none. The caller destroys it. */
-async function subgroupKernels(): Promise<Kernels | string> {
-  const adapter = await navigator.gpu?.requestAdapter();
-  if (!adapter) return "no WebGPU adapter";
-  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
-  if (!info.subgroupMinSize || info.subgroupMinSize !== info.subgroupMaxSize) {
-    return `the adapter reports no fixed subgroup size (${info.subgroupMinSize}..${info.subgroupMaxSize})`;
-  }
-  try {
-    const l = adapter.limits;
-    const device = await adapter.requestDevice({
-      requiredFeatures: ["subgroups" as GPUFeatureName],
-      requiredLimits: {
-        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
-        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
-        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
-      },
-    });
-    if (!device.features.has("subgroups")) {
-      device.destroy();
-      return "the adapter does not grant subgroups";
-    }
-    return new Kernels(device, { subgroups: true, subgroupSize: info.subgroupMinSize });
-  } catch (e) {
-    return `the adapter does not grant subgroups (${(e as Error).message})`;
-  }
-}
 
 /** Why the subgroup path cannot run here (null: it can), probed with a device that is closed again. */
 const NO_SUBGROUPS = await (async () => {

@@ -5,6 +5,8 @@
 //   blockTransform the MLP's middle (finish gate/up, silu * up, down's SU) or a linear's input transform,
 //                  spread over many workgroups for long vectors (block_transform.wgsl), or for many rows
 //                  each workgroup one row's tile of output blocks (block_rows.wgsl)
+// normTransform and ropeKv take vector.ts's register plan where it fits (power-of-two widths: one row per
+// workgroup held in registers, loads issued up front) and these workgroup-memory kernels elsewhere.
 // A plain (fp16) model runs the same steps with the transforms switched off. Side vectors (norm weights, SU,
 // SV) come from one f32 buffer per layer, `vec`, at offsets the caller gives; sign bits from a HadTable.
 import normSource from "./norm_transform.wgsl" with { type: "text" };
@@ -15,6 +17,7 @@ import libSource from "./transform_lib.wgsl" with { type: "text" };
 import { type BufferArg, KernelError, type Kernels, ParamWriter } from "../core.ts";
 import { hadamardFactor } from "../hadamard/had_tables.ts";
 import { hadSignBits } from "../hadamard/hadamard.ts";
+import { normTransformVector, ropeKvVector } from "./vector.ts";
 
 /**
  * The entry points of block_rows.wgsl's many-rows plan, one per job (gated: "g", input: "i") and rows per
@@ -233,6 +236,8 @@ export interface NormTransformOptions {
 /** Records the residual step (norm_transform.wgsl): (rows, parts) workgroups. */
 export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTransformOptions): void {
   if (o.rows === 0) return;
+  // The register plan (vector.ts) where it fits; legacy "norm" keeps this workgroup-memory plan.
+  if (!k.features.legacy.has("norm") && normTransformVector(k, pass, o)) return;
   const n = o.dim;
   const fin = o.finish;
   const writeX = (o.writeX ?? !!fin) && !o.gather;
@@ -306,6 +311,8 @@ export interface RopeKvOptions {
 /** Records the q/k/v finish (rope_kv.wgsl): (T, 3) workgroups. */
 export function ropeKv(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvOptions): void {
   if (o.T === 0) return;
+  // The register plan (vector.ts) where it fits; legacy "rope" keeps this workgroup-memory plan.
+  if (!k.features.legacy.has("rope") && ropeKvVector(k, pass, o)) return;
   const qDim = o.nHeads * o.headDim, kvDim = o.nKvHeads * o.headDim;
   if (!!o.hq !== !!o.hkv) throw new KernelError("ropeKv: transform q, k and v alike");
   const flags = (o.hq ? 1 : 0) | (o.sv !== undefined ? 2 : 0);

@@ -56,6 +56,35 @@ export async function hasWebGpu(): Promise<boolean> {
   }
 }
 
+/** A device with `subgroups` of one known size, or the reason there is none. The caller destroys it. */
+export async function subgroupKernels(): Promise<Kernels | string> {
+  const adapter = await navigator.gpu?.requestAdapter();
+  if (!adapter) return "no WebGPU adapter";
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  if (!info.subgroupMinSize || info.subgroupMinSize !== info.subgroupMaxSize) {
+    return `the adapter reports no fixed subgroup size (${info.subgroupMinSize}..${info.subgroupMaxSize})`;
+  }
+  try {
+    const l = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredFeatures: ["subgroups" as GPUFeatureName],
+      requiredLimits: {
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
+        maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
+      },
+    });
+    if (!device.features.has("subgroups")) {
+      device.destroy();
+      return "the adapter does not grant subgroups";
+    }
+    return new Kernels(device, { subgroups: true, subgroupSize: info.subgroupMinSize });
+  } catch (e) {
+    return `the adapter does not grant subgroups (${(e as Error).message})`;
+  }
+}
+
 /**
  * For `ignore:`, awaited once at the top of a test module: true when this machine has no WebGPU adapter
  * (said once), so the module's GPU tests show as ignored rather than passing without running. Always false
