@@ -1,4 +1,4 @@
-// `deno run -A bench/step_profile.ts [--arch llama2-7b] [--code HYB] [--bits 2] [--context 640] [--reps 7]
+// `deno run -A bench/step_profile.ts [--arch llama2-7b] [--code HYB] [--bits 2] [--context 640] [--reps 7] [--ablate]
 // [--prefill N] [--max-batch-tokens N] [--cache-dir DIR] [--json OUT]`: where the GPU time of one batch-1 decode
 // step goes (or, with --prefill, of the forward pass of an N-token prompt in chunks of --max-batch-tokens,
 // default the Engine's: the dispatches the prefill recorded, tapped). Decodes a synthetic
@@ -6,6 +6,9 @@
 // and times it two ways with timestamp queries: whole (all dispatches in one compute pass, as the engine
 // records it) and dispatch by dispatch (each in a pass of its own, so each carries a pass's fixed cost).
 // Prints the time per kernel (pipeline) summed over the step, and the first layer's dispatches in order.
+// With --ablate, also each kernel's marginal cost inside the whole step: the whole pass again with that
+// kernel's dispatches swapped for near-empty ones (the chain keeps its length), so the difference is what the
+// kernel costs beyond a dependent dispatch's floor, free of the per-pass overhead the split times carry.
 import { parseArgs } from "node:util";
 import { Engine } from "../engine/engine.ts";
 import type { CapturedDispatch } from "../kernels/core.ts";
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     prefill: { type: "string", default: "0" },
     "max-batch-tokens": { type: "string" },
     reps: { type: "string", default: "7" },
+    ablate: { type: "boolean", default: false },
     "cache-dir": { type: "string", default: "/tmp/trellis-synth" },
     json: { type: "string" },
   },
@@ -190,6 +194,27 @@ const rows = [...byKernel.entries()].sort((a, b) => b[1].us - a[1].us);
 for (const [k, e] of rows) {
   console.log(`${k} | ${e.count} | ${e.us.toFixed(1)} | ${(100 * e.us / sum).toFixed(1)}%`);
 }
+const ablation: { kernel: string; dispatches: number; wholeWithoutUs: number; marginalUs: number }[] = [];
+if (values.ablate) {
+  console.log("ablation: whole step with the kernel's dispatches made near-empty");
+  console.log("kernel | dispatches | whole without (us) | marginal us (sum) | per dispatch");
+  for (const [k, e] of rows) {
+    const swapped = list.map((d, i) => kernelName(d) === k ? nullList[i] : d);
+    const ts: number[] = [];
+    for (let r = 0; r < reps; r++) {
+      const t = await times(false, swapped);
+      ts.push(Number(t[1] - t[0]) / 1e3);
+    }
+    const without = median(ts);
+    const marginal = wholeUs - without;
+    ablation.push({ kernel: k, dispatches: e.count, wholeWithoutUs: without, marginalUs: marginal });
+    console.log(
+      `${k} | ${e.count} | ${without.toFixed(1)} | ${marginal.toFixed(1)} | ${
+        (marginal / e.count).toFixed(2)
+      }`,
+    );
+  }
+}
 const perLayer = Math.floor((n - 4) / (eng.cfg.nLayers));
 console.log("first dispatches in order (us, grid):");
 list.slice(0, Math.min(n, 16 + perLayer)).forEach((d, i) => {
@@ -213,6 +238,7 @@ if (values.json) {
         splitSumUs: sum,
         nullChainUs: nullUs,
         kernels: rows.map(([k, e]) => ({ kernel: k, dispatches: e.count, us: e.us })),
+        ablation,
         order: list.map((d, i) => ({ kernel: kernelName(d), us: us[i], grid: [d.x, d.y, d.z] })),
       },
       null,

@@ -1,0 +1,229 @@
+// `deno run -A bench/latency_lab.ts [--reps 64] [--json OUT]`: what one small decode kernel costs in a chain
+// of dependent dispatches, warm (its inputs in L2, as when the same dispatch repeats) and cold (a 128 MiB
+// streaming read between dispatches, as the weights of a decode step evict everything else, minus a chain
+// of the streaming reads alone). Llama 2 7B shapes, batch 1: normTransform (the attention block's, 3 parts),
+// ropeKv, and blockTransform (o_proj's input, the MLP middle), each in its current plan and, where one is
+// kept, its legacy plan (KernelFeatures.legacy). The floor is a chain of near-empty dispatches.
+// Prints microseconds per dispatch; step_profile --ablate gives the same kernels' marginal cost in a step.
+import { parseArgs } from "node:util";
+import { openGpu } from "../engine/gpu.ts";
+import { Kernels } from "../kernels/core.ts";
+import { blockTransform, HadTable, normTransform, ropeKv } from "../kernels/transform/transform.ts";
+import { GpuTimer } from "./_timing.ts";
+import { buildRopeTable } from "../kernels/rope/rope.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { reps: { type: "string", default: "64" }, json: { type: "string" } },
+});
+const reps = Number(values.reps);
+const gpu = await openGpu();
+const base = gpu.kernels;
+const dev = base.device;
+const legacyK = new Kernels(dev, { ...base.features, legacy: new Set(["norm", "rope", "block", "attn-o"]) });
+const timer = new GpuTimer(base, "timestamp");
+
+const dim = 4096, hidden = 11008, heads = 32, hd = 128;
+const buf = (floats: number, fill = 0.01) => {
+  const b = dev.createBuffer({
+    size: floats * 4,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+  });
+  dev.queue.writeBuffer(b, 0, new Float32Array(floats).fill(fill));
+  return b;
+};
+const x = [buf(dim), buf(dim)];
+const side = buf(16 * dim + 4 * hidden, 1);
+const y = buf(2 * hidden);
+const xin = buf(3 * dim);
+const had = new HadTable(dev, [dim, hidden]);
+const rope = dev.createBuffer({
+  size: 4096 * hd * 4,
+  usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+});
+dev.queue.writeBuffer(rope, 0, new Float32Array(buildRopeTable({ headDim: hd, theta: 10000, maxPos: 4096 })));
+const u32 = (vals: number[]) => {
+  const b = dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+  dev.queue.writeBuffer(b, 0, new Uint32Array([...vals, 0, 0, 0, 0].slice(0, 4)));
+  return b;
+};
+const tokenSeq = u32([0]), tokenPos = u32([600]), blockTable = buf(64);
+const kCache = buf(64 * heads * 16 * hd / 2), vCache = buf(64 * heads * 16 * hd / 2);
+const q = buf(dim);
+
+// The streaming read that evicts L2 between dispatches: 128 MiB, one pass, many workgroups.
+const FLUSH_BYTES = 128 << 20;
+const flushSrc = dev.createBuffer({ size: FLUSH_BYTES, usage: GPUBufferUsage.STORAGE });
+const flushDst = buf(1024);
+const flushPipe = dev.createComputePipeline({
+  layout: "auto",
+  compute: {
+    module: dev.createShaderModule({
+      code: `@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>) {
+  var acc = 0u;
+  let n = arrayLength(&src);
+  for (var i = g.x; i < n; i += nw.x * 256u) {
+    let v = src[i];
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) {
+    dst[g.x & 1023u] = acc;
+  }
+}`,
+    }),
+    entryPoint: "main",
+  },
+});
+const flushGroup = dev.createBindGroup({
+  layout: flushPipe.getBindGroupLayout(0),
+  entries: [{ binding: 0, resource: { buffer: flushSrc } }, { binding: 1, resource: { buffer: flushDst } }],
+});
+const flush = (pass: GPUComputePassEncoder) => {
+  pass.setPipeline(flushPipe);
+  pass.setBindGroup(0, flushGroup);
+  pass.dispatchWorkgroups(132 * 8);
+};
+const nullPipe = dev.createComputePipeline({
+  layout: "auto",
+  compute: {
+    module: dev.createShaderModule({
+      code: `@group(0) @binding(0) var<storage, read_write> b: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  if (g.x == 0u) {
+    b[0] = b[0] + 1u;
+  }
+}`,
+    }),
+    entryPoint: "main",
+  },
+});
+const nullGroup = dev.createBindGroup({
+  layout: nullPipe.getBindGroupLayout(0),
+  entries: [{ binding: 0, resource: { buffer: flushDst } }],
+});
+
+type Job = (k: Kernels, pass: GPUComputePassEncoder, rep: number) => void;
+const jobs: Record<string, Job> = {
+  "null": (_k, pass) => {
+    pass.setPipeline(nullPipe);
+    pass.setBindGroup(0, nullGroup);
+    pass.dispatchWorkgroups(264);
+  },
+  "normTransform qkv (3 parts)": (k, pass, r) =>
+    normTransform(k, pass, {
+      xIn: x[r & 1],
+      xOut: x[1 - (r & 1)],
+      vec: side,
+      had,
+      out: xin,
+      rows: 1,
+      parts: 3,
+      dim,
+      eps: 1e-5,
+      outPartStride: dim,
+      finish: { y, sv: 0, had: had.spec(dim, false) },
+      norm: { gamma: dim },
+      su: 2 * dim,
+      inHad: had.spec(dim, true),
+    }),
+  "normTransform no transforms": (k, pass, r) =>
+    normTransform(k, pass, {
+      xIn: x[r & 1],
+      xOut: x[1 - (r & 1)],
+      vec: side,
+      had,
+      out: xin,
+      rows: 1,
+      parts: 3,
+      dim,
+      eps: 1e-5,
+      outPartStride: dim,
+      finish: { y, sv: 0 },
+      norm: { gamma: dim },
+      su: 2 * dim,
+    }),
+  "ropeKv": (k, pass) =>
+    ropeKv(k, pass, {
+      y,
+      vec: side,
+      had,
+      rope,
+      tokenSeq,
+      tokenPos,
+      blockTable,
+      qOut: q,
+      kCache,
+      vCache,
+      T: 1,
+      nHeads: heads,
+      nKvHeads: heads,
+      headDim: hd,
+      blockSize: 16,
+      maxBlocksPerSeq: 4,
+      ropeMaxPos: 4096,
+      sv: 8 * dim,
+      hq: had.spec(dim, false),
+      hkv: had.spec(dim, false),
+    }),
+  "blockTransform o input": (k, pass) =>
+    blockTransform(k, pass, {
+      x: y,
+      vec: side,
+      had,
+      out: xin,
+      T: 1,
+      n: dim,
+      gated: false,
+      spec: had.spec(dim, true),
+      su: 12 * dim,
+    }),
+  "blockTransform MLP middle": (k, pass) =>
+    blockTransform(k, pass, {
+      x: y,
+      vec: side,
+      had,
+      out: xin,
+      T: 1,
+      n: hidden,
+      gated: true,
+      spec: had.spec(hidden, false),
+      sv: 16 * dim,
+      su: 16 * dim + 2 * hidden,
+    }),
+};
+
+const rows: { kernel: string; plan: string; warmUs: number; coldUs: number }[] = [];
+// Warm the clocks first (the H100 idles at 345 MHz).
+const warmEnd = performance.now() + 800;
+while (performance.now() < warmEnd) await timer.perDispatch((p) => flush(p), 8, 1);
+const flushUs = 1e3 * await timer.perDispatch((p) => flush(p), reps);
+console.log(`flush (128 MiB read) alone: ${flushUs.toFixed(1)} us per dispatch`);
+console.log("kernel | plan | warm us/dispatch | cold us/dispatch (minus the flush)");
+for (const [name, job] of Object.entries(jobs)) {
+  for (const [plan, k] of [["current", base], ["legacy", legacyK]] as const) {
+    if (name === "null" && plan === "legacy") continue;
+    const warm = 1e3 * await timer.perDispatch((p, r) => job(k, p, r), reps);
+    const both = 1e3 * await timer.perDispatch((p, r) => {
+      flush(p);
+      job(k, p, r);
+    }, reps);
+    const cold = both - flushUs;
+    rows.push({ kernel: name, plan, warmUs: warm, coldUs: cold });
+    console.log(`${name} | ${plan} | ${warm.toFixed(2)} | ${cold.toFixed(2)}`);
+  }
+}
+if (values.json) {
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify(
+      { bench: "latency_lab", adapter: gpu.adapterInfo.description, reps, flushUs, rows },
+      null,
+      2,
+    ),
+  );
+}
+gpu.device.destroy();
