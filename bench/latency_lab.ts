@@ -21,6 +21,7 @@ const gpu = await openGpu();
 const base = gpu.kernels;
 const dev = base.device;
 const legacyK = new Kernels(dev, { ...base.features, legacy: new Set(["norm", "rope", "block", "attn-o"]) });
+const noShuffleK = new Kernels(dev, { ...base.features, legacy: new Set(["vec-shuffle"]) });
 const timer = new GpuTimer(base, "timestamp");
 
 const dim = 4096, hidden = 11008, heads = 32, hd = 128;
@@ -204,8 +205,13 @@ const flushUs = 1e3 * await timer.perDispatch((p) => flush(p), reps);
 console.log(`flush (128 MiB read) alone: ${flushUs.toFixed(1)} us per dispatch`);
 console.log("kernel | plan | warm us/dispatch | cold us/dispatch (minus the flush)");
 for (const [name, job] of Object.entries(jobs)) {
-  for (const [plan, k] of [["current", base], ["legacy", legacyK]] as const) {
-    if (name === "null" && plan === "legacy") continue;
+  const plans = [["current", base], ["legacy", legacyK], ["no shuffle", noShuffleK]] as const;
+  for (const [plan, k] of plans) {
+    if (name === "null" && plan !== "current") continue;
+    if (plan === "no shuffle" && !name.startsWith("normTransform") && name !== "ropeKv") continue;
+    // The clock falls in the gaps between readbacks: warm it again first.
+    const again = performance.now() + 200;
+    while (performance.now() < again) await timer.perDispatch((p) => flush(p), 8, 1);
     const warm = 1e3 * await timer.perDispatch((p, r) => job(k, p, r), reps);
     const both = 1e3 * await timer.perDispatch((p, r) => {
       flush(p);

@@ -6,8 +6,10 @@
 // - each thread holds V vec4 registers of the row: vec4 j of thread t is elements 4 (t + WG j) .. + 3, so
 //   every global load is a coalesced vec4 issued at the start, all of them before any arithmetic (loads of
 //   a loop whose trip count is a runtime value wait one memory latency per trip);
-// - the FWHT does the levels of bits 0-1 (inside a vec4) and of the j bits in registers, and the rest in
-//   radix-16 passes over workgroup memory (a 4096-vector: 2 passes, 3 barriers, against 6 radix-4 passes);
+// - the FWHT does the levels of bits 0-1 (inside a vec4) and of the j bits in registers; with subgroups the
+//   lane bits by subgroupShuffleXor and only the warp bits in one pass over workgroup memory (a 4096-vector
+//   on 8 warps: one radix-8 pass, 2 barriers), without them all thread bits in radix-16 passes (2 passes,
+//   3 barriers; the H100 measured two such FWHTs at 3.8 us of normTransform's 7.2, bank conflicts included);
 // - the RMSNorm sum is a subgroupAdd and one barrier where subgroups exist (else a two-level tree), against
 //   a ten-barrier tree.
 // Everything a workgroup branches on (sizes, flags, subgroups) is a generation-time constant, so each
@@ -42,6 +44,17 @@ function threadsFor(k: Kernels, m: number): number {
 function fits(k: Kernels, m: number, wg: number, extra = 0): boolean {
   return pow2(m) && m >= 128 && m <= 16 * wg &&
     (m + extra) * 4 <= k.device.limits.maxComputeWorkgroupStorageSize;
+}
+
+/**
+ * The subgroup size the kernels may use (its shuffles, its sums), or 0: the device's one fixed size, when it
+ * is a power of two no larger than the threads that hold a row (`active`), so lane bits are thread bits.
+ */
+function shuffleSize(k: Kernels, active: number): number {
+  // Legacy "vec-shuffle": the plan without subgroups (workgroup-memory passes, a tree sum), for measuring.
+  if (k.features.legacy.has("vec-shuffle")) return 0;
+  const sg = k.features.subgroupSize;
+  return k.features.subgroups && pow2(sg) && sg >= 4 && sg <= active ? sg : 0;
 }
 
 /** Source-text builder: the generated WGSL, one statement a line. */
@@ -85,11 +98,15 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
  * The unnormalized FWHT of the row held in registers `${r}0..` (every thread calls it; inactive threads
- * hold nothing): bits 0-1 and the register bits in registers, the thread bits in radix-16 (then 8, 4, 2)
- * passes over `sm`, and the result back in the same registers. It starts with a barrier (workgroup memory
- * may still be read by an earlier step) and leaves the result in `sm` too, element e at sm[e].
+ * hold zeros): bits 0-1 and the register bits in registers; then the thread bits. Without subgroups (sg = 0)
+ * the thread bits go through radix-16 (then 8, 4, 2) passes over the scalar array `sm`; with them, the lane
+ * bits through subgroupShuffleXor (no workgroup memory) and only the warp bits through passes over the vec4
+ * array `smv`, whose accesses are whole vec4s of consecutive lanes (free of bank conflicts, where the
+ * scalar passes' short strides collide 4-8 ways). The result ends in the same registers; with `keep` (or
+ * always, without subgroups) a copy stays in workgroup memory, element e at load4(e). It starts with a
+ * barrier where it writes workgroup memory (an earlier step may still be reading it).
  */
-function fwhtRows(s: Src, row: Row, r: string): void {
+function fwhtRows(s: Src, row: Row, r: string, sg: number, keep: boolean): void {
   const { m, wg, v, active } = row;
   for (const j of range(v)) s.add(`  ${r}${j} = h4(${r}${j});`);
   for (let h = 1; h < v; h *= 2) {
@@ -99,6 +116,30 @@ function fwhtRows(s: Src, row: Row, r: string): void {
     }
   }
   const guard = active < wg ? `if (tid < ${active}u) ` : "";
+  if (sg) {
+    for (let mask = 1; mask < sg; mask *= 2) {
+      for (const j of range(v)) {
+        s.add(
+          `  { let p = subgroupShuffleXor(${r}${j}, ${mask}u); ` +
+            `${r}${j} = select(${r}${j} + p, p - ${r}${j}, (tid & ${mask}u) != 0u); }`,
+        );
+      }
+    }
+    let bits = Math.log2(active / sg);
+    if (bits === 0 && !keep) return;
+    s.add(`  workgroupBarrier();`);
+    for (const j of range(v)) s.add(`  ${guard}{ smv[tid + ${wg * j}u] = ${r}${j}; }`);
+    s.add(`  workgroupBarrier();`);
+    let h = sg;
+    while (bits > 0) {
+      const b = Math.min(4, bits);
+      s.add(`  vpass${1 << b}(${h}u, tid);`);
+      h <<= b;
+      bits -= b;
+    }
+    for (const j of range(v)) s.add(`  ${guard}{ ${r}${j} = smv[tid + ${wg * j}u]; }`);
+    return;
+  }
   s.add(`  workgroupBarrier();`);
   for (const j of range(v)) s.add(`  ${guard}{ store4(4u * (tid + ${wg * j}u), ${r}${j}); }`);
   s.add(`  workgroupBarrier();`);
@@ -114,58 +155,78 @@ function fwhtRows(s: Src, row: Row, r: string): void {
   for (const j of range(v)) s.add(`  ${guard}{ ${r}${j} = load4(4u * (tid + ${wg * j}u)); }`);
 }
 
-/** A radix-R pass over sm (R = 2, 4, 8, 16), over groups of R elements h apart, then a barrier. */
-function radixPass(s: Src, m: number, wg: number, R: number): void {
+/**
+ * A radix-R pass (R = 2, 4, 8, 16) over groups of R entries h apart, then a barrier: over the scalar `sm`
+ * (`count` elements), or with `vec` over the vec4 `smv` (`count` vec4s; h >= the subgroup size, so the
+ * lanes of a warp touch consecutive vec4s).
+ */
+function radixPass(s: Src, count: number, wg: number, R: number, vec: boolean): void {
   const ks = range(R);
-  s.add(`fn pass${R}(h: u32, tid: u32) {`);
-  s.add(`  for (var i = tid; i < ${m / R}u; i += ${wg}u) {`);
+  const arr = vec ? "smv" : "sm";
+  s.add(`fn ${vec ? "vpass" : "pass"}${R}(h: u32, tid: u32) {`);
+  s.add(`  for (var i = tid; i < ${count / R}u; i += ${wg}u) {`);
   s.add(`    let lo = i & (h - 1u);`);
   s.add(`    let b = ((i - lo) * ${R}u) + lo;`);
-  for (const k of ks) s.add(`    var a${k} = sm[b + ${k}u * h];`);
+  for (const k of ks) s.add(`    var a${k} = ${arr}[b + ${k}u * h];`);
   for (let st = 1; st < R; st *= 2) {
     for (const k of ks) {
       if (k & st) continue;
       s.add(`    { let p = a${k}; let q = a${k + st}; a${k} = p + q; a${k + st} = p - q; }`);
     }
   }
-  for (const k of ks) s.add(`    sm[b + ${k}u * h] = a${k};`);
+  for (const k of ks) s.add(`    ${arr}[b + ${k}u * h] = a${k};`);
   s.add(`  }`);
   s.add(`  workgroupBarrier();`);
   s.add(`}`);
 }
 
-/** Helpers every variant declares: the in-vec4 FWHT, vec4 access to sm, and the passes `rows` need. */
-function common(s: Src, rows: Row[], smSlots: number): void {
-  s.add(`var<workgroup> sm: array<f32, ${smSlots}>;`);
+/**
+ * Helpers every variant declares: the in-vec4 FWHT, workgroup memory for `smSlots` elements (scalar, or
+ * vec4 with subgroups) with load4 reading element e's vec4, and the passes that `rows` need. Rows of
+ * different lengths share a module only in ropeKv, where each pass takes the longest row's bound: the
+ * shorter row's extra groups lie past its elements, inside the array, so they change nothing it reads.
+ */
+function common(s: Src, rows: Row[], smSlots: number, sg: number): void {
   s.add(
     `fn h4(a: vec4<f32>) -> vec4<f32> {`,
     `  let b = vec4<f32>(a.x + a.y, a.x - a.y, a.z + a.w, a.z - a.w);`,
     `  return vec4<f32>(b.x + b.z, b.y + b.w, b.x - b.z, b.y - b.w);`,
     `}`,
-    `fn store4(e: u32, a: vec4<f32>) {`,
-    `  sm[e] = a.x;`,
-    `  sm[e + 1u] = a.y;`,
-    `  sm[e + 2u] = a.z;`,
-    `  sm[e + 3u] = a.w;`,
-    `}`,
-    `fn load4(e: u32) -> vec4<f32> {`,
-    `  return vec4<f32>(sm[e], sm[e + 1u], sm[e + 2u], sm[e + 3u]);`,
-    `}`,
   );
-  // One set of passes per (m, wg): rows of different lengths share a module only in ropeKv, where the
-  // passes take the longest m's bound and stay correct for the shorter (their extra groups are skipped by
-  // the bound below).
+  if (sg) {
+    s.add(
+      `var<workgroup> smv: array<vec4<f32>, ${smSlots / 4}>;`,
+      `fn load4(e: u32) -> vec4<f32> {`,
+      `  return smv[e >> 2u];`,
+      `}`,
+    );
+  } else {
+    s.add(
+      `var<workgroup> sm: array<f32, ${smSlots}>;`,
+      `fn store4(e: u32, a: vec4<f32>) {`,
+      `  sm[e] = a.x;`,
+      `  sm[e + 1u] = a.y;`,
+      `  sm[e + 2u] = a.z;`,
+      `  sm[e + 3u] = a.w;`,
+      `}`,
+      `fn load4(e: u32) -> vec4<f32> {`,
+      `  return vec4<f32>(sm[e], sm[e + 1u], sm[e + 2u], sm[e + 3u]);`,
+      `}`,
+    );
+  }
+  // Radix R -> the largest count it runs over (elements, or vec4s with subgroups).
   const needed = new Map<number, number>();
   for (const row of rows) {
-    let bits = Math.log2(row.m / (4 * row.v));
+    let bits = sg ? Math.log2(row.active / sg) : Math.log2(row.m / (4 * row.v));
+    const count = sg ? row.active * row.v : row.m;
     while (bits > 0) {
       const b = Math.min(4, bits);
       const R = 1 << b;
-      needed.set(R, Math.max(needed.get(R) ?? 0, row.m));
+      needed.set(R, Math.max(needed.get(R) ?? 0, count));
       bits -= b;
     }
   }
-  for (const [R, m] of needed) radixPass(s, m, rows[0].wg, R);
+  for (const [R, count] of needed) radixPass(s, count, rows[0].wg, R, sg > 0);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -211,7 +272,7 @@ function normSource(n: number, wg: number, f: NormFlags, sg: number): string {
   );
   declare(s, normBindings(f));
   s.add(`var<workgroup> red: array<f32, ${sg ? wg / sg : wg}>;`);
-  common(s, [row], n);
+  common(s, [row], n, sg);
   s.add(
     `@compute @workgroup_size(${wg})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32${
@@ -236,7 +297,7 @@ function normSource(n: number, wg: number, f: NormFlags, sg: number): string {
   }
   // 1. The residual: v = x + sv * scale * H(y).
   if (f.finish) {
-    if (f.finHad) fwhtRows(s, row, "y");
+    if (f.finHad) fwhtRows(s, row, "y", sg, false);
     for (const j of js) {
       const p = f.finHad ? `y${j} * params.finScale` : `y${j}`;
       s.add(`  x${j} = x${j} + ${f.sv ? `(${p}) * sv${j}` : p};`);
@@ -290,7 +351,7 @@ function normSource(n: number, wg: number, f: NormFlags, sg: number): string {
   }
   // 3. The input of part g.
   if (f.su) { for (const j of js) s.add(`  x${j} = x${j} * su${j};`); }
-  if (f.inHad) fwhtRows(s, row, "x");
+  if (f.inHad) fwhtRows(s, row, "x", sg, false);
   s.add(`  let ob = params.outOffset + g * params.outPartStride + t * params.outStride + tid;`);
   for (const j of js) s.add(`  out[ob + ${wg * j}u] = x${j}${f.inHad ? " * params.inScale" : ""};`);
   s.add(`}`);
@@ -313,9 +374,7 @@ export function normTransformVector(
   const n = o.dim;
   const wg = threadsFor(k, n);
   const fin = o.finish;
-  const sg = k.features.subgroups && k.features.subgroupSize >= 4 && k.features.subgroupSize <= wg
-    ? k.features.subgroupSize
-    : 0;
+  const sg = shuffleSize(k, rowOf(n, wg).active);
   if (!fits(k, n, wg, sg ? wg / sg : wg) || !plain(fin?.had, n) || !plain(o.inHad, n)) return false;
   const outStride = o.outStride ?? n;
   const outPartStride = o.outPartStride ?? o.rows * outStride;
@@ -381,6 +440,8 @@ interface RopeShape {
   wg: number;
   had: boolean;
   sv: boolean;
+  /** Subgroup size of the shuffle FWHT, or 0. */
+  sg: number;
 }
 
 /**
@@ -430,7 +491,7 @@ function ropeBody(s: Src, sh: RopeShape, row: Row, role: "q" | "kv"): void {
   }
   s.add(`  }`);
   if (sh.had) {
-    fwhtRows(s, row, "y");
+    fwhtRows(s, row, "y", sh.sg, true);
     // The partners, from the transform's copy in sm.
     for (const j of js) s.add(`  if (act) { yp${j} = load4(pe${j}); }`);
   }
@@ -511,7 +572,7 @@ function ropeSource(sh: RopeShape): string {
     `}`,
   );
   declare(s, ropeBindings(sh.sv));
-  common(s, rq.m >= rkv.m ? [rq, rkv] : [rkv, rq], Math.max(sh.qDim, sh.kvDim));
+  common(s, rq.m >= rkv.m ? [rq, rkv] : [rkv, rq], Math.max(sh.qDim, sh.kvDim), sh.sg);
   s.add(
     `@compute @workgroup_size(${sh.wg})`,
     `fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) tid: u32) {`,
@@ -546,8 +607,9 @@ export function ropeKvVector(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvO
   if (!plain(o.hq, qDim) || !plain(o.hkv, kvDim) || !!o.hq !== !!o.hkv) return false;
   const yStride = o.yStride ?? qDim + 2 * kvDim, qStride = o.qStride ?? qDim;
   if (!aligned(yStride, o.yOffset, o.sv, qStride, o.qOffset)) return false;
-  const sh: RopeShape = { qDim, kvDim, headDim: o.headDim, wg, had: !!o.hq, sv: o.sv !== undefined };
-  const name = `rope_vec:${qDim}:${kvDim}:${o.headDim}:${wg}:${sh.had ? 1 : 0}${sh.sv ? 1 : 0}`;
+  const sg = shuffleSize(k, Math.min(rowOf(qDim, wg).active, rowOf(kvDim, wg).active));
+  const sh: RopeShape = { qDim, kvDim, headDim: o.headDim, wg, had: !!o.hq, sv: o.sv !== undefined, sg };
+  const name = `rope_vec:${qDim}:${kvDim}:${o.headDim}:${wg}:${sg}:${sh.had ? 1 : 0}${sh.sv ? 1 : 0}`;
   const p = k.pipeline(name, () => ropeSource(sh));
   const params = new ParamWriter()
     .u32(yStride / 4).u32((o.yOffset ?? 0) / 4).u32((o.sv ?? 0) / 4).u32(qStride / 4)

@@ -45,11 +45,22 @@ async function labelsOf(k: Kernels, record: (pass: GPUComputePassEncoder) => voi
   return labels;
 }
 
-function expectPlan(labels: string[], prefix: string, label: string): void {
+/** The one dispatch's pipeline starts with `prefix`; a register-plan label (kind:sizes..:threads:subgroup:
+ * flags) names the subgroup size `sg` its FWHT shuffles with (0: none). */
+function expectPlan(labels: string[], prefix: string, label: string, sg?: number): void {
   if (labels.length !== 1 || !labels[0].startsWith(prefix)) {
     throw new Error(`${label}: dispatched ${labels.join(", ")}; expected ${prefix}...`);
   }
+  if (sg === undefined || !prefix.endsWith("_vec:")) return;
+  const fields = labels[0].split(":");
+  const at = prefix === "norm_vec:" ? 3 : 5;
+  if (fields[at] !== String(sg)) {
+    throw new Error(`${label}: ${labels[0]} does not shuffle with subgroups of ${sg}`);
+  }
 }
+
+/** The subgroup size the register plan should shuffle with on k (its one fixed size, or none). */
+const sgOf = (k: Kernels) => (k.features.subgroups ? k.features.subgroupSize : 0);
 
 type Variant = "qtip" | "plain" | "first" | "gather";
 
@@ -111,7 +122,7 @@ async function normCase(
       gather: gather ? { meta, idxOffset: 2 } : undefined,
     }));
   const label = `dim ${dim} parts ${parts} ${variant} outOffset ${outOffset}`;
-  expectPlan(labels, c.plan, label);
+  expectPlan(labels, c.plan, label, sgOf(k));
   const got = await readF32(k, out, parts * outRows * dim + outOffset);
   for (let g = 0; g < parts; g++) {
     near(got.subarray(outOffset + g * outRows * dim), want.out[g], 2e-5, `${label} part ${g}`);
@@ -179,7 +190,7 @@ async function ropeCase(
       hkv: qtip ? had.spec(kvDim, false) : null,
     }));
   const label = `q ${qDim} kv ${kvDim} head ${hd} qtip ${qtip}`;
-  expectPlan(labels, c.plan, label);
+  expectPlan(labels, c.plan, label, sgOf(k));
   const want = ropeKvRef({
     y,
     T,
