@@ -6,8 +6,10 @@
 // Each linear stack (q/k/v, o, gate/up, down: engine/linear.ts) is one matmul; the steps between them are
 // fused kernels (kernels/transform) that also apply what a QTIP stack needs around its matmul: the input
 // transform H^T(SU x) before it, the output transform SV H(y) after it, both switched off for fp16 stacks.
-// So a layer is 11 dispatches (12 when attention splits its context):
-//   norm+in  qkv  rope/kv  attention  [o in]  o  finish+norm+in  gate/up  mlp middle  [down in]  down
+// So a QTIP layer is 11 dispatches:
+//   norm+in  qkv  rope/kv  attention  o in  o  finish+norm+in  gate/up  mlp middle  down in  down
+// (at decode `o in` also combines the split attention's partials: kernels/attention/o_input.ts; an fp16
+// layer has no `o in` and `down in`, but at decode a combine step when attention splits its context),
 // and the residual add of a block happens in the next block's first step ("finish"), which reads the
 // residual stream from one buffer and writes it to the other.
 import {
@@ -147,8 +149,9 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
       hq: L.qkv.outHad?.[0],
       hkv: L.qkv.outHad?.[1],
     });
-    // (4) att = softmax(q k^T / sqrt(headDim)) v over each sequence's cache.
-    attention(kernels, pass, {
+    // (4) att = softmax(q k^T / sqrt(headDim)) v over each sequence's cache; at decode, for a QTIP o_proj,
+    // it also does (5)'s input transform (xin = H^T(SU_o att), not att) and returns true.
+    const oInDone = attention(kernels, pass, {
       q: act.q,
       kCache: kv.k[l],
       vCache: kv.v[l],
@@ -165,10 +168,10 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
       maxBlocksPerSeq: kv.maxBlocksPerSeq,
       maxQueryTokens: b.maxQueryTokens,
       maxContext: b.maxContext,
+      oInput: L.o.inHad ? { vec: L.side, had, spec: L.o.inHad, su: L.at.suO, out: act.xin } : undefined,
     });
     // (5) y = Wo H^T(SU_o att)  (fp16: y = Wo att)
-    let oIn: GPUBuffer = act.att;
-    if (L.o.inHad) {
+    if (L.o.inHad && !oInDone) {
       blockTransform(kernels, pass, {
         x: act.att,
         vec: L.side,
@@ -180,9 +183,8 @@ export function encodeForward(pass: GPUComputePassEncoder, model: ForwardModel, 
         spec: L.o.inHad,
         su: L.at.suO,
       });
-      oIn = act.xin;
     }
-    L.o.encode(kernels, pass, { x: oIn, partStride: 0, out: act.y, rows: T });
+    L.o.encode(kernels, pass, { x: L.o.inHad ? act.xin : act.att, partStride: 0, out: act.y, rows: T });
     // MLP block. (6) x += SV_o H(y); xin_g = H^T(SU_g rmsnorm(x)), g = gate, up.
     normTransform(kernels, pass, {
       xIn: act.x[cur],

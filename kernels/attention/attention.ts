@@ -1,11 +1,14 @@
 // Host side of paged attention: kvWrite puts each token's K/V rows into the paged f16 cache, then
-// attention() runs either the split-K decode kernel (+ reduce) or the causal prefill kernel over it.
-// Layouts are described on the options below.
+// attention() runs either the split-K decode kernel (+ reduce, or + the reduce fused with o_proj's input
+// transform: o_input.ts) or the causal prefill kernel over it. Layouts are described on the options below.
 import kvWriteSource from "./kv_write.wgsl" with { type: "text" };
 import decodeSource from "./attention_decode.wgsl" with { type: "text" };
 import reduceSource from "./attention_reduce.wgsl" with { type: "text" };
 import prefillTemplate from "./attention_prefill.wgsl" with { type: "text" };
 import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "../core.ts";
+import { type OInputOptions, oInputSource, planOInput, reduceOInput } from "./o_input.ts";
+
+export type { OInputOptions } from "./o_input.ts";
 
 export const ATTENTION_SOURCES = {
   kv_write: kvWriteSource,
@@ -22,6 +25,20 @@ export const ATTENTION_SOURCES = {
     BQ: 32,
     R: 32,
     BK: 32,
+  }),
+  // Generated per plan; this is Llama 2 7B's (32 heads of 128, 16 partitions), without subgroups.
+  attention_o_input: oInputSource({
+    N: 4096,
+    HEAD_DIM: 128,
+    K: 1,
+    P_LEN: 4096,
+    WORDS: 1,
+    WG: 1024,
+    V: 1,
+    PARTS: 16,
+    SG: 0,
+    SU: true,
+    PAD: true,
   }),
 } as const;
 
@@ -68,9 +85,16 @@ export interface AttentionOptions extends PagedKvOptions {
 
 export interface AttentionDecodeOptions extends AttentionOptions {
   maxContext: number; // >= max(tokenPos) + 1
-  /** f32 split-K partials, attentionScratchBytes() bytes; unused when maxContext <= partitionSize. */
+  /** f32 split-K partials, attentionScratchBytes() bytes; unused when maxContext <= partitionSize, unless
+   * the fused oInput kernel runs. */
   scratch?: BufferArg;
   partitionSize?: number; // default decodePartitionSize(T x kv heads x head chunks, maxContext)
+  /**
+   * Write o_proj's input scale * H^T(SU * att) to oInput.out instead of the attention output to `out`, with
+   * the split-K combine and the transform in one kernel (attention_o_input.wgsl); then the call returns true.
+   * When it returns false (prefill, or a row the fused kernel does not serve) it wrote `out` as usual.
+   */
+  oInput?: OInputOptions;
 }
 
 export interface AttentionChoiceOptions extends AttentionDecodeOptions {
@@ -104,15 +128,16 @@ export function decodePartitionSize(workgroupsPerPart: number, maxContext: numbe
 }
 
 /**
- * Bytes of scratch attentionDecode() needs for up to T tokens: T * nHeads * nParts * (headDim + 2) f32,
- * 0 if one part. Without a partitionSize, the most that any batch of 1..T tokens can take.
+ * Bytes of scratch attentionDecode() needs for up to T tokens: T * nHeads * nParts * (headDim + 2) f32 (one
+ * part too: with oInput the decode kernel always writes partials). Without a partitionSize, the most that
+ * any batch of 1..T tokens can take.
  */
 export function attentionScratchBytes(o: ScratchSizeOptions): number {
   let most = 0;
   for (let t = o.partitionSize ? o.T : 1; t <= o.T; t++) {
     // At least t workgroups per partition (one kv head, one chunk), so at most this many partitions.
     const nParts = Math.ceil(o.maxContext / (o.partitionSize ?? decodePartitionSize(t, o.maxContext)));
-    if (nParts > 1) most = Math.max(most, t * o.nHeads * nParts * (o.headDim + 2) * 4);
+    most = Math.max(most, t * o.nHeads * nParts * (o.headDim + 2) * 4);
   }
   return most;
 }
@@ -137,10 +162,14 @@ export function kvWrite(k: Kernels, pass: GPUComputePassEncoder, o: KvWriteOptio
   );
 }
 
-/** Picks the decode kernel for batches of few tokens per sequence, else the prefill kernel. */
-export function attention(k: Kernels, pass: GPUComputePassEncoder, o: AttentionChoiceOptions): void {
-  if (o.maxQueryTokens <= DECODE_MAX_QUERY_TOKENS) attentionDecode(k, pass, o);
-  else attentionPrefill(k, pass, o);
+/**
+ * Picks the decode kernel for batches of few tokens per sequence, else the prefill kernel. True when it
+ * wrote o.oInput.out instead of o.out (attentionDecode).
+ */
+export function attention(k: Kernels, pass: GPUComputePassEncoder, o: AttentionChoiceOptions): boolean {
+  if (o.maxQueryTokens <= DECODE_MAX_QUERY_TOKENS) return attentionDecode(k, pass, o);
+  attentionPrefill(k, pass, o);
+  return false;
 }
 
 /** Plan of the decode kernel (its override constants) and the query-head chunks per kv head. */
@@ -179,10 +208,16 @@ export function planDecode(headDim: number, group: number, budget: number): Deco
   );
 }
 
-/** Split-K attention ("flash-decoding") for any batch; efficient when each sequence has few tokens. */
-export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: AttentionDecodeOptions): void {
+/**
+ * Split-K attention ("flash-decoding") for any batch; efficient when each sequence has few tokens. With
+ * oInput, when planOInput() serves the row, the partials go to the fused combine + o_proj input transform
+ * (also for a context of one partition: `split` and the fused kernel are as many dispatches as `direct` and
+ * blockTransform, and the same attention output, w = exp(m - m) = 1) and the call returns true; else it
+ * writes `out` and returns false, as it does on a CPU adapter or under KernelFeatures.legacy "attn-o".
+ */
+export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: AttentionDecodeOptions): boolean {
   const group = checkHeads(o);
-  if (o.T === 0) return;
+  if (o.T === 0) return false;
   const plan = planDecode(
     o.headDim,
     group,
@@ -212,10 +247,15 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
   const constants = { ...planConstants, CHUNK: chunk, TPP: cpu ? 1 : Math.max(1, plan.WG / chunk) };
   const inputs = [o.q, o.kCache, o.vCache, o.tokenSeq, o.tokenPos, o.blockTable];
   const groups = o.nKvHeads * plan.headChunks;
-  if (nParts === 1) {
+  // A CPU adapter keeps the reduce and blockTransform: there the fused kernel's one workgroup per token keeps
+  // one core per token busy (lavapipe, 32 heads of 128 at 1000 positions, split kernel included: 191 ms for
+  // 4 tokens against 129; 28.8 against 32.6 ms for one token).
+  const oInput = k.features.legacy.has("attn-o") || k.features.cpuAdapter ? undefined : o.oInput;
+  const fused = oInput ? planOInput(k, { ...o, nParts, spec: oInput.spec, su: oInput.su }) : null;
+  if (nParts === 1 && !fused) {
     const p = k.pipeline("attention_decode", decodeSource, constants, "direct");
     k.dispatch(pass, p, [...inputs, o.out, k.params(params)], 1, groups, o.T);
-    return;
+    return false;
   }
   const need = attentionScratchBytes({ ...o, partitionSize: partSize });
   if (!o.scratch || bindingSize(o.scratch) < need) {
@@ -227,10 +267,23 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
   }
   const split = k.pipeline("attention_decode", decodeSource, constants, "split");
   k.dispatch(pass, split, [...inputs, o.scratch, k.params(params)], nParts, groups, o.T);
+  if (fused && oInput) {
+    reduceOInput(k, pass, {
+      scratch: o.scratch,
+      tokenPos: o.tokenPos,
+      T: o.T,
+      nParts,
+      partSize,
+      plan: fused,
+      oInput,
+    });
+    return true;
+  }
   const reduce = k.pipeline("attention_reduce", reduceSource, { WG: 128 });
   const rp = new ParamWriter()
     .u32(o.T).u32(o.nHeads).u32(o.headDim).u32(partSize).u32(nParts).u32(outStride).u32(outOffset).u32(0);
   k.dispatch(pass, reduce, [o.scratch, o.tokenPos, o.out, k.params(rp)], o.nHeads, o.T);
+  return false;
 }
 
 /**

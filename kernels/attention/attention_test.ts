@@ -14,6 +14,9 @@ import {
   prefillSmemBytes,
 } from "./attention.ts";
 import { attentionRef, kvWriteRef } from "./attention_ref.ts";
+import { oInputKernelName, oInputSource, planOInput } from "./o_input.ts";
+import { blockTransform, HadTable } from "../transform/transform.ts";
+import { blockTransformRef } from "../transform/transform_ref.ts";
 import {
   assertClose,
   assertCompilesCleanly,
@@ -25,6 +28,7 @@ import {
   run,
   scratch,
   seededRandom,
+  subgroupKernels,
   testKernels,
   upload,
 } from "../../test/support/mod.ts";
@@ -484,5 +488,291 @@ Deno.test("planDecode() and planPrefill() fit the workgroup memory and cover eve
   const llama = planPrefill(128, 4, 49152);
   if (llama.R !== 32 || llama.BK !== 32 || llama.BQ !== 8 || llama.TX * llama.TY !== 128) {
     throw new Error(`prefill plan ${JSON.stringify(llama)}`);
+  }
+});
+
+// The split attention's combine fused with o_proj's input transform (o_input.ts): attentionDecode() with
+// oInput against attentionRef then blockTransformRef (SU, then the input-side transform), on the portable
+// path, with subgroup shuffles, and on the legacy plan (reduce, then blockTransform).
+
+/** What the fused kernel is checked on; partitionSize sets how many partitions each context spans. */
+interface OInputCase {
+  heads: Heads;
+  contexts: number[];
+  chunks: number[];
+  partitionSize?: number;
+  chunk?: number; // the transform's chunk (tensor-parallel groups); default the whole row
+}
+
+const O_INPUT_CASES: OInputCase[] = [
+  // n = 256, K = 1: contexts of 1 to 5 partitions, several tokens per sequence.
+  { heads: HEADS[0], contexts: [1, 5, 16, 17, 300], chunks: [1, 1, 2, 1, 3], partitionSize: 64 },
+  // GQA 4, one position per partition: 129 partitions, past the straight-line loads (the loop's tail).
+  { heads: HEADS[1], contexts: [3, 40, 129], chunks: [3, 1, 4], partitionSize: 1 },
+  // The default partitions: one covers these contexts, so the fused kernel combines a single partial; the
+  // transform in two tensor-parallel chunks of 128.
+  { heads: { nHeads: 4, nKvHeads: 4, headDim: 64 }, contexts: [50, 7], chunks: [2, 1], chunk: 128 },
+  // had_20 x 16 (n = 320, GQA 5), had_12 x 32 (n = 384), had_172 x 8 (n = 1376: six sign words per row).
+  {
+    heads: { nHeads: 5, nKvHeads: 1, headDim: 64 },
+    contexts: [1, 33, 100],
+    chunks: [1, 2, 1],
+    partitionSize: 16,
+  },
+  { heads: { nHeads: 3, nKvHeads: 3, headDim: 128 }, contexts: [1, 2], chunks: [1, 2], partitionSize: 1 },
+  { heads: { nHeads: 43, nKvHeads: 1, headDim: 32 }, contexts: [2, 20], chunks: [1, 1], partitionSize: 8 },
+  // Llama 2 7B's row (1024 threads, one vec4 each), 13B's (had_20 x 256: a second, partial vec4 slot) and
+  // 70B's (two vec4s, the slot bit's FWHT level in registers; lavapipe's 32 KiB hold it unpadded).
+  { heads: { nHeads: 32, nKvHeads: 32, headDim: 128 }, contexts: [300], chunks: [1], partitionSize: 32 },
+  { heads: { nHeads: 40, nKvHeads: 40, headDim: 128 }, contexts: [90], chunks: [1], partitionSize: 32 },
+  { heads: { nHeads: 64, nKvHeads: 8, headDim: 128 }, contexts: [70, 10], chunks: [1, 2], partitionSize: 16 },
+];
+
+const SU_OFFSET = 5; // SU sits at an odd offset of the side vectors
+
+/**
+ * Runs kvWrite and attentionDecode with oInput (then blockTransform when the call returns false, as forward.ts
+ * does); returns the transformed rows (T, n), whether the fused kernel ran, and the dispatches recorded.
+ */
+async function runOInput(
+  k: Kernels,
+  sc: Scenario,
+  c: OInputCase,
+  su: Float32Array,
+): Promise<{ out: Float32Array; fused: boolean; dispatches: number }> {
+  const { nHeads, nKvHeads, headDim } = sc.heads;
+  const n = nHeads * headDim;
+  const T = sc.tokenSeq.length;
+  const maxContext = Math.max(...sc.contexts);
+  const had = new HadTable(k.device, [c.chunk ?? n]);
+  const spec = had.spec(n, true, c.chunk ?? n);
+  const side = new Float32Array(SU_OFFSET + n + 3).fill(7);
+  side.set(su, SU_OFFSET);
+  const vec = upload(k, side);
+  const outStride = n + 3, outOffset = 1;
+  const out = scratch(k, (outOffset + T * outStride) * 4);
+  const att = scratch(k, T * n * 4);
+  const qkv = upload(k, sc.qkv);
+  const paged = {
+    kCache: upload(k, sc.cache.k),
+    vCache: upload(k, sc.cache.v),
+    tokenSeq: upload(k, sc.tokenSeq),
+    tokenPos: upload(k, sc.tokenPos),
+    blockTable: upload(k, sc.blockTable),
+    T,
+    nKvHeads,
+    headDim,
+    blockSize: BLOCK_SIZE,
+    maxBlocksPerSeq: sc.maxBlocksPerSeq,
+  };
+  let fused = false, dispatches = 0;
+  await run(k, (pass) => {
+    kvWrite(k, pass, {
+      ...paged,
+      k: qkv,
+      v: qkv,
+      kStride: sc.qkvStride,
+      vStride: sc.qkvStride,
+      kOffset: sc.kOffset,
+      vOffset: sc.vOffset,
+    });
+    const before = k.dispatches;
+    fused = attention(k, pass, {
+      ...paged,
+      q: qkv,
+      qStride: sc.qkvStride,
+      qOffset: sc.qOffset,
+      out: att,
+      nHeads,
+      maxContext,
+      maxQueryTokens: Math.max(...sc.chunks),
+      partitionSize: c.partitionSize,
+      scratch: scratch(
+        k,
+        attentionScratchBytes({ T, nHeads, headDim, maxContext, partitionSize: c.partitionSize }),
+      ),
+      oInput: { vec, had, spec, su: SU_OFFSET, out, outStride, outOffset },
+    });
+    if (!fused) {
+      blockTransform(k, pass, {
+        x: att,
+        vec,
+        had,
+        out,
+        T,
+        n,
+        gated: false,
+        spec,
+        su: SU_OFFSET,
+        outStride,
+        outOffset,
+      });
+    }
+    dispatches = k.dispatches - before;
+  });
+  const got = await readF32(k, out, outOffset + T * outStride);
+  had.destroy();
+  if (got[0] !== 0) throw new Error("wrote before outOffset");
+  const dense = new Float32Array(T * n);
+  for (let t = 0; t < T; t++) {
+    const row = outOffset + t * outStride;
+    dense.set(got.subarray(row, row + n), t * n);
+    for (let i = n; i < outStride && row + i < got.length; i++) {
+      if (got[row + i] !== 0) throw new Error(`Token ${t} wrote past its row at column ${i}`);
+    }
+  }
+  return { out: dense, fused, dispatches };
+}
+
+/** att = attentionRef, then out = scale * H^T(att * SU) (blockTransformRef's input job), per token. */
+function oInputReference(sc: Scenario, c: OInputCase, su: Float32Array): Float32Array {
+  const n = sc.heads.nHeads * sc.heads.headDim;
+  return blockTransformRef({
+    x: reference(sc),
+    T: sc.tokenSeq.length,
+    n,
+    gated: false,
+    had: { chunk: c.chunk ?? n },
+    su,
+  });
+}
+
+// The kernels differ from the references by f32 rounding, summation order and exp (lavapipe: at most 3e-7,
+// legacy plan included); the transform is orthonormal, so it does not grow them. Outputs are ~0.1 to 1.4,
+// and a wrong weight, sign, element or head moves them by that much.
+const O_INPUT_ATOL = 1e-5;
+
+Deno.test(
+  "attentionDecode() with oInput matches attentionRef then blockTransformRef: fused, or legacy and CPU plans",
+  {
+    ignore: NO_GPU,
+  },
+  async () => {
+    const k = await testKernels();
+    const legacy = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-o"]) });
+    const cpu = new Kernels(k.device, { ...k.features, cpuAdapter: true });
+    const sg = await subgroupKernels();
+    if (typeof sg === "string") console.warn(`oInput: not testing the subgroup path: ${sg}`);
+    try {
+      for (const [i, c] of O_INPUT_CASES.entries()) {
+        const sc = scenario(c.heads, c.contexts, c.chunks, 31 + i);
+        const n = c.heads.nHeads * c.heads.headDim;
+        const su = randomF32(n, 40 + i, -1.2, 1.2);
+        const want = oInputReference(sc, c, su);
+        const runs: [string, Kernels, boolean][] = [
+          ["portable", k, true],
+          ["legacy", legacy, false],
+          ["cpu adapter", cpu, false],
+        ];
+        if (typeof sg !== "string") runs.push(["subgroups", sg, true]);
+        for (const [name, kk, fusedWanted] of runs) {
+          const got = await runOInput(kk, sc, c, su);
+          const what = `${name} ${label(c.heads)} contexts ${c.contexts}`;
+          if (got.fused !== fusedWanted) throw new Error(`${what}: fused ${got.fused}`);
+          // Fused: the split kernel and the combine + transform; legacy: split (or direct), reduce, transform.
+          if (fusedWanted && got.dispatches !== 2) throw new Error(`${what}: ${got.dispatches} dispatches`);
+          assertClose(got.out, want, { atol: O_INPUT_ATOL, rtol: 0, label: what });
+        }
+      }
+    } finally {
+      if (typeof sg !== "string") sg.device.destroy();
+    }
+  },
+);
+
+Deno.test("attention_o_input modules compile cleanly, with and without subgroup shuffles", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
+  const sg = await subgroupKernels();
+  try {
+    for (const kk of typeof sg === "string" ? [k] : [k, sg]) {
+      const had = new HadTable(kk.device, [4096, 5120]);
+      for (
+        const [nHeads, nParts, chunk] of [[32, 16, 4096], [32, 40, 2048], [40, 3, 5120], [64, 1, 8192]]
+      ) {
+        const spec = nHeads === 64
+          ? { ...had.spec(4096, true), groups: 2 }
+          : had.spec(nHeads * 128, true, chunk);
+        const plan = planOInput(kk, {
+          nHeads,
+          headDim: 128,
+          nParts,
+          spec,
+          su: nParts % 2 === 0 ? 0 : undefined,
+        });
+        if (!plan) throw new Error(`no plan for ${nHeads} heads`);
+        if (kk === sg && plan.SG === 0) throw new Error(`no shuffles for ${nHeads} heads`);
+        await assertCompilesCleanly(kk, oInputKernelName(plan), oInputSource(plan));
+      }
+      had.destroy();
+    }
+  } finally {
+    if (typeof sg !== "string") sg.device.destroy();
+  }
+});
+
+Deno.test("attentionDecode() keeps the reduce and writes `out` when planOInput() cannot serve the row", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
+  // headDim 6: a vec4 would straddle two heads; n = 12 = had_12 x 1 has no block of 4 either.
+  const heads = { nHeads: 2, nKvHeads: 1, headDim: 6 };
+  const sc = scenario(heads, [3, 40], [1, 2], 3);
+  const c = { heads, contexts: sc.contexts, chunks: sc.chunks, partitionSize: 16 };
+  const su = randomF32(12, 4, -1.2, 1.2);
+  const got = await runOInput(k, sc, c, su);
+  if (got.fused) throw new Error("the fused kernel ran for headDim 6");
+  assertClose(got.out, oInputReference(sc, c, su), { atol: O_INPUT_ATOL, rtol: 0 });
+});
+
+Deno.test("planOInput() plans Llama's rows in one workgroup and declines rows it cannot hold", () => {
+  const fake = (invocations: number, storage: number, subgroupSize: number) =>
+    ({
+      device: {
+        limits: { maxComputeInvocationsPerWorkgroup: invocations, maxComputeWorkgroupStorageSize: storage },
+      },
+      features: { subgroups: subgroupSize > 0, subgroupSize, cpuAdapter: false, legacy: new Set() },
+    }) as unknown as Kernels;
+  const spec = (n: number, K = 1) => ({
+    K,
+    p: n / K,
+    groups: 1,
+    rows: 0,
+    words: Math.ceil(K / 32),
+    scale: 1,
+  });
+  const h100 = fake(1024, 49152, 32);
+  const plan = (k: Kernels, nHeads: number, nParts: number, K = 1) =>
+    planOInput(k, { nHeads, headDim: 128, nParts, spec: spec(nHeads * 128, K), su: 0 });
+  const llama7 = plan(h100, 32, 10);
+  if (
+    !llama7 || llama7.WG !== 1024 || llama7.V !== 1 || llama7.PARTS !== 16 || llama7.SG !== 32 || !llama7.PAD
+  ) {
+    throw new Error(`7B: ${JSON.stringify(llama7)}`);
+  }
+  const llama70 = plan(h100, 64, 3);
+  if (!llama70 || llama70.V !== 2 || llama70.PARTS !== 4 || !llama70.PAD) {
+    throw new Error(`70B: ${JSON.stringify(llama70)}`);
+  }
+  const llama13 = plan(h100, 40, 1, 20);
+  if (!llama13 || llama13.V !== 2 || llama13.K !== 20 || llama13.PARTS !== 1) {
+    throw new Error(`13B: ${JSON.stringify(llama13)}`);
+  }
+  // Without subgroups of a known size: no shuffles. 32 KiB: 8192 unpadded, 16384 not at all.
+  if (plan(fake(1024, 49152, 0), 32, 2)?.SG !== 0) throw new Error("shuffles without a subgroup size");
+  if (plan(fake(1024, 32768, 8), 64, 2)?.PAD !== false) throw new Error("8192 padded in 32 KiB");
+  if (plan(fake(1024, 32768, 8), 128, 2) !== null) throw new Error("16384 planned in 32 KiB");
+  // 256 invocations hold 4096 (4 vec4s a thread), not 8192.
+  if (plan(fake(256, 49152, 32), 32, 2)?.V !== 4 || plan(fake(256, 49152, 32), 64, 2) !== null) {
+    throw new Error("256 invocations");
+  }
+  if (planOInput(h100, { nHeads: 2, headDim: 6, nParts: 2, spec: spec(12, 12) }) !== null) {
+    throw new Error("headDim 6 planned");
+  }
+  for (const p of [llama7, llama70, llama13]) {
+    if (!/^attention_o_input_/.test(oInputKernelName(p)) || oInputSource(p).includes("{{")) {
+      throw new Error(`source of ${oInputKernelName(p)}`);
+    }
   }
 });
