@@ -2,7 +2,7 @@
 // of dependent dispatches, warm (its inputs in L2, as when the same dispatch repeats) and cold (a 128 MiB
 // streaming read between dispatches, as the weights of a decode step evict everything else, minus a chain
 // of the streaming reads alone). Llama 2 7B shapes, batch 1: normTransform (the attention block's, 3 parts),
-// ropeKv, and blockTransform (o_proj's input, the MLP middle), each in its current plan and, where one is
+// ropeKv, blockTransform (o_proj's input, the MLP middle) and greedy sampling, each in its current plan and, where one is
 // kept, its legacy plan (KernelFeatures.legacy). The floor is a chain of near-empty dispatches.
 // Prints microseconds per dispatch; step_profile --ablate gives the same kernels' marginal cost in a step.
 import { parseArgs } from "node:util";
@@ -11,6 +11,7 @@ import { Kernels } from "../kernels/core.ts";
 import { blockTransform, HadTable, normTransform, ropeKv } from "../kernels/transform/transform.ts";
 import { GpuTimer } from "./_timing.ts";
 import { buildRopeTable } from "../kernels/rope/rope.ts";
+import { packSamplingParams, sample } from "../kernels/sampling/sampling.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -20,7 +21,10 @@ const reps = Number(values.reps);
 const gpu = await openGpu();
 const base = gpu.kernels;
 const dev = base.device;
-const legacyK = new Kernels(dev, { ...base.features, legacy: new Set(["norm", "rope", "block", "attn-o"]) });
+const legacyK = new Kernels(dev, {
+  ...base.features,
+  legacy: new Set(["norm", "rope", "block", "attn-o", "sampling"]),
+});
 const noShuffleK = new Kernels(dev, { ...base.features, legacy: new Set(["vec-shuffle"]) });
 const timer = new GpuTimer(base, "timestamp");
 
@@ -51,6 +55,15 @@ const u32 = (vals: number[]) => {
 const tokenSeq = u32([0]), tokenPos = u32([600]), blockTable = buf(64);
 const kCache = buf(64 * heads * 16 * hd / 2), vCache = buf(64 * heads * 16 * hd / 2);
 const q = buf(dim);
+const vocab = 32000;
+const logits = buf(vocab);
+const rowParams = dev.createBuffer({ size: 32, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+dev.queue.writeBuffer(
+  rowParams,
+  0,
+  packSamplingParams([{ temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, counter: 0, outIndex: 0 }]),
+);
+const tokens = buf(4);
 
 // The streaming read that evicts L2 between dispatches: 128 MiB, one pass, many workgroups.
 const FLUSH_BYTES = 128 << 20;
@@ -195,6 +208,8 @@ const jobs: Record<string, Job> = {
       sv: 16 * dim,
       su: 16 * dim + 2 * hidden,
     }),
+  "sampling, greedy, 32000": (k, pass) =>
+    sample(k, pass, { logits, params: rowParams, rows: 1, vocab, tokens }),
 };
 
 const rows: { kernel: string; plan: string; warmUs: number; coldUs: number }[] = [];

@@ -74,7 +74,14 @@ export interface SampleOptions {
   logprobs?: BufferArg; // f32, written at each row's outIndex when given
 }
 
-const WG = 256;
+/**
+ * Threads per row: 1024 on a GPU, where the row's passes are a latency chain of load trips (a greedy row's
+ * one pass over 32,000 logits is 31 trips at 256 threads, about 8 at 1024); 256 on a CPU adapter, where
+ * more invocations only cost.
+ */
+function threads(k: Kernels): number {
+  return k.features.cpuAdapter ? 256 : Math.min(1024, k.device.limits.maxComputeInvocationsPerWorkgroup);
+}
 const spareLogprobs = new WeakMap<GPUDevice, GPUBuffer>();
 
 /** Records one dispatch that samples `rows` rows of logits into `tokens` (and `logprobs`). */
@@ -84,6 +91,8 @@ export function sample(k: Kernels, pass: GPUComputePassEncoder, o: SampleOptions
   if (stride < o.vocab) {
     throw new KernelError(`Cannot sample: logitsStride ${stride} is smaller than vocab ${o.vocab}`);
   }
+  // Legacy "sampling": 256 threads everywhere, for measuring.
+  const WG = k.features.legacy.has("sampling") ? 256 : threads(k);
   const p = k.pipeline("sampling", source, { WG });
   let logprobs = o.logprobs;
   if (!logprobs) {

@@ -19,7 +19,7 @@ import {
   testKernels,
   upload,
 } from "../../test/support/mod.ts";
-import type { Kernels } from "../core.ts";
+import { Kernels } from "../core.ts";
 
 const NO_GPU = await noGpu();
 
@@ -246,18 +246,25 @@ const SETTINGS = [
 ];
 
 for (const vocab of [7, 137, 1000, 4032]) {
-  Deno.test(`sample() matches sampleRef token for token at vocab=${vocab}`, { ignore: NO_GPU }, async () => {
-    const k = await testKernels();
-    const rows: SamplingRow[] = [];
-    for (const [j, s] of SETTINGS.entries()) {
-      for (let c = 0; c < 6; c++) {
-        rows.push({ ...s, seed: 1000 * j + vocab, counter: c, outIndex: rows.length });
+  Deno.test(
+    `sample() matches sampleRef token for token at vocab=${vocab}, with a GPU's 1024 threads and a CPU adapter's 256`,
+    { ignore: NO_GPU },
+    async () => {
+      const gpu = await testKernels();
+      const rows: SamplingRow[] = [];
+      for (const [j, s] of SETTINGS.entries()) {
+        for (let c = 0; c < 6; c++) {
+          rows.push({ ...s, seed: 1000 * j + vocab, counter: c, outIndex: rows.length });
+        }
       }
-    }
-    const logits = randomF32(rows.length * vocab, vocab, -6, 6);
-    const o = { logits, rows, vocab };
-    assertMatchesRef(await gpuSample(k, o), o, `vocab ${vocab}`);
-  });
+      const logits = randomF32(rows.length * vocab, vocab, -6, 6);
+      const o = { logits, rows, vocab };
+      for (const k of [gpu, new Kernels(gpu.device, { ...gpu.features, cpuAdapter: true })]) {
+        const plan = k.features.cpuAdapter ? "256 threads" : "1024 threads";
+        assertMatchesRef(await gpuSample(k, o), o, `vocab ${vocab}, ${plan}`);
+      }
+    },
+  );
 }
 
 Deno.test("sample() matches sampleRef on a 128256 vocabulary", { ignore: NO_GPU }, async () => {
