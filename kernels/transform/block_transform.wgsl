@@ -1,20 +1,35 @@
-// The transforms of a long vector spread over many workgroups, each making OUT_BLOCKS consecutive output
-// blocks of p (transform_lib.wgsl: the mix reads its inputs straight from global memory, SPLIT threads to an
-// element, then an FWHT in workgroup memory). A power-of-two factor beyond p mixes too (H_Q, signs from bit
-// parity), so a transform of 4096 is 64 workgroups, not one. Two jobs:
+// The transforms of a long vector spread over many workgroups, each making a few consecutive output blocks
+// of p (transform_lib.wgsl: the mix reads its inputs straight from global memory, several threads to an
+// element, then an FWHT). A power-of-two factor beyond p mixes too (H_Q, signs from bit parity), so a
+// transform of 4096 is 64 workgroups, not one. Two jobs:
 //   gated (the MLP's middle): with gate = y[t, 0..n) and up = y[t, n..2n) of the stacked gate/up output,
 //     h[t] = silu(sv_g * scale * H(gate)) * (sv_u * scale * H(up)) * su_d     (each factor optional:
 //     a plain MLP gets h = silu(gate) * up)
 //   input: out[t] = scale * H^T(x[t] * pre)   (the input side of a QTIP linear, e.g. o_proj's or down's)
 // Bindings: x f32 (T, xStride) from xOffset, side f32 (side vectors); had u32; out f32 (T, outStride) from
-//   outOffset; params.
-// Dispatch: (T, ceil(blocks / OUT_BLOCKS)) workgroups, blocks = n / p. Reference: transform_ref.ts.
+//   outOffset; params. Reference: transform_ref.ts `blockTransformRef`.
+// Two plans share these bindings, Params and helpers:
+// - the decode plan (block_decode.ts generates its entry point `decode`, with the helpers dec* below):
+//   grid (blocks / J, T), J = 1 or 2 output blocks of PB a workgroup, every mix term loaded up front;
+// - `main` (a CPU adapter's plan, the plain MLP's elementwise silu * up, legacy "block", and calls the decode
+//   plan cannot take): grid (T, ceil(blocks / OUT_BLOCKS)), each output element's mix shared by SPLIT threads
+//   in a loop of four terms a trip, then an FWHT in workgroup memory.
 // Many rows take block_rows.wgsl's entry points instead (appended to this module; same bindings and Params).
 
 override WG: u32 = 256u;
-override SM: u32 = 2048u; // >= SPLIT * OUT_BLOCKS * p, twice that when gated
+override SM: u32 = 2048u; // main: >= SPLIT * OUT_BLOCKS * p, twice that when gated; decode: its partials
 override OUT_BLOCKS: u32 = 1u;
 override SPLIT: u32 = 1u; // threads that share one element's mix
+// The decode plan's shape (block_decode.ts): blocks of PB, LANES threads to a block row (each holding PB /
+// LANES elements LANES apart), KQ = K Q blocks mixed per group with Q = 2^QS, TRIPS runs of terms a thread,
+// SG the subgroup size (subgroup variants), PRE: the input job multiplies x by `pre` before the transform.
+override PB: u32 = 64u;
+override LANES: u32 = 32u;
+override KQ: u32 = 1u;
+override QS: u32 = 0u;
+override TRIPS: u32 = 1u;
+override SG: u32 = 32u;
+override PRE: bool = false;
 
 const F_GATED: u32 = 1u;
 const F_HAD: u32 = 2u;
@@ -198,4 +213,67 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       out[oBase + i] = sm[e] * scale;
     }
   }
+}
+
+// Sign bits of the terms aBase .. aBase + u - 1 of output block j's mix (bit i set: term aBase + i negated),
+// for aBase a multiple of u and u dividing 32: sign(j, a) = had'[j / Q][a / Q] * (-1)^|j & a mod Q| as in
+// mixTerm, for u terms at once. The had' bits of the u terms lie in one word (u / Q columns, or one when
+// Q >= u); the parity of jq & (aBase + i) is that of jq & aBase times row jq of H_32 in bits i (aBase + i =
+// aBase | i), the row the xor of one fixed pattern per set bit of jq.
+fn decSigns(j: u32, aBase: u32, u: u32) -> u32 {
+  var m = 0u;
+  if ((KQ >> QS) > 1u) {
+    let ak = aBase >> QS;
+    let w = had[params.h.rows + (j >> QS) * params.h.words + (ak >> 5u)] >> (ak & 31u);
+    if (QS == 0u) {
+      m = w;
+    } else if ((1u << QS) >= u) {
+      m = 0u - (w & 1u);
+    } else {
+      // Column b of had' covers terms b Q .. b Q + Q - 1 (Q < u <= 32 here; the min keeps the shift in range
+      // where pipeline creation folds this for a larger Q).
+      let ones = (1u << min(1u << QS, 16u)) - 1u;
+      for (var b = 0u; b < (u >> QS); b++) {
+        m |= (0u - ((w >> b) & 1u)) & (ones << (b << QS));
+      }
+    }
+  }
+  if (QS > 0u) {
+    let jq = j & ((1u << QS) - 1u);
+    var h = select(0u, 0xaaaaaaaau, (jq & 1u) != 0u);
+    h ^= select(0u, 0xccccccccu, (jq & 2u) != 0u);
+    h ^= select(0u, 0xf0f0f0f0u, (jq & 4u) != 0u);
+    h ^= select(0u, 0xff00ff00u, (jq & 8u) != 0u);
+    h ^= select(0u, 0xffff0000u, (jq & 16u) != 0u);
+    if ((countOneBits(jq & aBase) & 1u) != 0u) {
+      h = ~h;
+    }
+    m ^= h;
+  }
+  return m;
+}
+
+// +1.0 or -1.0 from bit i of the sign bits m (set: -1.0).
+fn decSign(m: u32, i: u32) -> f32 {
+  return bitcast<f32>(((m >> i) << 31u) | 0x3f800000u);
+}
+
+// The gated job's side factors of element e: (sv_g, sv_u, su_d), 1.0 where absent. Loaded at the start, so
+// their latency hides behind the mix's.
+fn decSides(e: u32) -> vec3<f32> {
+  var s = vec3<f32>(1.0);
+  if ((params.flags & F_SV) != 0u) {
+    s.x = side[params.svOff + e];
+    s.y = side[params.svOff + params.n + e];
+  }
+  if ((params.flags & F_SU) != 0u) {
+    s.z = side[params.suOff + e];
+  }
+  return s;
+}
+
+// The gated job's output from the transformed (unscaled) gate and up sums and decSides' factors.
+fn decGated(g: f32, u: f32, s: vec3<f32>) -> f32 {
+  let scale = params.h.scale;
+  return silu(g * scale * s.x) * (u * scale * s.y) * s.z;
 }
