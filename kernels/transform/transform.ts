@@ -18,6 +18,10 @@ import { type BufferArg, KernelError, type Kernels, ParamWriter } from "../core.
 import { hadamardFactor } from "../hadamard/had_tables.ts";
 import { hadSignBits } from "../hadamard/hadamard.ts";
 import { normTransformVector, ropeKvVector } from "./vector.ts";
+import type { HadSpec, NormTransformOptions, RopeKvOptions } from "./options.ts";
+
+export type { HadSpec, NormTransformOptions, RopeKvOptions } from "./options.ts";
+import { blockDecode } from "./block_decode.ts";
 
 /**
  * The entry points of block_rows.wgsl's many-rows plan, one per job (gated: "g", input: "i") and rows per
@@ -86,17 +90,6 @@ export const TRANSFORM_SOURCES = {
   rope_kv: ropeKvSource + "\n" + libSource,
   block_transform: blockSource + "\n" + rowsSource + "\n" + rowsEntries() + "\n" + libSource,
 } as const;
-
-/** One transform as the kernels read it (HadSpec in transform_lib.wgsl). */
-export interface HadSpec {
-  K: number;
-  p: number;
-  groups: number;
-  /** Word offset of row 0 of had_K (or had_K^T) in the table. */
-  rows: number;
-  words: number;
-  scale: number;
-}
 
 /** Sign bits of every had_K a model needs, in one buffer, and the specs of its transforms. */
 export class HadTable {
@@ -199,40 +192,6 @@ function slots(k: Kernels, need: number, label: string): number {
   return Math.min(sm, max);
 }
 
-export interface NormTransformOptions {
-  xIn: BufferArg; // f32 (rows, xStride): the residual stream
-  xOut: BufferArg; // f32 (rows, xStride): the new residual (another buffer than xIn)
-  vec: BufferArg; // f32 side vectors
-  had: HadTable;
-  out: BufferArg; // f32: part g, row t at outOffset + g * outPartStride + t * outStride
-  rows: number; // output rows
-  parts: number;
-  dim: number;
-  eps: number;
-  xStride?: number; // default dim
-  xInOffset?: number;
-  xOutOffset?: number;
-  outStride?: number; // default dim
-  outOffset?: number;
-  outPartStride?: number; // default rows * outStride
-  /** Finish the previous linear: add post(y) to the residual (and write it to xOut from part 0). */
-  finish?: {
-    y: BufferArg; // f32 (rows, yStride) from yOffset
-    yStride?: number;
-    yOffset?: number;
-    vec?: BufferArg; // the side vectors holding SV (default: vec)
-    sv?: number; // offset of SV in finish.vec
-    had?: HadSpec | null; // output-side transform of dim
-  };
-  /** Write the residual to xOut (default: when finishing). */
-  writeX?: boolean;
-  norm?: { gamma: number }; // offset of the norm weight in vec
-  su?: number; // offset of part 0's SU in vec (part g at + g * dim)
-  inHad?: HadSpec | null; // input-side transform of dim
-  /** Source rows from meta[idxOffset + t] (the logit rows of a prefill); residual not written. */
-  gather?: { meta: BufferArg; idxOffset?: number };
-}
-
 /** Records the residual step (norm_transform.wgsl): (rows, parts) workgroups. */
 export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTransformOptions): void {
   if (o.rows === 0) return;
@@ -279,33 +238,6 @@ export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTr
     o.rows,
     o.parts,
   );
-}
-
-export interface RopeKvOptions {
-  y: BufferArg; // f32 (T, yStride) from yOffset: [q | k | v]
-  vec: BufferArg;
-  had: HadTable;
-  rope: BufferArg; // f32 (ropeMaxPos, headDim / 2, 2): buildRopeTable
-  tokenSeq: BufferArg; // u32 (T): block-table row of each token
-  tokenPos: BufferArg; // u32 (T): position of each token
-  blockTable: BufferArg;
-  qOut: BufferArg; // f32 (T, qStride) from qOffset
-  kCache: BufferArg;
-  vCache: BufferArg;
-  T: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  blockSize: number;
-  maxBlocksPerSeq: number;
-  ropeMaxPos: number;
-  yStride?: number; // default (nHeads + 2 nKvHeads) headDim
-  yOffset?: number;
-  qStride?: number; // default nHeads * headDim
-  qOffset?: number;
-  sv?: number; // offset of [SV_q | SV_k | SV_v] in vec
-  hq?: HadSpec | null; // output-side transforms (QTIP); none for a plain model
-  hkv?: HadSpec | null;
 }
 
 /** Records the q/k/v finish (rope_kv.wgsl): (T, 3) workgroups. */
@@ -367,6 +299,9 @@ export interface BlockTransformOptions {
   outOffset?: number;
   /** Output blocks per thread in the many-rows plan; default by the grid's size. For tests. */
   rowsPer?: 4 | 8;
+  /** Threads to a block row in the decode plan without subgroups (default 16), e.g. 32 for the layout the
+   * H100's subgroups give. For tests. */
+  decodeLanes?: 8 | 16 | 32 | 64;
 }
 
 /** Block length of the block kernel's FWHT: a transform's power-of-two factor beyond it mixes as H_Q. */
@@ -433,8 +368,10 @@ function rowsTransform(
 
 /**
  * Records the spread transform: from BLOCK_ROWS_MIN_T rows on a GPU, the many-rows plan (block_rows.wgsl,
- * entry points rows_*: (groups * tiles, T) workgroups); else block_transform.wgsl's block plan (T,
- * ceil(blocks / OUT_BLOCKS)) workgroups. Both are pipelines of the "block_transform" module.
+ * entry points rows_*: (groups * tiles, T) workgroups); else, with a transform on a GPU, the decode plan
+ * (block_decode.ts: (blocks / J, T) workgroups, J = 1 or 2); else (a CPU adapter, no transform, legacy
+ * "block", or a call the decode plan cannot take) block_transform.wgsl's `main` (T, ceil(blocks /
+ * OUT_BLOCKS)) workgroups. The rows plan and `main` are pipelines of the "block_transform" module.
  */
 export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: BlockTransformOptions): void {
   if (o.T === 0) return;
@@ -450,6 +387,21 @@ export function blockTransform(k: Kernels, pass: GPUComputePassEncoder, o: Block
   if (o.n % pb !== 0) throw new KernelError(`blockTransform: ${o.n} is not a multiple of ${pb}`);
   const q = o.spec ? o.spec.p / pb : 1;
   if (o.spec && !cpu && o.T >= BLOCK_ROWS_MIN_T && rowsTransform(k, pass, o, o.spec, pb, q)) return;
+  if (o.spec && !cpu && !k.features.legacy.has("block")) {
+    const call = {
+      gated: o.gated,
+      pre: !o.gated && o.su !== undefined,
+      T: o.T,
+      n: o.n,
+      pb,
+      kq: o.spec.K * q,
+      q,
+      lanes: o.decodeLanes,
+      buffers: [o.x, o.vec, o.had.buffer, o.out] as [BufferArg, BufferArg, BufferArg, BufferArg],
+      params: blockParams(o, { ...o.spec, p: pb }, q),
+    };
+    if (blockDecode(k, pass, call)) return;
+  }
   const blocks = o.n / pb;
   let outBlocks: number, split = 1, wg: number;
   if (o.spec && !cpu) {

@@ -2,21 +2,31 @@
 // sizes that exercise every had_K path: powers of two, had_20 / had_28 / had_172 mixes, tensor-parallel
 // chunks, several parts, gathered rows, offsets and strides.
 import { BLOCK_ROWS_MIN_T, blockTransform, HadTable, normTransform, ropeKv } from "./transform.ts";
+import { blockDecodeName, blockDecodeSource } from "./block_decode.ts";
 import { blockTransformRef, normTransformRef, ropeKvRef } from "./transform_ref.ts";
 import { buildRopeTable } from "../rope/rope.ts";
 import { Kernels } from "../core.ts";
 import {
+  assertCompilesCleanly,
   noGpu,
   randomF32,
   readF32,
   readU32,
   run,
   scratch,
+  subgroupKernels,
   testKernels,
   upload,
 } from "../../test/support/mod.ts";
 
 const NO_GPU = await noGpu();
+/** Why the subgroup variants cannot run here (null: they can). */
+const NO_SUBGROUPS = NO_GPU ? "no WebGPU adapter" : await (async () => {
+  const sg = await subgroupKernels();
+  if (typeof sg === "string") return sg;
+  sg.device.destroy();
+  return null;
+})();
 
 /** Fails unless |got - want| <= tol * (1 + |want|) everywhere (NaN fails). */
 function near(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, label: string): void {
@@ -267,6 +277,87 @@ Deno.test({
   },
 });
 
+/** One blockTransform call (row t of x at 8 + t xStride, of out at 4 + t outStride, both strides padded). */
+interface BlockCase {
+  n: number;
+  chunk: number;
+  T: number;
+  gated: boolean;
+  sv: boolean;
+  su: boolean;
+  rowsPer?: 4 | 8;
+  decodeLanes?: 8 | 16 | 32 | 64;
+}
+
+/**
+ * Runs one blockTransform call with k against blockTransformRef (failing on a wrong value or a write into the
+ * padding between rows) and returns the labels of the pipelines it dispatched.
+ */
+async function blockCase(k: Kernels, c: BlockCase, label: string): Promise<string[]> {
+  const { n, chunk, T, gated } = c;
+  const had = new HadTable(k.device, [chunk]);
+  const xStride = (gated ? 2 * n : n) + 12, outStride = n + 8;
+  const x = randomF32(T * xStride + 8, n + T + (gated ? 1 : 0) + (c.su ? 2 : 0), -3, 3);
+  const svv = randomF32(2 * n, 31, 0.5, 1.5);
+  const suv = randomF32(n, 32, -1.5, 1.5);
+  const vec = pack([new Float32Array(5), svv, suv]);
+  const out = scratch(k, (T * outStride + 4) * 4);
+  k.tap = [];
+  await run(k, (pass) =>
+    blockTransform(k, pass, {
+      x: upload(k, x),
+      xOffset: 8,
+      xStride,
+      vec: upload(k, vec.data),
+      had,
+      out,
+      outOffset: 4,
+      outStride,
+      T,
+      n,
+      gated,
+      spec: had.spec(n, !gated, chunk),
+      sv: c.sv ? vec.at[1] : undefined,
+      su: c.su ? vec.at[2] : undefined,
+      rowsPer: c.rowsPer,
+      decodeLanes: c.decodeLanes,
+    }));
+  const labels = k.tap.map((d) => d.pipeline.label);
+  k.tap = null;
+  const xs = new Float32Array(T * (gated ? 2 * n : n));
+  for (let t = 0; t < T; t++) {
+    xs.set(x.subarray(8 + t * xStride, 8 + t * xStride + (gated ? 2 * n : n)), t * (gated ? 2 * n : n));
+  }
+  const want = blockTransformRef({
+    x: xs,
+    T,
+    n,
+    gated,
+    had: { chunk },
+    sv: c.sv ? svv : undefined,
+    su: c.su ? suv : undefined,
+  });
+  const got = await readF32(k, out, T * outStride + 4);
+  const rowsGot = new Float32Array(T * n);
+  for (let t = 0; t < T; t++) rowsGot.set(got.subarray(4 + t * outStride, 4 + t * outStride + n), t * n);
+  near(rowsGot, want, 2e-5, label);
+  // The padding between rows stays untouched.
+  for (let t = 0; t < T; t++) {
+    const pad = got.subarray(4 + t * outStride + n, 4 + (t + 1) * outStride);
+    if (t < T - 1 && pad.some((v) => v !== 0)) throw new Error(`${label}: row ${t}'s padding was written`);
+  }
+  had.destroy();
+  return labels;
+}
+
+/** The four jobs: the MLP middle with and without SV / SU, an input transform with and without SU. */
+const JOBS = [
+  { gated: true, sv: true, su: true },
+  { gated: true, sv: false, su: false },
+  { gated: false, sv: false, su: true },
+  { gated: false, sv: false, su: false },
+];
+
 Deno.test({
   name:
     "blockTransform: many rows take the rows plan (4 or 8 output blocks a thread) from BLOCK_ROWS_MIN_T on, and equal the unfused steps",
@@ -289,90 +380,154 @@ Deno.test({
       [1376, 1376],
       [896, 448],
     ];
-    const jobs = [
-      { gated: true, sv: true, su: true },
-      { gated: true, sv: false, su: false },
-      { gated: false, sv: false, su: true },
-      { gated: false, sv: false, su: false },
-    ];
     const cases: { n: number; chunk: number; T: number; per?: 4 | 8; cpu?: boolean; job: number }[] = [];
     sizes.forEach(([n, chunk], s) => {
-      jobs.forEach((_, j) => {
+      JOBS.forEach((_, j) => {
         cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T + 1, per: (s + j) % 2 ? 4 : 8, job: j });
       });
-      cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T, job: s % jobs.length });
-      cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T - 1, job: (s + 1) % jobs.length });
+      cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T, job: s % JOBS.length });
+      cases.push({ n, chunk, T: BLOCK_ROWS_MIN_T - 1, job: (s + 1) % JOBS.length });
     });
     // The default of a large grid (8 blocks a thread), and a CPU adapter's plan at many rows (never rows).
     cases.push({ n: 3584, chunk: 1792, T: 264, job: 0 });
     cases.push({ n: 3584, chunk: 1792, T: 264, job: 2 });
     cases.push({ n: 2560, chunk: 2560, T: 20, job: 0, cpu: true });
     for (const c of cases) {
-      const { n, chunk, T } = c;
-      const { gated, sv, su } = jobs[c.job];
-      const kk = c.cpu ? cpu : k;
-      const had = new HadTable(k.device, [chunk]);
-      const xStride = (gated ? 2 * n : n) + 12, outStride = n + 8;
-      const x = randomF32(T * xStride + 8, n + T + c.job, -3, 3);
-      const svv = randomF32(2 * n, 31, 0.5, 1.5);
-      const suv = randomF32(n, 32, -1.5, 1.5);
-      const vec = pack([new Float32Array(5), svv, suv]);
-      const out = scratch(k, (T * outStride + 4) * 4);
-      kk.tap = [];
-      await run(k, (pass) =>
-        blockTransform(kk, pass, {
-          x: upload(k, x),
-          xOffset: 8,
-          xStride,
-          vec: upload(k, vec.data),
-          had,
-          out,
-          outOffset: 4,
-          outStride,
-          T,
-          n,
-          gated,
-          spec: had.spec(n, !gated, chunk),
-          sv: sv ? vec.at[1] : undefined,
-          su: su ? vec.at[2] : undefined,
-          rowsPer: c.per,
-        }));
-      const labels = kk.tap.map((d) => d.pipeline.label);
-      kk.tap = null;
-      const label = `n ${n} chunk ${chunk} T ${T} per ${c.per ?? "default"} ${JSON.stringify(jobs[c.job])}` +
+      const label =
+        `n ${c.n} chunk ${c.chunk} T ${c.T} per ${c.per ?? "default"} ${JSON.stringify(JOBS[c.job])}` +
         (c.cpu ? " cpu" : "");
-      const rows = T >= BLOCK_ROWS_MIN_T && !c.cpu;
-      const entry = `block_transform:rows_${gated ? "g" : "i"}${c.per ?? (T === 264 ? 8 : 4)}:`;
+      const { gated } = JOBS[c.job];
+      const labels = await blockCase(
+        c.cpu ? cpu : k,
+        { n: c.n, chunk: c.chunk, T: c.T, ...JOBS[c.job], rowsPer: c.per },
+        label,
+      );
+      const rows = c.T >= BLOCK_ROWS_MIN_T && !c.cpu;
+      const entry = `block_transform:rows_${gated ? "g" : "i"}${c.per ?? (c.T === 264 ? 8 : 4)}:`;
       if (labels.length !== 1 || labels[0].startsWith(entry) !== rows) {
         throw new Error(
           `${label}: dispatched ${labels.join(", ")}; expected ${rows ? entry : "the block plan"}`,
         );
       }
-      const xs = new Float32Array(T * (gated ? 2 * n : n));
-      for (let t = 0; t < T; t++) {
-        xs.set(x.subarray(8 + t * xStride, 8 + t * xStride + (gated ? 2 * n : n)), t * (gated ? 2 * n : n));
+    }
+  },
+});
+
+/**
+ * Decode-plan cases ([n, chunk] x the jobs, T cycling through 1 .. BLOCK_ROWS_MIN_T - 1) against the
+ * reference, each dispatch checked to be the decode plan's (`block_decode:`, on the subgroup path where k has
+ * subgroups), or `main` under legacy "block". `js` collects the output blocks a workgroup (the :jN: of the
+ * module name) each case took, keyed "n T g|i"; `lanes` is blockTransform's decodeLanes.
+ */
+async function decodeCases(
+  k: Kernels,
+  sizes: number[][],
+  o: { legacy?: boolean; js?: Map<string, number>; jobs?: typeof JOBS; lanes?: 8 | 16 | 32 | 64 } = {},
+): Promise<void> {
+  let i = 0;
+  for (const [n, chunk] of sizes) {
+    for (const job of o.jobs ?? JOBS) {
+      const T = 1 + (i++ % (BLOCK_ROWS_MIN_T - 1));
+      const label =
+        `${o.legacy ? "legacy" : "decode"} n ${n} chunk ${chunk} T ${T} lanes ${o.lanes ?? "default"} ` +
+        JSON.stringify(job);
+      const labels = await blockCase(k, { n, chunk, T, ...job, decodeLanes: o.lanes }, label);
+      // block_decode:<job>:v<V>:j<J>:<sg | wg>:decode: with the job's letter and the path k's features allow.
+      const want = o.legacy ? /^block_transform:main:/ : new RegExp(
+        `^block_decode:${job.gated ? "g" : "i"}:v\\d:j(\\d):${k.features.subgroups ? "sg" : "wg"}:decode:`,
+      );
+      const m = labels.length === 1 ? want.exec(labels[0]) : null;
+      if (!m) throw new Error(`${label}: dispatched ${labels.join(", ")}; expected ${want.source}`);
+      o.js?.set(`${n} ${T} ${job.gated ? "g" : "i"}`, Number(m[1]));
+    }
+  }
+}
+
+// [n, chunk] for the decode plan: Llama 2 7B's MLP (had_172 x H_64, a partial run of terms), Llama 3.1 8B's
+// (had_28 x H_8 x H_64), had_20 x H_4 x H_64 (5120), had_12 x H_2 x H_64 (H_Q narrower than a run), 4096
+// (H_64 x H_64, no had_K), had_12 x H_64, blocks shorter than 64 (had_20 x H_32, had_172 x H_8, had_28 x H_16
+// in two chunks, had_12 x H_4, had_172 x H_4: several runs of terms in one subgroup of 8, had_20 alone), a
+// single block (64), and 65536 (1024 blocks: two trips).
+const DECODE_SIZES = [
+  [11008, 11008],
+  [14336, 14336],
+  [5120, 5120],
+  [1536, 1536],
+  [4096, 4096],
+  [768, 768],
+  [640, 640],
+  [1376, 1376],
+  [896, 448],
+  [48, 48],
+  [688, 688],
+  [20, 20],
+  [64, 64],
+];
+
+Deno.test({
+  name:
+    "blockTransform: the decode plan without subgroups equals the unfused steps, and legacy 'block' keeps main",
+  ignore: NO_GPU,
+  async fn() {
+    const k = await testKernels();
+    const js = new Map<string, number>();
+    await decodeCases(k, [...DECODE_SIZES, [65536, 65536]], { js });
+    // Two output blocks a workgroup where one would give more workgroups than an H100's 132 SMs (11008: 172
+    // blocks a row; 4096 at T = 3: 192), one below (768 at T = 7: 84).
+    const expect: [string, number][] = [["11008 1 g", 2], ["4096 3 g", 2], ["14336 1 i", 2], ["768 7 g", 1]];
+    for (const [key, j] of expect) {
+      if (js.get(key) !== j) {
+        throw new Error(`${key}: ${js.get(key)} output blocks a workgroup, expected ${j}`);
       }
-      const want = blockTransformRef({
-        x: xs,
-        T,
-        n,
-        gated,
-        had: { chunk },
-        sv: sv ? svv : undefined,
-        su: su ? suv : undefined,
-      });
-      const got = await readF32(k, out, T * outStride + 4);
-      const rowsGot = new Float32Array(T * n);
-      for (let t = 0; t < T; t++) rowsGot.set(got.subarray(4 + t * outStride, 4 + t * outStride + n), t * n);
-      near(rowsGot, want, 2e-5, label);
-      // The padding between rows stays untouched.
-      for (let t = 0; t < T; t++) {
-        const pad = got.subarray(4 + t * outStride + n, 4 + (t + 1) * outStride);
-        if (t < T - 1 && pad.some((v) => v !== 0)) {
-          throw new Error(`${label}: row ${t}'s padding was written`);
+    }
+    const legacy = new Kernels(k.device, { ...k.features, legacy: new Set(["block"]) });
+    await decodeCases(legacy, [[11008, 11008], [5120, 5120], [896, 448]], { legacy: true });
+    // The H100's layout (32 threads to a block of 64, two values and 16 terms a thread) with H_Q factors
+    // narrower than the 16 terms (Q = 8, 4, 2), and 8 threads (8 values, 4 terms).
+    await decodeCases(k, [[14336, 14336], [5120, 5120], [1536, 1536], [11008, 11008]], { lanes: 32 });
+    await decodeCases(k, [[14336, 14336], [640, 640]], { lanes: 8 });
+  },
+});
+
+Deno.test({
+  name: `blockTransform: the decode plan with subgroups equals the unfused steps${
+    NO_SUBGROUPS ? ` (not run: ${NO_SUBGROUPS})` : ""
+  }`,
+  ignore: NO_SUBGROUPS !== null,
+  async fn() {
+    const k = await subgroupKernels();
+    if (typeof k === "string") throw new Error(k);
+    try {
+      await decodeCases(k, DECODE_SIZES);
+      // Two trips of the input job (lavapipe's subgroups of 8 leave 32 KB too little for the gated job's
+      // partials at 65536, which then takes main).
+      await decodeCases(k, [[65536, 65536]], { jobs: JOBS.slice(2) });
+    } finally {
+      k.device.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name: "blockDecodeSource: every variant compiles without warnings",
+  ignore: NO_GPU,
+  async fn() {
+    const k = await testKernels();
+    const sg = NO_SUBGROUPS === null ? await subgroupKernels() : null;
+    try {
+      for (const gated of [true, false]) {
+        for (const v of [1, 2, 4, 8] as const) {
+          for (const j of [1, 2] as const) {
+            for (const subgroups of sg && typeof sg !== "string" ? [false, true] : [false]) {
+              const variant = { gated, v, j, subgroups };
+              const kk = subgroups && sg && typeof sg !== "string" ? sg : k;
+              await assertCompilesCleanly(kk, blockDecodeName(variant), blockDecodeSource(variant));
+            }
+          }
         }
       }
-      had.destroy();
+    } finally {
+      if (sg && typeof sg !== "string") sg.device.destroy();
     }
   },
 });

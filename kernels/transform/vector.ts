@@ -19,7 +19,7 @@
 // and the caller takes the workgroup-memory plan (norm_transform.wgsl, rope_kv.wgsl).
 // References: transform_ref.ts `normTransformRef`, `ropeKvRef`.
 import { type Kernels, ParamWriter } from "../core.ts";
-import type { HadSpec, NormTransformOptions, RopeKvOptions } from "./transform.ts";
+import type { HadSpec, NormTransformOptions, RopeKvOptions } from "./options.ts";
 
 /** Elements a thread holds (4 vec4 registers) when the vector is long enough. */
 const PER_THREAD = 16;
