@@ -1,4 +1,4 @@
-// `deno run -A bench/latency_lab.ts [--reps 64] [--json OUT]`: what one small decode kernel costs in a chain
+// `deno run -A bench/latency_lab.ts [--reps 64] [--only name,..] [--json OUT]`: what one small decode kernel costs in a chain
 // of dependent dispatches, warm (its inputs in L2, as when the same dispatch repeats) and cold (a 128 MiB
 // streaming read between dispatches, as the weights of a decode step evict everything else, minus a chain
 // of the streaming reads alone). Llama 2 7B shapes, batch 1: normTransform (the attention block's, 3 parts),
@@ -15,7 +15,7 @@ import { packSamplingParams, sample } from "../kernels/sampling/sampling.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { reps: { type: "string", default: "64" }, json: { type: "string" } },
+  options: { reps: { type: "string", default: "64" }, only: { type: "string" }, json: { type: "string" } },
 });
 const reps = Number(values.reps);
 const gpu = await openGpu();
@@ -219,7 +219,10 @@ while (performance.now() < warmEnd) await timer.perDispatch((p) => flush(p), 8, 
 const flushUs = 1e3 * await timer.perDispatch((p) => flush(p), reps);
 console.log(`flush (128 MiB read) alone: ${flushUs.toFixed(1)} us per dispatch`);
 console.log("kernel | plan | warm us/dispatch | cold us/dispatch (minus the flush)");
+// --only a,b: the jobs whose names contain one of these (the null floor always runs).
+const only = values.only?.split(",").map((w) => w.toLowerCase());
 for (const [name, job] of Object.entries(jobs)) {
+  if (only && name !== "null" && !only.some((w) => name.toLowerCase().includes(w))) continue;
   const plans = [["current", base], ["legacy", legacyK], ["no shuffle", noShuffleK]] as const;
   for (const [plan, k] of plans) {
     if (name === "null" && plan !== "current") continue;
