@@ -11,9 +11,19 @@ export const MATVEC_MAX_TOKENS = 8;
 export const MATVEC_CHUNKED_MAX_TOKENS = 64;
 
 // Matvec geometry; must agree with the override defaults' meaning in matmul_f16.wgsl.
-const TPR = 32;
-const TEAMS = 4;
 const ROWS_PER_TEAM = 4; // `R` in the shader
+
+/**
+ * Lanes per row (TPR) and teams of a matvec workgroup. Up to 16384 rows a GPU takes 64 lanes x 2 teams:
+ * twice the threads for the same rows, where 32 x 4 left the GPU short of loads in flight (H100, call 22:
+ * 4096 x 4096 31.2 against 43.8 us, 4096 x 14336 90.0 against 147.0, 6144 x 4096 40.5 against 52.2);
+ * longer matrices (gate/up, lm_head) fill it either way and keep 32 x 4 (128256 x 4096: 491.8 against 537.1
+ * us at 64 x 2). A CPU adapter keeps 32 x 4; legacy "f16-teams" too, for measuring.
+ */
+function matvecShape(k: Kernels, N: number, K: number): { TPR: number; TEAMS: number } {
+  const wide = !k.features.cpuAdapter && !k.features.legacy.has("f16-teams") && N <= 16384 && K >= 512;
+  return wide ? { TPR: 64, TEAMS: 2 } : { TPR: 32, TEAMS: 4 };
+}
 const TILE = 64; // BM = BN in the shader
 
 export interface MatmulF16Options {
@@ -59,6 +69,7 @@ export function matmulF16(k: Kernels, pass: GPUComputePassEncoder, o: MatmulF16O
   if (o.M <= chunked) {
     // Up to 8 tokens per matvec; beyond that one matvec per 8 tokens, each reading W again: at decode
     // batch sizes that is far faster than the tiled path, which has too few tiles to fill the GPU.
+    const { TPR, TEAMS } = matvecShape(k, o.N, o.K);
     const [gx, gy] = grid2d(k, Math.ceil(o.N / (TEAMS * ROWS_PER_TEAM)));
     for (let t0 = 0; t0 < o.M; t0 += MATVEC_MAX_TOKENS) {
       const m = Math.min(MATVEC_MAX_TOKENS, o.M - t0);
