@@ -2,7 +2,8 @@
 // of dependent dispatches, warm (its inputs in L2, as when the same dispatch repeats) and cold (a 128 MiB
 // streaming read between dispatches, as the weights of a decode step evict everything else, minus a chain
 // of the streaming reads alone). Llama 2 7B shapes, batch 1: normTransform (the attention block's, 3 parts),
-// ropeKv, blockTransform (o_proj's input, the MLP middle) and greedy sampling, each in its current plan and, where one is
+// ropeKv, blockTransform (o_proj's input, the MLP middle), greedy sampling and the split decode attention at
+// 640 positions (with attention_reduce, the same in both plans), each in its current plan and, where one is
 // kept, its legacy plan (KernelFeatures.legacy). The floor is a chain of near-empty dispatches.
 // Prints microseconds per dispatch; step_profile --ablate gives the same kernels' marginal cost in a step.
 import { parseArgs } from "node:util";
@@ -12,6 +13,7 @@ import { blockTransform, HadTable, normTransform, ropeKv } from "../kernels/tran
 import { GpuTimer } from "./_timing.ts";
 import { buildRopeTable } from "../kernels/rope/rope.ts";
 import { packSamplingParams, sample } from "../kernels/sampling/sampling.ts";
+import { attentionDecode, attentionScratchBytes } from "../kernels/attention/attention.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -23,7 +25,7 @@ const base = gpu.kernels;
 const dev = base.device;
 const legacyK = new Kernels(dev, {
   ...base.features,
-  legacy: new Set(["norm", "rope", "block", "attn-o", "sampling"]),
+  legacy: new Set(["norm", "rope", "block", "attn-o", "sampling", "attn-decode"]),
 });
 const noShuffleK = new Kernels(dev, { ...base.features, legacy: new Set(["vec-shuffle"]) });
 const timer = new GpuTimer(base, "timestamp");
@@ -64,6 +66,15 @@ dev.queue.writeBuffer(
   packSamplingParams([{ temperature: 0, topK: 0, topP: 1, minP: 0, seed: 0, counter: 0, outIndex: 0 }]),
 );
 const tokens = buf(4);
+// Decode attention: one sequence at 640 positions over blocks 0..39 of the cache.
+const ATT_CONTEXT = 640;
+const attPos = u32([ATT_CONTEXT - 1]);
+const attTable = dev.createBuffer({ size: 64 * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+dev.queue.writeBuffer(attTable, 0, Uint32Array.from({ length: 64 }, (_, i) => i));
+const attOut = buf(dim);
+const attScratch = buf(
+  attentionScratchBytes({ T: 1, nHeads: heads, headDim: hd, maxContext: ATT_CONTEXT }) / 4,
+);
 
 // The streaming read that evicts L2 between dispatches: 128 MiB, one pass, many workgroups.
 const FLUSH_BYTES = 128 << 20;
@@ -210,6 +221,24 @@ const jobs: Record<string, Job> = {
     }),
   "sampling, greedy, 32000": (k, pass) =>
     sample(k, pass, { logits, params: rowParams, rows: 1, vocab, tokens }),
+  "attention split + reduce, context 640": (k, pass) =>
+    attentionDecode(k, pass, {
+      q,
+      out: attOut,
+      kCache,
+      vCache,
+      tokenSeq,
+      tokenPos: attPos,
+      blockTable: attTable,
+      T: 1,
+      nHeads: heads,
+      nKvHeads: heads,
+      headDim: hd,
+      blockSize: 16,
+      maxBlocksPerSeq: 64,
+      maxContext: ATT_CONTEXT,
+      scratch: attScratch,
+    }),
 };
 
 const rows: { kernel: string; plan: string; warmUs: number; coldUs: number }[] = [];

@@ -1,18 +1,30 @@
 // Host side of paged attention: kvWrite puts each token's K/V rows into the paged f16 cache, then
-// attention() runs either the split-K decode kernel (+ reduce, or + the reduce fused with o_proj's input
-// transform: o_input.ts) or the causal prefill kernel over it. Layouts are described on the options below.
+// attention() runs either the split-K decode kernel (its register plan: decode.ts; + reduce, or + the reduce
+// fused with o_proj's input transform: o_input.ts) or the causal prefill kernel over it. Layouts are
+// described on the options below.
 import kvWriteSource from "./kv_write.wgsl" with { type: "text" };
-import decodeSource from "./attention_decode.wgsl" with { type: "text" };
+import legacyDecodeSource from "./attention_decode_legacy.wgsl" with { type: "text" };
 import reduceSource from "./attention_reduce.wgsl" with { type: "text" };
 import prefillTemplate from "./attention_prefill.wgsl" with { type: "text" };
 import { type BufferArg, grid2d, KernelError, type Kernels, ParamWriter } from "../core.ts";
 import { type OInputOptions, oInputSource, planOInput, reduceOInput } from "./o_input.ts";
+import {
+  DECODE_ROUND,
+  decodeRegKernelName,
+  type DecodeRegPlan,
+  decodeSource,
+  planDecodeRegs,
+} from "./decode.ts";
 
 export type { OInputOptions } from "./o_input.ts";
+export type { DecodeRegPlan } from "./decode.ts";
+export { decodeRegKernelName, decodeRegSmemBytes, decodeSource, planDecodeRegs } from "./decode.ts";
 
 export const ATTENTION_SOURCES = {
   kv_write: kvWriteSource,
-  attention_decode: decodeSource,
+  // Generated per plan; this is Llama 2 7B's heads (128 dims, no GQA) without subgroups.
+  attention_decode: decodeSource({ HEAD_DIM: 128, HG: 1, L: 16, VPT: 1, NP: 4, WG: 256, SG: 0 }),
+  attention_decode_legacy: legacyDecodeSource,
   attention_reduce: reduceSource,
   // Generated per plan; this is the plan of a Llama-sized head (128 dims, no GQA) on a 48 KiB budget.
   attention_prefill: prefillSource({
@@ -89,6 +101,8 @@ export interface AttentionDecodeOptions extends AttentionOptions {
    * the fused oInput kernel runs. */
   scratch?: BufferArg;
   partitionSize?: number; // default decodePartitionSize(T x kv heads x head chunks, maxContext)
+  /** Replaces planDecodeRegs()'s choice (tests); ignored where the legacy kernel runs. */
+  decodePlan?: DecodeRegPlan;
   /**
    * Write o_proj's input scale * H^T(SU * att) to oInput.out instead of the attention output to `out`, with
    * the split-K combine and the transform in one kernel (attention_o_input.wgsl); then the call returns true.
@@ -109,11 +123,19 @@ export interface ScratchSizeOptions {
   partitionSize?: number;
 }
 
-/** Workgroups the decode kernel aims at: with fewer, a batch-1 step leaves most of a large GPU idle. */
+/**
+ * Workgroups the decode kernel aims at: with fewer, a batch-1 step leaves most of a large GPU idle. The
+ * register plan (decode.ts) keeps it: at an estimated ~70 registers a thread (7B's heads) an H100 SM holds
+ * about three workgroups of 256, so 512 is about one wave of 132 SMs, each workgroup with its round's loads
+ * in flight at once (not yet measured against other targets).
+ */
 export const DECODE_TARGET_WORKGROUPS = 512;
-/** The shortest partition decodePartitionSize() picks (H100, 7B heads, one sequence at 640 positions:
- * 64-position partitions 15.3 us, 32-position 17.9 us; bench/attention_bench.ts). */
-export const DECODE_MIN_PARTITION = 64;
+/**
+ * The shortest partition decodePartitionSize() picks: one round of the register plan (DECODE_ROUND: a
+ * partition is one pass of loads), and the legacy plan's best (H100, 7B heads, one sequence at 640
+ * positions: 64-position partitions 15.3 us, 32-position 17.9 us; bench/attention_bench.ts).
+ */
+export const DECODE_MIN_PARTITION = DECODE_ROUND;
 
 /**
  * Positions per partition for `workgroupsPerPart` workgroups per partition (T x kv heads x head chunks):
@@ -172,7 +194,7 @@ export function attention(k: Kernels, pass: GPUComputePassEncoder, o: AttentionC
   return false;
 }
 
-/** Plan of the decode kernel (its override constants) and the query-head chunks per kv head. */
+/** Plan of the legacy decode kernel (its override constants) and the query-head chunks per kv head. */
 export interface DecodePlan {
   WG: number;
   HEAD_DIM: number;
@@ -181,7 +203,7 @@ export interface DecodePlan {
   headChunks: number;
 }
 
-/** Workgroup memory of the decode kernel under `p` (attention_decode.wgsl's arrays). */
+/** Workgroup memory of the legacy decode kernel under `p` (attention_decode_legacy.wgsl's arrays). */
 export function decodeSmemBytes(p: Omit<DecodePlan, "headChunks">): number {
   const hd2 = p.HEAD_DIM / 2;
   const groups = Math.floor(p.WG / hd2);
@@ -189,7 +211,7 @@ export function decodeSmemBytes(p: Omit<DecodePlan, "headChunks">): number {
     (p.HG * p.HEAD_DIM + p.HG * p.CHUNK + p.CHUNK + 2 * p.HG + groups * p.HG * hd2 * 2 + groups * p.HG);
 }
 
-/** Chooses the decode kernel's workgroup and chunk so its workgroup memory fits in `budget` bytes. */
+/** Chooses the legacy decode kernel's workgroup and chunk so its workgroup memory fits in `budget` bytes. */
 export function planDecode(headDim: number, group: number, budget: number): DecodePlan {
   const hd2 = headDim / 2;
   // At most 8 query heads per workgroup; fewer (more chunks) when their queries and partials do not fit.
@@ -214,47 +236,43 @@ export function planDecode(headDim: number, group: number, budget: number): Deco
  * (also for a context of one partition: `split` and the fused kernel are as many dispatches as `direct` and
  * blockTransform, and the same attention output, w = exp(m - m) = 1) and the call returns true; else it
  * writes `out` and returns false, as it does on a CPU adapter or under KernelFeatures.legacy "attn-o".
+ * The kernel is the register plan (decode.ts) where planDecodeRegs() serves the heads, else, and under
+ * KernelFeatures.legacy "attn-decode", attention_decode_legacy.wgsl.
  */
 export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: AttentionDecodeOptions): boolean {
   const group = checkHeads(o);
   if (o.T === 0) return false;
-  const plan = planDecode(
-    o.headDim,
-    group,
-    o.maxWorkgroupStorage ?? k.device.limits.maxComputeWorkgroupStorageSize,
-  );
+  const kernel = decodeKernel(k, o.headDim, group, o.maxWorkgroupStorage, o.decodePlan);
   // A CPU adapter gains nothing from more workgroups: it keeps the long partitions.
   const partSize = o.partitionSize ??
     (k.features.cpuAdapter
       ? DECODE_PARTITION_SIZE
-      : decodePartitionSize(o.T * o.nKvHeads * plan.headChunks, o.maxContext));
+      : decodePartitionSize(o.T * o.nKvHeads * kernel.headChunks, o.maxContext));
   const nParts = Math.ceil(o.maxContext / partSize);
   if (!(nParts >= 1)) throw new KernelError(`Decode attention needs maxContext >= 1, got ${o.maxContext}`);
   const qkDim = o.nHeads * o.headDim;
   const outStride = o.outStride ?? qkDim;
   const outOffset = o.outOffset ?? 0;
   const params = new ParamWriter()
-    .u32(o.T).u32(o.nHeads).u32(o.nKvHeads).u32(group).u32(plan.headChunks).u32(o.blockSize)
+    .u32(o.T).u32(o.nHeads).u32(o.nKvHeads).u32(group).u32(kernel.headChunks).u32(o.blockSize)
     .u32(o.maxBlocksPerSeq).u32(partSize).u32(nParts).u32(o.qStride ?? qkDim).u32(o.qOffset ?? 0)
     .u32(outStride).u32(outOffset).f32(o.scale ?? 1 / Math.sqrt(o.headDim)).u32(0).u32(0);
-  const { headChunks: _, ...planConstants } = plan;
-  // On a GPU a chunk no longer than the partition (a 32-position partition in a 64-position chunk leaves half
-  // of phase A idle), and phase A's invocations per position all of the workgroup's; a CPU adapter keeps one
-  // invocation per position and the planned chunk.
-  const cpu = k.features.cpuAdapter;
-  let chunk = plan.CHUNK;
-  while (!cpu && chunk > 16 && chunk > partSize) chunk /= 2;
-  const constants = { ...planConstants, CHUNK: chunk, TPP: cpu ? 1 : Math.max(1, plan.WG / chunk) };
   const inputs = [o.q, o.kCache, o.vCache, o.tokenSeq, o.tokenPos, o.blockTable];
-  const groups = o.nKvHeads * plan.headChunks;
+  const groups = o.nKvHeads * kernel.headChunks;
   // A CPU adapter keeps the reduce and blockTransform: there the fused kernel's one workgroup per token keeps
   // one core per token busy (lavapipe, 32 heads of 128 at 1000 positions, split kernel included: 191 ms for
   // 4 tokens against 129; 28.8 against 32.6 ms for one token).
   const oInput = k.features.legacy.has("attn-o") || k.features.cpuAdapter ? undefined : o.oInput;
   const fused = oInput ? planOInput(k, { ...o, nParts, spec: oInput.spec, su: oInput.su }) : null;
   if (nParts === 1 && !fused) {
-    const p = k.pipeline("attention_decode", decodeSource, constants, "direct");
-    k.dispatch(pass, p, [...inputs, o.out, k.params(params)], 1, groups, o.T);
+    k.dispatch(
+      pass,
+      kernel.pipeline("direct", partSize),
+      [...inputs, o.out, k.params(params)],
+      1,
+      groups,
+      o.T,
+    );
     return false;
   }
   const need = attentionScratchBytes({ ...o, partitionSize: partSize });
@@ -265,7 +283,7 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
       }`,
     );
   }
-  const split = k.pipeline("attention_decode", decodeSource, constants, "split");
+  const split = kernel.pipeline("split", partSize);
   k.dispatch(pass, split, [...inputs, o.scratch, k.params(params)], nParts, groups, o.T);
   if (fused && oInput) {
     reduceOInput(k, pass, {
@@ -284,6 +302,59 @@ export function attentionDecode(k: Kernels, pass: GPUComputePassEncoder, o: Atte
     .u32(o.T).u32(o.nHeads).u32(o.headDim).u32(partSize).u32(nParts).u32(outStride).u32(outOffset).u32(0);
   k.dispatch(pass, reduce, [o.scratch, o.tokenPos, o.out, k.params(rp)], o.nHeads, o.T);
   return false;
+}
+
+/** The decode kernel for these heads: its query-head chunks and its pipeline for an entry and partition. */
+interface DecodeKernel {
+  headChunks: number;
+  pipeline(entry: "split" | "direct", partSize: number): GPUComputePipeline;
+}
+
+/**
+ * The register plan where planDecodeRegs() serves the heads, except under KernelFeatures.legacy "attn-decode"
+ * and, on a CPU adapter, without subgroups. Lavapipe, 32 heads of 128, 1000 positions, split + reduce at
+ * 256-position partitions: legacy 44 ms for one token, 157 for four; register plan with subgroups (8 lanes)
+ * 23 and 44; without 43 and 133, and slower than legacy with GQA 4 (37 against 36, 112 against 93).
+ */
+function decodeKernel(
+  k: Kernels,
+  headDim: number,
+  group: number,
+  storage?: number,
+  forced?: DecodeRegPlan,
+): DecodeKernel {
+  const budget = storage ?? k.device.limits.maxComputeWorkgroupStorageSize;
+  const f = k.features;
+  if (forced && (forced.HEAD_DIM !== headDim || forced.HG * forced.headChunks < group)) {
+    throw new KernelError(
+      `Decode plan ${JSON.stringify(forced)} does not cover ${group} heads of ${headDim}`,
+    );
+  }
+  let regs = f.legacy.has("attn-decode")
+    ? null
+    : forced ?? planDecodeRegs(headDim, group, budget, f.subgroups ? f.subgroupSize : 0);
+  if (regs && f.cpuAdapter && regs.SG === 0 && !forced) regs = null;
+  if (regs) {
+    const { headChunks, ...shape } = regs;
+    return {
+      headChunks,
+      pipeline: (entry) => k.pipeline(decodeRegKernelName(shape), () => decodeSource(shape), {}, entry),
+    };
+  }
+  const { headChunks, ...plan } = planDecode(headDim, group, budget);
+  return {
+    headChunks,
+    pipeline(entry, partSize) {
+      // On a GPU a chunk no longer than the partition (a 32-position partition in a 64-position chunk leaves
+      // half of phase A idle), and phase A's invocations per position all of the workgroup's; a CPU adapter
+      // keeps one invocation per position and the planned chunk.
+      const cpu = f.cpuAdapter;
+      let chunk = plan.CHUNK;
+      while (!cpu && chunk > 16 && chunk > partSize) chunk /= 2;
+      const constants = { ...plan, CHUNK: chunk, TPP: cpu ? 1 : Math.max(1, plan.WG / chunk) };
+      return k.pipeline("attention_decode_legacy", legacyDecodeSource, constants, entry);
+    },
+  };
 }
 
 /**

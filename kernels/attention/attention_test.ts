@@ -4,9 +4,16 @@ import {
   attentionDecode,
   attentionPrefill,
   attentionScratchBytes,
+  DECODE_MIN_PARTITION,
+  decodePartitionSize,
+  decodeRegKernelName,
+  type DecodeRegPlan,
+  decodeRegSmemBytes,
   decodeSmemBytes,
+  decodeSource,
   kvWrite,
   planDecode,
+  planDecodeRegs,
   planPrefill,
   PREFILL_SHAPES,
   type PrefillPlan,
@@ -15,6 +22,7 @@ import {
 } from "./attention.ts";
 import { attentionRef, kvWriteRef } from "./attention_ref.ts";
 import { oInputKernelName, oInputSource, planOInput } from "./o_input.ts";
+import { DECODE_ROUND } from "./decode.ts";
 import { blockTransform, HadTable } from "../transform/transform.ts";
 import { blockTransformRef } from "../transform/transform_ref.ts";
 import {
@@ -178,6 +186,7 @@ interface RunOptions {
   maxWorkgroupStorage?: number;
   partitionSize?: number;
   prefillPlan?: PrefillPlan;
+  decodePlan?: DecodeRegPlan;
 }
 
 /** Writes the batch's K/V with kvWrite, runs one attention kernel, and returns (T, nHeads * headDim). */
@@ -650,6 +659,8 @@ Deno.test(
   async () => {
     const k = await testKernels();
     const legacy = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-o"]) });
+    // The legacy decode kernel writes the same partials for the fused combine.
+    const legacyDecode = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-decode"]) });
     const cpu = new Kernels(k.device, { ...k.features, cpuAdapter: true });
     const sg = await subgroupKernels();
     if (typeof sg === "string") console.warn(`oInput: not testing the subgroup path: ${sg}`);
@@ -662,6 +673,7 @@ Deno.test(
         const runs: [string, Kernels, boolean][] = [
           ["portable", k, true],
           ["legacy", legacy, false],
+          ["legacy decode", legacyDecode, true],
           ["cpu adapter", cpu, false],
         ];
         if (typeof sg !== "string") runs.push(["subgroups", sg, true]);
@@ -775,4 +787,224 @@ Deno.test("planOInput() plans Llama's rows in one workgroup and declines rows it
       throw new Error(`source of ${oInputKernelName(p)}`);
     }
   }
+});
+
+// The register plan of the decode kernel (decode.ts) against attentionRef: on the portable path (no
+// subgroups: a team's dot products meet in workgroup memory, each team keeps its own max), with subgroups
+// (lavapipe: 8 lanes, so 128-dim rows take 8 lanes of 2 words and 32-dim rows 4 lanes, whose teams then add
+// up by shuffles), and the legacy kernel it replaces (KernelFeatures.legacy "attn-decode").
+
+interface DecodeCase {
+  what: string;
+  heads: Heads;
+  contexts: number[];
+  chunks: number[]; // tokens of each sequence, at its last positions
+  partitionSize?: number;
+  entry: "split" | "direct";
+  /** A plan other than planDecodeRegs()'s, for a subgroup size (0: none). */
+  plan?: (sg: number) => DecodeRegPlan;
+}
+
+const DECODE_CASES: DecodeCase[] = [
+  {
+    what: "7B heads, one token a sequence, 1 to 11 partitions of 64 (the default at these shapes)",
+    heads: { nHeads: 4, nKvHeads: 4, headDim: 128 },
+    contexts: [1, 2, 63, 64, 65, 129, 700],
+    chunks: [1, 1, 1, 1, 1, 1, 1],
+    entry: "split",
+  },
+  {
+    what: "one partition (direct), several tokens a sequence",
+    heads: { nHeads: 4, nKvHeads: 4, headDim: 128 },
+    contexts: [1, 5, 37, 64],
+    chunks: [1, 2, 1, 3],
+    entry: "direct",
+  },
+  {
+    what: "GQA 4, tokens at different positions",
+    heads: { nHeads: 8, nKvHeads: 2, headDim: 128 },
+    contexts: [3, 77, 300],
+    chunks: [3, 4, 2],
+    entry: "split",
+  },
+  {
+    what: "GQA 3, 64 dims, 200-position partitions (four rounds, the last partial)",
+    heads: { nHeads: 6, nKvHeads: 2, headDim: 64 },
+    contexts: [201, 450, 17],
+    chunks: [1, 2, 1],
+    partitionSize: 200,
+    entry: "split",
+  },
+  {
+    what: "one position a partition",
+    heads: { nHeads: 2, nKvHeads: 1, headDim: 128 },
+    contexts: [3, 40],
+    chunks: [2, 1],
+    partitionSize: 1,
+    entry: "split",
+  },
+  {
+    what: "32 dims (teams of 4), 48-position partitions",
+    heads: { nHeads: 4, nKvHeads: 2, headDim: 32 },
+    contexts: [97, 10],
+    chunks: [1, 3],
+    partitionSize: 48,
+    entry: "split",
+  },
+  {
+    what: "256 dims, GQA 3",
+    heads: { nHeads: 3, nKvHeads: 1, headDim: 256 },
+    contexts: [70, 150],
+    chunks: [1, 2],
+    entry: "split",
+  },
+  {
+    what: "16 dims (teams of 2, two positions a lane)",
+    heads: { nHeads: 4, nKvHeads: 4, headDim: 16 },
+    contexts: [130, 6],
+    chunks: [2, 1],
+    entry: "split",
+  },
+  {
+    what: "128 dims in teams of 4 lanes of 4 words, 2 heads a workgroup",
+    heads: { nHeads: 4, nKvHeads: 1, headDim: 128 },
+    contexts: [150, 3],
+    chunks: [1, 2],
+    entry: "split",
+    plan: (sg) => ({ HEAD_DIM: 128, HG: 2, L: 4, VPT: 4, NP: 4, WG: 64, SG: sg, headChunks: 2 }),
+  },
+  {
+    what: "64 dims, one lane a position",
+    heads: { nHeads: 2, nKvHeads: 2, headDim: 64 },
+    contexts: [90, 20],
+    chunks: [1, 1],
+    entry: "split",
+    plan: (sg) => ({ HEAD_DIM: 64, HG: 1, L: 1, VPT: 8, NP: 1, WG: 64, SG: sg, headChunks: 1 }),
+  },
+];
+
+/** runScenario's decode run, with the labels of the decode dispatches it recorded. */
+async function runDecode(
+  k: Kernels,
+  sc: Scenario,
+  ro: RunOptions,
+): Promise<{ out: Float32Array; labels: string[] }> {
+  k.tap = [];
+  try {
+    const out = await runScenario(k, sc, "decode", ro);
+    const labels = k.tap.map((d) => d.pipeline.label).filter((l) => l.startsWith("attention_decode"));
+    return { out, labels };
+  } finally {
+    k.tap = null;
+  }
+}
+
+Deno.test("attentionDecode() register plan matches attentionRef: portable, subgroups, and the legacy plan", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
+  const legacy = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-decode"]) });
+  const sg = await subgroupKernels();
+  if (typeof sg === "string") console.warn(`decode: not testing the subgroup path: ${sg}`);
+  try {
+    const runs: [string, Kernels, RegExp][] = [
+      ["portable", k, /^attention_decode_d\d+_.*_sg0:/],
+      ["legacy", legacy, /^attention_decode_legacy:/],
+    ];
+    if (typeof sg !== "string") runs.push(["subgroups", sg, new RegExp(`_sg${sg.features.subgroupSize}:`)]);
+    for (const [i, c] of DECODE_CASES.entries()) {
+      const sc = scenario(c.heads, c.contexts, c.chunks, 300 + i);
+      const want = reference(sc);
+      for (const [name, kk, kernel] of runs) {
+        const sgSize = kk.features.subgroups ? kk.features.subgroupSize : 0;
+        const ro = { partitionSize: c.partitionSize, decodePlan: c.plan?.(sgSize) };
+        const got = await runDecode(kk, sc, ro);
+        const what = `${name}, ${c.what}`;
+        // One decode dispatch of the expected kernel and entry (the combine is attention_reduce).
+        if (
+          got.labels.length !== 1 || !kernel.test(got.labels[0]) || !got.labels[0].includes(`:${c.entry}:`)
+        ) {
+          throw new Error(`${what}: ran ${got.labels.join(", ")}`);
+        }
+        if (c.plan && name !== "legacy" && !got.labels[0].startsWith(decodeRegKernelName(c.plan(sgSize)))) {
+          throw new Error(`${what}: ran ${got.labels[0]}, not the given plan`);
+        }
+        assertClose(got.out, want, { atol: ATOL, rtol: 0, label: what });
+      }
+    }
+  } finally {
+    if (typeof sg !== "string") sg.device.destroy();
+  }
+});
+
+Deno.test("decode register-plan modules compile cleanly, with and without subgroups", {
+  ignore: NO_GPU,
+}, async () => {
+  const k = await testKernels();
+  const sg = await subgroupKernels();
+  try {
+    for (const kk of typeof sg === "string" ? [k] : [k, sg]) {
+      const sizes = kk === k ? [0] : [8, 32];
+      for (const size of sizes) {
+        for (const [headDim, group] of [[128, 1], [128, 4], [64, 8], [256, 1], [32, 2], [16, 1]]) {
+          const plan = planDecodeRegs(headDim, group, 49152, size);
+          if (!plan || plan.SG !== size) {
+            throw new Error(`no plan for ${headDim} dims, group ${group}, sg ${size}`);
+          }
+          const { headChunks: _, ...shape } = plan;
+          await assertCompilesCleanly(kk, decodeRegKernelName(shape), decodeSource(shape));
+        }
+      }
+    }
+  } finally {
+    if (typeof sg !== "string") sg.device.destroy();
+  }
+});
+
+Deno.test("planDecodeRegs() plans a round of 64 positions in workgroup memory and declines odd heads", () => {
+  for (const sg of [0, 4, 8, 32, 64]) {
+    for (const headDim of [8, 16, 32, 64, 96, 128, 256]) {
+      for (const group of [1, 3, 4, 8, 12]) {
+        for (const budget of [16384, 32768, 49152]) {
+          const p = planDecodeRegs(headDim, group, budget, sg);
+          const what = `${headDim} dims, group ${group}, sg ${sg}, ${budget} bytes: ${JSON.stringify(p)}`;
+          if (!p) throw new Error(`no plan for ${what}`);
+          const teams = p.WG / p.L;
+          if (
+            p.L * p.VPT * 8 !== headDim || teams * p.NP !== DECODE_ROUND || p.HG * p.headChunks < group ||
+            p.HG * (p.headChunks - 1) >= group || p.HG * p.VPT > 4 && p.HG > 1 ||
+            decodeRegSmemBytes(p) > budget || (p.SG > 0 && (p.L > p.SG || p.WG % p.SG !== 0))
+          ) {
+            throw new Error(what);
+          }
+        }
+      }
+    }
+  }
+  // The H100 (subgroups of 32, 48 KiB): 7B's heads in 16 lanes of one word, 4 positions a lane, 8 subgroups;
+  // Llama 3.1 8B's GQA 4 in one workgroup a kv head; 70B's GQA 8 in two.
+  const h100 = (headDim: number, group: number) => planDecodeRegs(headDim, group, 49152, 32);
+  const llama7 = h100(128, 1);
+  if (
+    llama7?.L !== 16 || llama7.VPT !== 1 || llama7.NP !== 4 || llama7.WG !== 256 || llama7.SG !== 32 ||
+    llama7.HG !== 1
+  ) {
+    throw new Error(`7B: ${JSON.stringify(llama7)}`);
+  }
+  if (h100(128, 4)?.HG !== 4 || h100(128, 4)?.headChunks !== 1 || h100(128, 8)?.headChunks !== 2) {
+    throw new Error(`GQA: ${JSON.stringify([h100(128, 4), h100(128, 8)])}`);
+  }
+  if (planDecodeRegs(128, 1, 49152, 8)?.L !== 8 || planDecodeRegs(128, 1, 49152, 0)?.SG !== 0) {
+    throw new Error("lanes beyond the subgroup");
+  }
+  // Rows not in 8-half words, or of more than 4 a lane: the legacy kernel's.
+  for (const headDim of [2, 6, 40, 120]) {
+    if (planDecodeRegs(headDim, 1, 49152, 32) !== null) throw new Error(`planned ${headDim} dims`);
+  }
+  // The shortest partition is one round: at 7B's heads and batch 1, 640 positions are ten single-round
+  // partitions; 4096 split into 16 of four rounds.
+  if (DECODE_MIN_PARTITION !== DECODE_ROUND || decodePartitionSize(32, 640) !== 64) {
+    throw new Error(`partitions of ${decodePartitionSize(32, 640)} at 640`);
+  }
+  if (decodePartitionSize(32, 4096) !== 256) throw new Error(`partitions at 4096`);
 });
