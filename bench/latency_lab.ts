@@ -239,6 +239,31 @@ const jobs: Record<string, Job> = {
       maxContext: ATT_CONTEXT,
       scratch: attScratch,
     }),
+  // As a QTIP decode step runs it: the split, then the combine fused with o_proj's input transform; the
+  // partition size sets how many partials the combine loads (640 / size).
+  ...Object.fromEntries([64, 128, 256].map((size) => [
+    `attention split + o input, context 640, partitions of ${size}`,
+    (k: Kernels, pass: GPUComputePassEncoder) =>
+      attentionDecode(k, pass, {
+        q,
+        out: attOut,
+        kCache,
+        vCache,
+        tokenSeq,
+        tokenPos: attPos,
+        blockTable: attTable,
+        T: 1,
+        nHeads: heads,
+        nKvHeads: heads,
+        headDim: hd,
+        blockSize: 16,
+        maxBlocksPerSeq: 64,
+        maxContext: ATT_CONTEXT,
+        scratch: attScratch,
+        partitionSize: size,
+        oInput: { vec: side, had, spec: had.spec(dim, true), su: 12 * dim, out: xin },
+      }),
+  ])),
 };
 
 const rows: { kernel: string; plan: string; warmUs: number; coldUs: number }[] = [];
