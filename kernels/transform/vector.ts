@@ -18,7 +18,7 @@
 // multiples of 4 elements; the encoders return false (recording nothing) when a call does not fit this plan,
 // and the caller takes the workgroup-memory plan (norm_transform.wgsl, rope_kv.wgsl).
 // References: transform_ref.ts `normTransformRef`, `ropeKvRef`.
-import { type Kernels, ParamWriter } from "../core.ts";
+import { type BufferArg, type Kernels, ParamWriter } from "../core.ts";
 import type { HadSpec, NormTransformOptions, RopeKvOptions } from "./options.ts";
 
 /** Elements a thread holds (4 vec4 registers) when the vector is long enough. */
@@ -69,8 +69,14 @@ class Src {
   }
 }
 
-/** One storage binding of a generated module: its name, element type and whether it is written. */
-type Binding = [name: string, type: "vec4<f32>" | "u32", write?: boolean];
+/** One storage binding of a generated module: its name, element type, whether it is written, and (when the
+ * list is built for a dispatch) the buffer bound to it. */
+type Binding = [name: string, type: "vec4<f32>" | "u32", write: boolean, arg?: BufferArg];
+
+/** The buffers of `list`, in binding order, then the Params block: a dispatch's arguments. */
+function args(list: Binding[], params: BufferArg): BufferArg[] {
+  return [...list.map((b) => b[3]!), params];
+}
 
 /** Declares `list` at bindings 0.. and the Params uniform after them (the order the encoder passes). */
 function declare(s: Src, list: Binding[]): void {
@@ -244,14 +250,14 @@ interface NormFlags {
 }
 
 /** The bindings a variant reads or writes (an unused binding would be left out of its layout). */
-function normBindings(f: NormFlags): Binding[] {
-  const list: Binding[] = [["xIn", "vec4<f32>"]];
-  if (f.finish) list.push(["y", "vec4<f32>"]);
-  if (f.sv) list.push(["post", "vec4<f32>"]);
-  if (f.norm || f.su) list.push(["side", "vec4<f32>"]);
-  if (f.gather) list.push(["rowMeta", "u32"]);
-  if (f.writeX) list.push(["xOut", "vec4<f32>", true]);
-  list.push(["out", "vec4<f32>", true]);
+function normBindings(f: NormFlags, o?: NormTransformOptions): Binding[] {
+  const list: Binding[] = [["xIn", "vec4<f32>", false, o?.xIn]];
+  if (f.finish) list.push(["y", "vec4<f32>", false, o?.finish?.y]);
+  if (f.sv) list.push(["post", "vec4<f32>", false, o?.finish?.vec ?? o?.vec]);
+  if (f.norm || f.su) list.push(["side", "vec4<f32>", false, o?.vec]);
+  if (f.gather) list.push(["rowMeta", "u32", false, o?.gather?.meta]);
+  if (f.writeX) list.push(["xOut", "vec4<f32>", true, o?.xOut]);
+  list.push(["out", "vec4<f32>", true, o?.out]);
   return list;
 }
 
@@ -414,16 +420,7 @@ export function normTransformVector(
   k.dispatch(
     pass,
     p,
-    [
-      o.xIn,
-      ...(fin ? [fin.y] : []),
-      ...(flags.sv ? [fin?.vec ?? o.vec] : []),
-      ...(flags.norm || flags.su ? [o.vec] : []),
-      ...(o.gather ? [o.gather.meta] : []),
-      ...(flags.writeX ? [o.xOut] : []),
-      o.out,
-      k.params(params),
-    ],
+    args(normBindings(flags, o), k.params(params)),
     o.rows,
     o.parts,
   );
@@ -545,17 +542,17 @@ function ropeBody(s: Src, sh: RopeShape, row: Row, role: "q" | "kv"): void {
   }
 }
 
-function ropeBindings(sv: boolean): Binding[] {
+function ropeBindings(sv: boolean, o?: RopeKvOptions): Binding[] {
   return [
-    ["y", "vec4<f32>"],
-    ...(sv ? [["side", "vec4<f32>"] as Binding] : []),
-    ["rope", "vec4<f32>"],
-    ["tokenSeq", "u32"],
-    ["tokenPos", "u32"],
-    ["blockTable", "u32"],
-    ["qOut", "vec4<f32>", true],
-    ["kCache", "u32", true],
-    ["vCache", "u32", true],
+    ["y", "vec4<f32>", false, o?.y],
+    ...(sv ? [["side", "vec4<f32>", false, o?.vec] as Binding] : []),
+    ["rope", "vec4<f32>", false, o?.rope],
+    ["tokenSeq", "u32", false, o?.tokenSeq],
+    ["tokenPos", "u32", false, o?.tokenPos],
+    ["blockTable", "u32", false, o?.blockTable],
+    ["qOut", "vec4<f32>", true, o?.qOut],
+    ["kCache", "u32", true, o?.kCache],
+    ["vCache", "u32", true, o?.vCache],
   ];
 }
 
@@ -618,18 +615,7 @@ export function ropeKvVector(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvO
   k.dispatch(
     pass,
     p,
-    [
-      o.y,
-      ...(sh.sv ? [o.vec] : []),
-      o.rope,
-      o.tokenSeq,
-      o.tokenPos,
-      o.blockTable,
-      o.qOut,
-      o.kCache,
-      o.vCache,
-      k.params(params),
-    ],
+    args(ropeBindings(sh.sv, o), k.params(params)),
     o.T,
     3,
   );
