@@ -7,6 +7,7 @@ import { fuseGpuLayouts, toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
 import {
   noGpu,
+  noSubgroups,
   randomF32,
   readF32,
   REQUIRE_GPU,
@@ -22,13 +23,8 @@ import { Kernels } from "../core.ts";
 const RTOL = 1e-4;
 const NO_GPU = await noGpu();
 
-/** Why the subgroup path cannot run here (null: it can), probed with a device that is closed again. */
-const NO_SUBGROUPS = await (async () => {
-  const sg = await subgroupKernels();
-  if (typeof sg === "string") return sg;
-  sg.device.destroy();
-  return null;
-})();
+/** Why the subgroup path cannot run here (null: it can). */
+const NO_SUBGROUPS = await noSubgroups();
 
 function randomWords(count: number, seed: number): Uint16Array {
   const r = seededRandom(seed);

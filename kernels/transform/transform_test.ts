@@ -8,7 +8,9 @@ import { buildRopeTable } from "../rope/rope.ts";
 import { Kernels } from "../core.ts";
 import {
   assertCompilesCleanly,
+  assertNear,
   noGpu,
+  noSubgroups,
   randomF32,
   readF32,
   readU32,
@@ -21,22 +23,7 @@ import {
 
 const NO_GPU = await noGpu();
 /** Why the subgroup variants cannot run here (null: they can). */
-const NO_SUBGROUPS = NO_GPU ? "no WebGPU adapter" : await (async () => {
-  const sg = await subgroupKernels();
-  if (typeof sg === "string") return sg;
-  sg.device.destroy();
-  return null;
-})();
-
-/** Fails unless |got - want| <= tol * (1 + |want|) everywhere (NaN fails). */
-function near(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, label: string): void {
-  if (got.length < want.length) throw new Error(`${label}: ${got.length} values, expected ${want.length}`);
-  for (let i = 0; i < want.length; i++) {
-    if (!(Math.abs(got[i] - want[i]) <= tol * (1 + Math.abs(want[i])))) {
-      throw new Error(`${label}: [${i}] = ${got[i]}, expected ${want[i]}`);
-    }
-  }
-}
+const NO_SUBGROUPS = NO_GPU ? "no WebGPU adapter" : await noSubgroups();
 
 /** Side vectors packed into one buffer; returns their offsets. */
 function pack(vs: Float32Array[]): { data: Float32Array; at: number[] } {
@@ -114,10 +101,10 @@ Deno.test({
           const label = `dim ${dim} chunk ${chunk} parts ${parts} ${variant}`;
           const got = await readF32(k, out, parts * outRows * dim + 16);
           for (let g = 0; g < parts; g++) {
-            near(got.subarray(16 + g * outRows * dim), want.out[g], 2e-5, `${label} part ${g}`);
+            assertNear(got.subarray(16 + g * outRows * dim), want.out[g], 2e-5, `${label} part ${g}`);
           }
           if (finish && !gather) {
-            near(await readF32(k, xOut, rows * dim), want.xOut, 2e-6, `${label} residual`);
+            assertNear(await readF32(k, xOut, rows * dim), want.xOut, 2e-6, `${label} residual`);
           }
         }
       }
@@ -184,7 +171,7 @@ Deno.test({
         sv: qtip ? sv : undefined,
         had: qtip,
       });
-      near(await readF32(k, qOut, T * qDim), want.q, 2e-5, `q (qtip ${qtip})`);
+      assertNear(await readF32(k, qOut, T * qDim), want.q, 2e-5, `q (qtip ${qtip})`);
       const kc = new Float16Array((await readU32(k, kCache, cacheWords)).buffer);
       const vc = new Float16Array((await readU32(k, vCache, cacheWords)).buffer);
       for (let t = 0; t < T; t++) {
@@ -194,7 +181,7 @@ Deno.test({
           for (let d = 0; d < hd; d++) {
             const at = ((blk * nKvHeads + g) * blockSize + pos % blockSize) * hd + d;
             const i = t * kvDim + g * hd + d;
-            near(
+            assertNear(
               [kc[at], vc[at]],
               [Math.f16round(want.k[i]), Math.f16round(want.v[i])],
               1e-3,
@@ -263,7 +250,7 @@ Deno.test({
               sv: gated && qtip ? sv : undefined,
               su: qtip ? su : undefined,
             });
-            near(
+            assertNear(
               (await readF32(k, out, T * n + 4)).subarray(4),
               want,
               2e-5,
@@ -340,7 +327,7 @@ async function blockCase(k: Kernels, c: BlockCase, label: string): Promise<strin
   const got = await readF32(k, out, T * outStride + 4);
   const rowsGot = new Float32Array(T * n);
   for (let t = 0; t < T; t++) rowsGot.set(got.subarray(4 + t * outStride, 4 + t * outStride + n), t * n);
-  near(rowsGot, want, 2e-5, label);
+  assertNear(rowsGot, want, 2e-5, label);
   // The padding between rows stays untouched.
   for (let t = 0; t < T; t++) {
     const pad = got.subarray(4 + t * outStride + n, 4 + (t + 1) * outStride);

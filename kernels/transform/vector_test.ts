@@ -7,7 +7,9 @@ import { normTransformRef, ropeKvRef } from "./transform_ref.ts";
 import { buildRopeTable } from "../rope/rope.ts";
 import { Kernels } from "../core.ts";
 import {
+  assertNear,
   noGpu,
+  noSubgroups,
   randomF32,
   readF32,
   readU32,
@@ -19,22 +21,7 @@ import {
 } from "../../test/support/mod.ts";
 
 const NO_GPU = await noGpu();
-const NO_SUBGROUPS = NO_GPU ? "no WebGPU adapter" : await (async () => {
-  const sg = await subgroupKernels();
-  if (typeof sg === "string") return sg;
-  sg.device.destroy();
-  return null;
-})();
-
-/** Fails unless |got - want| <= tol * (1 + |want|) everywhere (NaN fails). */
-function near(got: ArrayLike<number>, want: ArrayLike<number>, tol: number, label: string): void {
-  if (got.length < want.length) throw new Error(`${label}: ${got.length} values, expected ${want.length}`);
-  for (let i = 0; i < want.length; i++) {
-    if (!(Math.abs(got[i] - want[i]) <= tol * (1 + Math.abs(want[i])))) {
-      throw new Error(`${label}: [${i}] = ${got[i]}, expected ${want[i]}`);
-    }
-  }
-}
+const NO_SUBGROUPS = NO_GPU ? "no WebGPU adapter" : await noSubgroups();
 
 /** The pipelines `record` dispatches with k. */
 async function labelsOf(k: Kernels, record: (pass: GPUComputePassEncoder) => void): Promise<string[]> {
@@ -125,9 +112,9 @@ async function normCase(
   expectPlan(labels, c.plan, label, sgOf(k));
   const got = await readF32(k, out, parts * outRows * dim + outOffset);
   for (let g = 0; g < parts; g++) {
-    near(got.subarray(outOffset + g * outRows * dim), want.out[g], 2e-5, `${label} part ${g}`);
+    assertNear(got.subarray(outOffset + g * outRows * dim), want.out[g], 2e-5, `${label} part ${g}`);
   }
-  if (finish && !gather) near(await readF32(k, xOut, rows * dim), want.xOut, 2e-6, `${label} residual`);
+  if (finish && !gather) assertNear(await readF32(k, xOut, rows * dim), want.xOut, 2e-6, `${label} residual`);
   had.destroy();
 }
 
@@ -203,7 +190,7 @@ async function ropeCase(
     sv: qtip ? sv : undefined,
     had: qtip,
   });
-  near(await readF32(k, qOut, T * qDim), want.q, 2e-5, `${label}: q`);
+  assertNear(await readF32(k, qOut, T * qDim), want.q, 2e-5, `${label}: q`);
   const kc = new Float16Array((await readU32(k, kCache, cacheWords)).buffer);
   const vc = new Float16Array((await readU32(k, vCache, cacheWords)).buffer);
   for (let t = 0; t < T; t++) {
@@ -213,7 +200,7 @@ async function ropeCase(
       for (let d = 0; d < hd; d++) {
         const at = ((blk * nKvHeads + g) * blockSize + pos % blockSize) * hd + d;
         const i = t * kvDim + g * hd + d;
-        near(
+        assertNear(
           [kc[at], vc[at]],
           [Math.f16round(want.k[i]), Math.f16round(want.v[i])],
           1e-3,

@@ -85,6 +85,15 @@ export async function subgroupKernels(): Promise<Kernels | string> {
   }
 }
 
+/** Why the subgroup path cannot run here (null: it can), probed with a device that is closed again; for
+ * `ignore:`, awaited once at the top of a test module. */
+export async function noSubgroups(): Promise<string | null> {
+  const sg = await subgroupKernels();
+  if (typeof sg === "string") return sg;
+  sg.device.destroy();
+  return null;
+}
+
 /**
  * For `ignore:`, awaited once at the top of a test module: true when this machine has no WebGPU adapter
  * (said once), so the module's GPU tests show as ignored rather than passing without running. Always false
@@ -149,6 +158,20 @@ export async function readF32(k: Kernels, buf: GPUBuffer, n: number): Promise<Fl
 
 export async function readU32(k: Kernels, buf: GPUBuffer, n: number): Promise<Uint32Array> {
   return new Uint32Array(await readBytes(k, buf, n * 4));
+}
+
+/**
+ * Fails unless |got[i] - want[i]| <= tol * (1 + |want[i]|) for every i < want.length (NaN fails): assertClose
+ * with atol = rtol = tol over want's length, where `got` may run on (a readback of a larger buffer).
+ */
+export function assertNear(
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  tol: number,
+  label: string,
+): void {
+  if (got.length < want.length) throw new Error(`${label}: ${got.length} values, expected ${want.length}`);
+  assertClose(Array.from({ length: want.length }, (_, i) => got[i]), want, { atol: tol, rtol: tol, label });
 }
 
 /** Asserts |a - b| <= atol + rtol * |b| elementwise, naming the first bad index. */
