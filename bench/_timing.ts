@@ -2,7 +2,7 @@
 // device has `timestamp-query`, otherwise wall clock around submit + one mapAsync, as the slope between a
 // short and a long run (Deno's mapAsync adds a fixed ~10 ms sleep, shared/device/README.md, which the
 // difference cancels). Either way the per-dispatch figure includes the ~2 us launch cost the engine also pays.
-import type { Kernels } from "../kernels/mod.ts";
+import type { CapturedDispatch, Kernels } from "../kernels/mod.ts";
 
 export type TimerMethod = "timestamp" | "wall";
 
@@ -103,4 +103,33 @@ export function percentile(xs: number[], p: number): number {
   if (s.length === 0) return NaN;
   const i = Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1));
   return s[i];
+}
+
+/**
+ * A near-empty dispatch that still waits for the one before it, as a decode step's do: 264 workgroups, one
+ * invocation of which bumps a word that the next one reads. A chain of them is the floor of a pass of that
+ * many dispatches (bench/step_profile.ts, bench/latency_lab.ts).
+ */
+export function emptyDispatch(dev: GPUDevice): CapturedDispatch {
+  const pipeline = dev.createComputePipeline({
+    layout: "auto",
+    compute: {
+      module: dev.createShaderModule({
+        code: `@group(0) @binding(0) var<storage, read_write> b: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  if (g.x == 0u) {
+    b[0] = b[0] + 1u;
+  }
+}`,
+      }),
+      entryPoint: "main",
+    },
+  });
+  const buffer = dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+  const group = dev.createBindGroup({
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer } }],
+  });
+  return { pipeline, group, x: 264, y: 1, z: 1 };
 }

@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { openGpu } from "../engine/gpu.ts";
 import { Kernels } from "../kernels/core.ts";
 import { blockTransform, HadTable, normTransform, ropeKv } from "../kernels/transform/transform.ts";
-import { GpuTimer } from "./_timing.ts";
+import { emptyDispatch, GpuTimer } from "./_timing.ts";
 import { buildRopeTable } from "../kernels/rope/rope.ts";
 import { packSamplingParams, sample } from "../kernels/sampling/sampling.ts";
 import { attentionDecode, attentionScratchBytes } from "../kernels/attention/attention.ts";
@@ -75,6 +75,23 @@ const attOut = buf(dim);
 const attScratch = buf(
   attentionScratchBytes({ T: 1, nHeads: heads, headDim: hd, maxContext: ATT_CONTEXT }) / 4,
 );
+const attention = {
+  q,
+  out: attOut,
+  kCache,
+  vCache,
+  tokenSeq,
+  tokenPos: attPos,
+  blockTable: attTable,
+  T: 1,
+  nHeads: heads,
+  nKvHeads: heads,
+  headDim: hd,
+  blockSize: 16,
+  maxBlocksPerSeq: 64,
+  maxContext: ATT_CONTEXT,
+  scratch: attScratch,
+};
 
 // The streaming read that evicts L2 between dispatches: 128 MiB, one pass, many workgroups.
 const FLUSH_BYTES = 128 << 20;
@@ -111,66 +128,40 @@ const flush = (pass: GPUComputePassEncoder) => {
   pass.setBindGroup(0, flushGroup);
   pass.dispatchWorkgroups(132 * 8);
 };
-const nullPipe = dev.createComputePipeline({
-  layout: "auto",
-  compute: {
-    module: dev.createShaderModule({
-      code: `@group(0) @binding(0) var<storage, read_write> b: array<u32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  if (g.x == 0u) {
-    b[0] = b[0] + 1u;
-  }
-}`,
-    }),
-    entryPoint: "main",
-  },
-});
-const nullGroup = dev.createBindGroup({
-  layout: nullPipe.getBindGroupLayout(0),
-  entries: [{ binding: 0, resource: { buffer: flushDst } }],
+const empty = emptyDispatch(dev);
+
+/** The attention block's residual step for dispatch r of a chain (residual buffers alternate, so each
+ * dispatch waits for the one before), without its transforms. */
+const residual = (r: number) => ({
+  xIn: x[r & 1],
+  xOut: x[1 - (r & 1)],
+  vec: side,
+  had,
+  out: xin,
+  rows: 1,
+  parts: 3,
+  dim,
+  eps: 1e-5,
+  outPartStride: dim,
+  norm: { gamma: dim },
+  su: 2 * dim,
 });
 
 type Job = (k: Kernels, pass: GPUComputePassEncoder, rep: number) => void;
 const jobs: Record<string, Job> = {
   "null": (_k, pass) => {
-    pass.setPipeline(nullPipe);
-    pass.setBindGroup(0, nullGroup);
-    pass.dispatchWorkgroups(264);
+    pass.setPipeline(empty.pipeline);
+    pass.setBindGroup(0, empty.group);
+    pass.dispatchWorkgroups(empty.x);
   },
   "normTransform qkv (3 parts)": (k, pass, r) =>
     normTransform(k, pass, {
-      xIn: x[r & 1],
-      xOut: x[1 - (r & 1)],
-      vec: side,
-      had,
-      out: xin,
-      rows: 1,
-      parts: 3,
-      dim,
-      eps: 1e-5,
-      outPartStride: dim,
+      ...residual(r),
       finish: { y, sv: 0, had: had.spec(dim, false) },
-      norm: { gamma: dim },
-      su: 2 * dim,
       inHad: had.spec(dim, true),
     }),
   "normTransform no transforms": (k, pass, r) =>
-    normTransform(k, pass, {
-      xIn: x[r & 1],
-      xOut: x[1 - (r & 1)],
-      vec: side,
-      had,
-      out: xin,
-      rows: 1,
-      parts: 3,
-      dim,
-      eps: 1e-5,
-      outPartStride: dim,
-      finish: { y, sv: 0 },
-      norm: { gamma: dim },
-      su: 2 * dim,
-    }),
+    normTransform(k, pass, { ...residual(r), finish: { y, sv: 0 } }),
   "ropeKv": (k, pass) =>
     ropeKv(k, pass, {
       y,
@@ -221,45 +212,14 @@ const jobs: Record<string, Job> = {
     }),
   "sampling, greedy, 32000": (k, pass) =>
     sample(k, pass, { logits, params: rowParams, rows: 1, vocab, tokens }),
-  "attention split + reduce, context 640": (k, pass) =>
-    attentionDecode(k, pass, {
-      q,
-      out: attOut,
-      kCache,
-      vCache,
-      tokenSeq,
-      tokenPos: attPos,
-      blockTable: attTable,
-      T: 1,
-      nHeads: heads,
-      nKvHeads: heads,
-      headDim: hd,
-      blockSize: 16,
-      maxBlocksPerSeq: 64,
-      maxContext: ATT_CONTEXT,
-      scratch: attScratch,
-    }),
+  "attention split + reduce, context 640": (k, pass) => attentionDecode(k, pass, attention),
   // As a QTIP decode step runs it: the split, then the combine fused with o_proj's input transform; the
   // partition size sets how many partials the combine loads (640 / size).
   ...Object.fromEntries([64, 128, 256].map((size) => [
     `attention split + o input, context 640, partitions of ${size}`,
     (k: Kernels, pass: GPUComputePassEncoder) =>
       attentionDecode(k, pass, {
-        q,
-        out: attOut,
-        kCache,
-        vCache,
-        tokenSeq,
-        tokenPos: attPos,
-        blockTable: attTable,
-        T: 1,
-        nHeads: heads,
-        nKvHeads: heads,
-        headDim: hd,
-        blockSize: 16,
-        maxBlocksPerSeq: 64,
-        maxContext: ATT_CONTEXT,
-        scratch: attScratch,
+        ...attention,
         partitionSize: size,
         oInput: { vec: side, had, spec: had.spec(dim, true), su: 12 * dim, out: xin },
       }),

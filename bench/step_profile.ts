@@ -14,7 +14,7 @@ import { Engine } from "../engine/engine.ts";
 import type { CapturedDispatch } from "../kernels/core.ts";
 import { type ArchName, ARCHS, type SynthCode } from "./synth.ts";
 import { pipelinedDecode, synthModelDir } from "./model_bench.ts";
-import { median } from "./_timing.ts";
+import { emptyDispatch, median } from "./_timing.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -137,27 +137,8 @@ for (let r = 0; r < reps; r++) {
 }
 // The floor of a pass of n dispatches: the same count of near-empty dispatches (264 workgroups, one of
 // which bumps a word the next dispatch reads, so each waits for the one before, as the step's do).
-const nullPipe = dev.createComputePipeline({
-  layout: "auto",
-  compute: {
-    module: dev.createShaderModule({
-      code: `@group(0) @binding(0) var<storage, read_write> b: array<u32>;
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-  if (g.x == 0u) {
-    b[0] = b[0] + 1u;
-  }
-}`,
-    }),
-    entryPoint: "main",
-  },
-});
-const nullBuf = dev.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
-const nullGroup = dev.createBindGroup({
-  layout: nullPipe.getBindGroupLayout(0),
-  entries: [{ binding: 0, resource: { buffer: nullBuf } }],
-});
-const nullList = list.map(() => ({ pipeline: nullPipe, group: nullGroup, x: 264, y: 1, z: 1 }));
+const empty = emptyDispatch(dev);
+const nullList = list.map(() => empty);
 const nulls: number[] = [];
 for (let r = 0; r < reps; r++) {
   const t = await times(false, nullList);
