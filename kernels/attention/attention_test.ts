@@ -36,9 +36,9 @@ import {
   run,
   scratch,
   seededRandom,
-  subgroupKernels,
   testKernels,
   upload,
+  withSubgroupKernels,
 } from "../../test/support/mod.ts";
 import { Kernels } from "../core.ts";
 
@@ -662,9 +662,8 @@ Deno.test(
     // The legacy decode kernel writes the same partials for the fused combine.
     const legacyDecode = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-decode"]) });
     const cpu = new Kernels(k.device, { ...k.features, cpuAdapter: true });
-    const sg = await subgroupKernels();
-    if (typeof sg === "string") console.warn(`oInput: not testing the subgroup path: ${sg}`);
-    try {
+    await withSubgroupKernels(async (sg) => {
+      if (typeof sg === "string") console.warn(`oInput: not testing the subgroup path: ${sg}`);
       for (const [i, c] of O_INPUT_CASES.entries()) {
         const sc = scenario(c.heads, c.contexts, c.chunks, 31 + i);
         const n = c.heads.nHeads * c.heads.headDim;
@@ -686,9 +685,7 @@ Deno.test(
           assertClose(got.out, want, { atol: O_INPUT_ATOL, rtol: 0, label: what });
         }
       }
-    } finally {
-      if (typeof sg !== "string") sg.device.destroy();
-    }
+    });
   },
 );
 
@@ -696,8 +693,7 @@ Deno.test("attention_o_input modules compile cleanly, with and without subgroup 
   ignore: NO_GPU,
 }, async () => {
   const k = await testKernels();
-  const sg = await subgroupKernels();
-  try {
+  await withSubgroupKernels(async (sg) => {
     for (const kk of typeof sg === "string" ? [k] : [k, sg]) {
       const had = new HadTable(kk.device, [4096, 5120]);
       for (
@@ -719,9 +715,7 @@ Deno.test("attention_o_input modules compile cleanly, with and without subgroup 
       }
       had.destroy();
     }
-  } finally {
-    if (typeof sg !== "string") sg.device.destroy();
-  }
+  });
 });
 
 Deno.test("attentionDecode() keeps the reduce and writes `out` when planOInput() cannot serve the row", {
@@ -904,9 +898,8 @@ Deno.test("attentionDecode() register plan matches attentionRef: portable, subgr
 }, async () => {
   const k = await testKernels();
   const legacy = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-decode"]) });
-  const sg = await subgroupKernels();
-  if (typeof sg === "string") console.warn(`decode: not testing the subgroup path: ${sg}`);
-  try {
+  await withSubgroupKernels(async (sg) => {
+    if (typeof sg === "string") console.warn(`decode: not testing the subgroup path: ${sg}`);
     const runs: [string, Kernels, RegExp][] = [
       ["portable", k, /^attention_decode_d\d+_.*_sg0:/],
       ["legacy", legacy, /^attention_decode_legacy:/],
@@ -932,17 +925,14 @@ Deno.test("attentionDecode() register plan matches attentionRef: portable, subgr
         assertClose(got.out, want, { atol: ATOL, rtol: 0, label: what });
       }
     }
-  } finally {
-    if (typeof sg !== "string") sg.device.destroy();
-  }
+  });
 });
 
 Deno.test("decode register-plan modules compile cleanly, with and without subgroups", {
   ignore: NO_GPU,
 }, async () => {
   const k = await testKernels();
-  const sg = await subgroupKernels();
-  try {
+  await withSubgroupKernels(async (sg) => {
     for (const kk of typeof sg === "string" ? [k] : [k, sg]) {
       const sizes = kk === k ? [0] : [8, 32];
       for (const size of sizes) {
@@ -956,9 +946,7 @@ Deno.test("decode register-plan modules compile cleanly, with and without subgro
         }
       }
     }
-  } finally {
-    if (typeof sg !== "string") sg.device.destroy();
-  }
+  });
 });
 
 Deno.test("planDecodeRegs() plans a round of 64 positions in workgroup memory and declines odd heads", () => {

@@ -14,9 +14,9 @@ import {
   run,
   scratch,
   seededRandom,
-  subgroupKernels,
   testKernels,
   upload,
+  withSubgroupKernels,
 } from "../../test/support/mod.ts";
 import { Kernels } from "../core.ts";
 
@@ -227,13 +227,10 @@ Deno.test({
   // Under TRELLIS_REQUIRE_GPU=1 a machine without the subgroup path fails here instead of skipping it.
   ignore: NO_SUBGROUPS !== null && !REQUIRE_GPU,
   async fn() {
-    const k = await subgroupKernels();
-    if (typeof k === "string") throw new Error(`Cannot test the subgroup path: ${k}`);
-    try {
+    await withSubgroupKernels(async (k) => {
+      if (typeof k === "string") throw new Error(`Cannot test the subgroup path: ${k}`);
       await checkSubgroups(k);
-    } finally {
-      k.device.destroy();
-    }
+    });
   },
 });
 

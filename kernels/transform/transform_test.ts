@@ -16,9 +16,9 @@ import {
   readU32,
   run,
   scratch,
-  subgroupKernels,
   testKernels,
   upload,
+  withSubgroupKernels,
 } from "../../test/support/mod.ts";
 
 const NO_GPU = await noGpu();
@@ -482,16 +482,13 @@ Deno.test({
   }`,
   ignore: NO_SUBGROUPS !== null,
   async fn() {
-    const k = await subgroupKernels();
-    if (typeof k === "string") throw new Error(k);
-    try {
+    await withSubgroupKernels(async (k) => {
+      if (typeof k === "string") throw new Error(k);
       await decodeCases(k, DECODE_SIZES);
       // Two trips of the input job (lavapipe's subgroups of 8 leave 32 KB too little for the gated job's
       // partials at 65536, which then takes main).
       await decodeCases(k, [[65536, 65536]], { jobs: JOBS.slice(2) });
-    } finally {
-      k.device.destroy();
-    }
+    });
   },
 });
 
@@ -500,21 +497,18 @@ Deno.test({
   ignore: NO_GPU,
   async fn() {
     const k = await testKernels();
-    const sg = NO_SUBGROUPS === null ? await subgroupKernels() : null;
-    try {
+    await withSubgroupKernels(async (sg) => {
       for (const gated of [true, false]) {
         for (const v of [1, 2, 4, 8] as const) {
           for (const j of [1, 2] as const) {
-            for (const subgroups of sg && typeof sg !== "string" ? [false, true] : [false]) {
+            for (const subgroups of typeof sg !== "string" ? [false, true] : [false]) {
               const variant = { gated, v, j, subgroups };
-              const kk = subgroups && sg && typeof sg !== "string" ? sg : k;
+              const kk = subgroups && typeof sg !== "string" ? sg : k;
               await assertCompilesCleanly(kk, blockDecodeName(variant), blockDecodeSource(variant));
             }
           }
         }
       }
-    } finally {
-      if (sg && typeof sg !== "string") sg.device.destroy();
-    }
+    });
   },
 });

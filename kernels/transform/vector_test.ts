@@ -15,9 +15,9 @@ import {
   readU32,
   run,
   scratch,
-  subgroupKernels,
   testKernels,
   upload,
+  withSubgroupKernels,
 } from "../../test/support/mod.ts";
 
 const NO_GPU = await noGpu();
@@ -235,14 +235,11 @@ Deno.test({
   name: "normTransform / ropeKv register plan, with subgroups: equals the unfused steps",
   ignore: NO_SUBGROUPS !== null,
   async fn() {
-    const k = await subgroupKernels();
-    if (typeof k === "string") throw new Error(k);
-    try {
+    await withSubgroupKernels(async (k) => {
+      if (typeof k === "string") throw new Error(k);
       await normCases(k, false);
       await ropeCases(k, false);
-    } finally {
-      k.device.destroy();
-    }
+    });
   },
 });
 

@@ -87,11 +87,18 @@ export async function subgroupKernels(): Promise<Kernels | string> {
 
 /** Why the subgroup path cannot run here (null: it can), probed with a device that is closed again; for
  * `ignore:`, awaited once at the top of a test module. */
-export async function noSubgroups(): Promise<string | null> {
+export function noSubgroups(): Promise<string | null> {
+  return withSubgroupKernels((sg) => Promise.resolve(typeof sg === "string" ? sg : null));
+}
+
+/** Runs `use` with subgroupKernels()'s device (or the reason there is none), destroying the device after. */
+export async function withSubgroupKernels<T>(use: (sg: Kernels | string) => Promise<T>): Promise<T> {
   const sg = await subgroupKernels();
-  if (typeof sg === "string") return sg;
-  sg.device.destroy();
-  return null;
+  try {
+    return await use(sg);
+  } finally {
+    if (typeof sg !== "string") sg.device.destroy();
+  }
 }
 
 /**
