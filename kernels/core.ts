@@ -36,6 +36,20 @@ export interface KernelFeatures {
   legacy: ReadonlySet<string>;
 }
 
+/** Whether v is a power of two (1, 2, 4, ...). */
+export function isPow2(v: number): boolean {
+  return Number.isInteger(v) && v > 0 && (v & (v - 1)) === 0;
+}
+
+/**
+ * The subgroup size a kernel may build on: the device's one fixed size (KernelFeatures.subgroupSize) when
+ * `subgroups` was granted and that size is a power of two in [lo, hi]; else 0 (the portable path).
+ */
+export function subgroupWidth(f: KernelFeatures, lo: number, hi: number): number {
+  const sg = f.subgroupSize;
+  return f.subgroups && isPow2(sg) && sg >= lo && sg <= hi ? sg : 0;
+}
+
 const PARAM_ALIGN = 256;
 const ARENA_BYTES = 1 << 16;
 /** Distinct Params blocks kept before the cache starts over (x 256 bytes of uniform memory). */

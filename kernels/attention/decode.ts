@@ -30,7 +30,7 @@
 // their rounds' loads overlap, so a 4096-position context streams.
 // Reference: attention_ref.ts `attentionRef`.
 import template from "./attention_decode.wgsl" with { type: "text" };
-import { KernelError } from "../core.ts";
+import { isPow2, KernelError } from "../core.ts";
 
 /** The constants of one generated module. */
 export interface DecodeRegPlan {
@@ -74,8 +74,7 @@ export function planDecodeRegs(
 ): DecodeRegPlan | null {
   if (!(headDim >= 8 && headDim % 8 === 0 && group >= 1)) return null;
   const c = headDim / 8; // vec4<u32> a row
-  const pow2 = subgroupSize >= 2 && (subgroupSize & (subgroupSize - 1)) === 0;
-  for (const sg of pow2 ? [subgroupSize, 0] : [0]) {
+  for (const sg of isPow2(subgroupSize) && subgroupSize >= 2 ? [subgroupSize, 0] : [0]) {
     // The largest power of two dividing the row, within a subgroup.
     let l = 1;
     while (2 * l <= Math.min(MAX_LANES, sg || MAX_LANES) && c % (2 * l) === 0) l *= 2;

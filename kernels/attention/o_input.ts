@@ -3,7 +3,7 @@
 // attention_reduce.wgsl and then blockTransform. attentionDecode() records it when given `oInput` and
 // planOInput() finds a plan for the row; otherwise the caller keeps the two dispatches.
 import template from "./attention_o_input.wgsl" with { type: "text" };
-import { type BufferArg, KernelError, type Kernels, ParamWriter } from "../core.ts";
+import { type BufferArg, isPow2, KernelError, type Kernels, ParamWriter, subgroupWidth } from "../core.ts";
 import type { HadSpec, HadTable } from "../transform/transform.ts";
 
 /** Where attentionDecode() writes o_proj's input instead of the attention output (blockTransform's input job). */
@@ -45,8 +45,6 @@ export interface OInputPlanOptions {
   su?: number;
 }
 
-const isPow2 = (v: number) => Number.isInteger(v) && v >= 1 && (v & (v - 1)) === 0;
-
 /**
  * The module for a row of nHeads * headDim under `spec`, or null when the fused kernel does not serve it
  * (then the caller runs attention_reduce.wgsl and blockTransform): headDim a multiple of 4, at most 4 vec4
@@ -70,8 +68,7 @@ export function planOInput(k: Kernels, o: OInputPlanOptions): OInputPlan | null 
   const limit = k.device.limits.maxComputeWorkgroupStorageSize;
   const padded = n + Math.ceil(n / 32);
   if (n * 4 > limit) return null;
-  const f = k.features;
-  const sgOk = f.subgroups && isPow2(f.subgroupSize) && f.subgroupSize >= 4 && f.subgroupSize <= wg;
+  const sg = subgroupWidth(k.features, 4, wg);
   return {
     N: n,
     HEAD_DIM: o.headDim,
@@ -82,7 +79,7 @@ export function planOInput(k: Kernels, o: OInputPlanOptions): OInputPlan | null 
     V: v,
     PARTS: Math.min(O_INPUT_MAX_PARTS, 2 ** Math.ceil(Math.log2(Math.max(1, o.nParts)))),
     // Shuffles only when the FWHT has levels past the vec4's.
-    SG: sgOk && s.p > 4 ? f.subgroupSize : 0,
+    SG: s.p > 4 ? sg : 0,
     SU: o.su !== undefined,
     PAD: padded * 4 <= limit,
   };

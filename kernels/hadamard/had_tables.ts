@@ -2,13 +2,10 @@
 // n = K * 2^k is transformed as (had_K kron H_{2^k}) / sqrt(n) (Cornell-RelaxML/qtip
 // lib/utils/matmul_had.py, get_hadK). The tables live in _had_data.ts, generated from that file.
 import { HAD_HEX } from "./_had_data.ts";
+import { isPow2 } from "../core.ts";
 
 /** The non-power-of-two factors, in the order get_hadK() tries them. */
 export const HAD_K_SIZES: readonly number[] = [172, 156, 140, 124, 116, 108, 60, 52, 36, 28, 20, 12];
-
-function isPow2(v: number): boolean {
-  return Number.isInteger(v) && v > 0 && (v & (v - 1)) === 0;
-}
 
 /**
  * Splits a transform size n into K * pow2 the way get_hadK() does: the first K of HAD_K_SIZES that

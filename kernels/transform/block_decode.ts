@@ -29,7 +29,7 @@
 // transform_ref.ts `blockTransformRef`.
 import blockSource from "./block_transform.wgsl" with { type: "text" };
 import libSource from "./transform_lib.wgsl" with { type: "text" };
-import type { BufferArg, Kernels, ParamWriter } from "../core.ts";
+import { type BufferArg, isPow2, type Kernels, type ParamWriter, subgroupWidth } from "../core.ts";
 
 /** One block-plan call as blockTransform sets it up (its Params block already written). */
 export interface BlockDecodeCall {
@@ -64,7 +64,6 @@ const DECODE_FILL = 132;
 const PORTABLE_LANES = 16;
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const pow2 = (n: number) => n >= 1 && (n & (n - 1)) === 0;
 
 /** `a` times override `name` as WGSL, folding the zero and one cases. */
 function times(a: number, name: string): string {
@@ -208,9 +207,8 @@ export function blockDecodeName(v: BlockDecodeVariant): string {
  */
 export function blockDecode(k: Kernels, pass: GPUComputePassEncoder, c: BlockDecodeCall): boolean {
   const lim = k.device.limits;
-  const sgSize = k.features.subgroupSize;
-  const sg = k.features.subgroups && pow2(sgSize) && sgSize >= 8 && sgSize <= 128 ? sgSize : 0;
-  if (!pow2(c.pb) || c.pb > 64 || c.n % c.pb !== 0) return false;
+  const sg = subgroupWidth(k.features, 8, 128);
+  if (!isPow2(c.pb) || c.pb > 64 || c.n % c.pb !== 0) return false;
   const lanes = Math.min(c.pb, sg || (c.lanes ?? PORTABLE_LANES));
   const v = (c.pb / lanes) as BlockDecodeVariant["v"];
   const U = 32 / v, G = c.gated ? 2 : 1;

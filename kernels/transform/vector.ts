@@ -18,7 +18,7 @@
 // multiples of 4 elements; the encoders return false (recording nothing) when a call does not fit this plan,
 // and the caller takes the workgroup-memory plan (norm_transform.wgsl, rope_kv.wgsl).
 // References: transform_ref.ts `normTransformRef`, `ropeKvRef`.
-import { type BufferArg, type Kernels, ParamWriter } from "../core.ts";
+import { type BufferArg, isPow2, type Kernels, ParamWriter, subgroupWidth } from "../core.ts";
 import type { HadSpec, NormTransformOptions, RopeKvOptions } from "./options.ts";
 
 /** Elements a thread holds (4 vec4 registers) when the vector is long enough. */
@@ -28,8 +28,6 @@ const PER_THREAD = 16;
 function plain(s: HadSpec | null | undefined, n: number): boolean {
   return !s || (s.K === 1 && s.groups === 1 && s.p === n);
 }
-
-const pow2 = (n: number) => n >= 1 && (n & (n - 1)) === 0;
 
 /** Threads for the longest vector m: 16 elements each, between 32 and the device's maximum. */
 function threadsFor(k: Kernels, m: number): number {
@@ -42,7 +40,7 @@ function threadsFor(k: Kernels, m: number): number {
  * plus `extra` floats (normTransform's partial sums) in workgroup memory.
  */
 function fits(k: Kernels, m: number, wg: number, extra = 0): boolean {
-  return pow2(m) && m >= 128 && m <= 16 * wg &&
+  return isPow2(m) && m >= 128 && m <= 16 * wg &&
     (m + extra) * 4 <= k.device.limits.maxComputeWorkgroupStorageSize;
 }
 
@@ -53,8 +51,7 @@ function fits(k: Kernels, m: number, wg: number, extra = 0): boolean {
 function shuffleSize(k: Kernels, active: number): number {
   // Legacy "vec-shuffle": the plan without subgroups (workgroup-memory passes, a tree sum), for measuring.
   if (k.features.legacy.has("vec-shuffle")) return 0;
-  const sg = k.features.subgroupSize;
-  return k.features.subgroups && pow2(sg) && sg >= 4 && sg <= active ? sg : 0;
+  return subgroupWidth(k.features, 4, active);
 }
 
 /** Source-text builder: the generated WGSL, one statement a line. */
