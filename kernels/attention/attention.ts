@@ -48,6 +48,7 @@ export const ATTENTION_SOURCES = {
     WG: 1024,
     V: 1,
     PARTS: 16,
+    GROUP: 4,
     SG: 0,
     SU: true,
     PAD: true,

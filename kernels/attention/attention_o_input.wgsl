@@ -14,9 +14,10 @@
 // Work split: thread lid holds V vec4 registers of the row, a{s} = elements 4 q .. 4 q + 3 with
 // q = lid + s * WG (HEAD_DIM is a multiple of 4, so a vec4 lies in one head). The thread's head statistics
 // are read by every thread of the head: the threads of a warp read the same words (one transaction), so the
-// combine needs no reduction across threads and no barrier. All partial loads of the first PARTS partitions
-// are issued before any arithmetic (a token that uses fewer repeats its last one with weight 0); partitions
-// past PARTS, for contexts longer than PARTS partitions, are read by a loop.
+// combine needs no reduction across threads and no barrier. M comes first: the maxima of the first PARTS
+// partitions are loaded straight-line (a token that uses fewer repeats its last one), later ones by a
+// loop. Then the weighted sums, in partition order, GROUP partitions a trip: each trip issues all its loads
+// before its arithmetic, and partitions past the token's last repeat it with weight 0.
 // The transform: K > 1 first mixes the K blocks through workgroup memory (two barriers); then the FWHT's
 // levels of bits 0-1 (inside a vec4) and of the slot bits run in registers, those of the lane bits by
 // subgroup shuffles (a subgroup is SG consecutive invocations, as on NVIDIA and lavapipe), and the rest

@@ -661,6 +661,8 @@ Deno.test(
     const legacy = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-o"]) });
     // The legacy decode kernel writes the same partials for the fused combine.
     const legacyDecode = new Kernels(k.device, { ...k.features, legacy: new Set(["attn-decode"]) });
+    // Every partition's loads in one trip (call 22's plan).
+    const oneTrip = new Kernels(k.device, { ...k.features, legacy: new Set(["o-group"]) });
     const cpu = new Kernels(k.device, { ...k.features, cpuAdapter: true });
     await withSubgroupKernels(async (sg) => {
       if (typeof sg === "string") console.warn(`oInput: not testing the subgroup path: ${sg}`);
@@ -673,6 +675,7 @@ Deno.test(
           ["portable", k, true],
           ["legacy", legacy, false],
           ["legacy decode", legacyDecode, true],
+          ["one trip", oneTrip, true],
           ["cpu adapter", cpu, false],
         ];
         if (typeof sg !== "string") runs.push(["subgroups", sg, true]);
@@ -753,16 +756,18 @@ Deno.test("planOInput() plans Llama's rows in one workgroup and declines rows it
     planOInput(k, { nHeads, headDim: 128, nParts, spec: spec(nHeads * 128, K), su: 0 });
   const llama7 = plan(h100, 32, 10);
   if (
-    !llama7 || llama7.WG !== 1024 || llama7.V !== 1 || llama7.PARTS !== 16 || llama7.SG !== 32 || !llama7.PAD
+    !llama7 || llama7.WG !== 1024 || llama7.V !== 1 || llama7.PARTS !== 16 || llama7.GROUP !== 4 ||
+    llama7.SG !== 32 || !llama7.PAD
   ) {
     throw new Error(`7B: ${JSON.stringify(llama7)}`);
   }
   const llama70 = plan(h100, 64, 3);
-  if (!llama70 || llama70.V !== 2 || llama70.PARTS !== 4 || !llama70.PAD) {
+  // Four vec4 slots' worth of partitions a trip: two for 70B's two slots.
+  if (!llama70 || llama70.V !== 2 || llama70.PARTS !== 4 || llama70.GROUP !== 2 || !llama70.PAD) {
     throw new Error(`70B: ${JSON.stringify(llama70)}`);
   }
   const llama13 = plan(h100, 40, 1, 20);
-  if (!llama13 || llama13.V !== 2 || llama13.K !== 20 || llama13.PARTS !== 1) {
+  if (!llama13 || llama13.V !== 2 || llama13.K !== 20 || llama13.PARTS !== 1 || llama13.GROUP !== 1) {
     throw new Error(`13B: ${JSON.stringify(llama13)}`);
   }
   // Without subgroups of a known size: no shuffles. 32 KiB: 8192 unpadded, 16384 not at all.

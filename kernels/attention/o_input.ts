@@ -26,7 +26,8 @@ export interface OInputPlan {
   WORDS: number; // u32 per row of had_K
   WG: number;
   V: number; // vec4 registers per thread
-  PARTS: number; // partitions loaded straight-line
+  PARTS: number; // partitions whose maxima are loaded straight-line
+  GROUP: number; // partitions whose stats and outputs one trip of the sums' loop loads
   SG: number; // subgroup size whose lanes run FWHT levels by shuffles; 0: none
   SU: boolean;
   PAD: boolean;
@@ -34,6 +35,8 @@ export interface OInputPlan {
 
 /** Partitions whose loads a module issues straight-line at most; a longer context reads the rest in a loop. */
 export const O_INPUT_MAX_PARTS = 16;
+/** Partitions (times vec4 slots) whose stats and outputs one trip of the weighted sums loads. */
+const O_INPUT_GROUP_VALUES = 4;
 /** Most bits of one FWHT pass over workgroup memory (32 elements in a thread's registers). */
 const MAX_PASS_BITS = 5;
 
@@ -69,6 +72,7 @@ export function planOInput(k: Kernels, o: OInputPlanOptions): OInputPlan | null 
   const padded = n + Math.ceil(n / 32);
   if (n * 4 > limit) return null;
   const sg = subgroupWidth(k.features, 4, wg);
+  const parts = Math.min(O_INPUT_MAX_PARTS, 2 ** Math.ceil(Math.log2(Math.max(1, o.nParts))));
   return {
     N: n,
     HEAD_DIM: o.headDim,
@@ -77,7 +81,14 @@ export function planOInput(k: Kernels, o: OInputPlanOptions): OInputPlan | null 
     WORDS: s.words,
     WG: wg,
     V: v,
-    PARTS: Math.min(O_INPUT_MAX_PARTS, 2 ** Math.ceil(Math.log2(Math.max(1, o.nParts)))),
+    PARTS: parts,
+    // Call 22 (H100): all 16 partitions' stats and outputs up front (6 values each) cost 12.6 us a layer,
+    // more than the reduce and transform they replaced: 1024 invocations get 64 registers each. Four
+    // partitions a trip keep 24 values in flight per vec4 slot.
+    // Partitions a trip: `TRELLIS_LEGACY_KERNELS=o-group` keeps call 22's plan (all PARTS in one trip).
+    GROUP: k.features.legacy.has("o-group")
+      ? parts
+      : Math.min(parts, Math.max(1, Math.floor(O_INPUT_GROUP_VALUES / v))),
     // Shuffles only when the FWHT has levels past the vec4's.
     SG: s.p > 4 ? sg : 0,
     SU: o.su !== undefined,
@@ -87,7 +98,7 @@ export function planOInput(k: Kernels, o: OInputPlanOptions): OInputPlan | null 
 
 /** Pipeline name of a plan's module (bench/step_profile.ts reports kernels by it). */
 export function oInputKernelName(p: OInputPlan): string {
-  return `attention_o_input_n${p.N}_d${p.HEAD_DIM}_k${p.K}x${p.P_LEN}_wg${p.WG}x${p.V}_p${p.PARTS}_sg${p.SG}` +
+  return `attention_o_input_n${p.N}_d${p.HEAD_DIM}_k${p.K}x${p.P_LEN}_wg${p.WG}x${p.V}_p${p.PARTS}g${p.GROUP}_sg${p.SG}` +
     `${p.SU ? "_su" : ""}${p.PAD ? "" : "_nopad"}`;
 }
 
@@ -158,8 +169,8 @@ export function oInputSource(p: OInputPlan): string {
   }
   const B: string[] = [];
   const forSlots = (f: (s: number) => string[]) => slots.forEach((s) => B.push(...f(s)));
-  // 1. Every load first: the heads' stats and partial outputs of PARTS partitions (repeating the last one
-  // the token uses), and SU.
+  // 1. The heads' maxima M: the stats' m of the first PARTS partitions straight-line (a token that uses fewer
+  // repeats its last one), the rest in a loop.
   B.push(`// The thread's vec4s of the row (q), their heads' partial rows (row) and outputs (ob).`);
   forSlots((s) => [
     full(s)
@@ -169,19 +180,15 @@ export function oInputSource(p: OInputPlan): string {
     `let ob${s} = outBase + row${s} * HEAD_DIM + (q${s} % QH) * 4u;`,
   ]);
   for (const j of parts.slice(1)) B.push(`let r${j} = min(${j}u, last);`);
-  // Partition j's stats and outputs: at 2 * (row + j) and at ob + j * HEAD_DIM.
+  // Partition j's stats are at 2 * (row + j), its output at ob + j * HEAD_DIM.
   const stat = (s: number, j: number) => (j === 0 ? `2u * row${s}` : `2u * (row${s} + r${j})`);
-  forSlots((s) =>
-    parts.flatMap((j) => [
-      `let m${s}_${j} = scratch[${stat(s, j)}];`,
-      `let l${s}_${j} = scratch[${stat(s, j)} + 1u];`,
-      `let o${s}_${j} = scratch4(ob${s}${j === 0 ? "" : ` + r${j} * HEAD_DIM`});`,
-    ])
-  );
+  forSlots((s) => parts.map((j) => `let m${s}_${j} = scratch[${stat(s, j)}];`));
   if (p.SU) forSlots((s) => [`let su${s} = side4(params.suOff + 4u * q${s});`]);
-  // 2. The combine: M, the weights, the weighted sums.
   const tail = p.PARTS === O_INPUT_MAX_PARTS;
-  B.push(``, `// att = sum_j w_j o_j / sum_j w_j l_j, w_j = exp(m_j - M): attention_reduce.wgsl's math.`);
+  B.push(
+    ``,
+    `// att = sum_j w_j o_j / sum_j w_j l_j, w_j = exp(m_j - M): attention_reduce.wgsl's math and order.`,
+  );
   forSlots((s) => {
     let terms = parts.map((j) => `m${s}_${j}`);
     while (terms.length > 1) {
@@ -195,26 +202,33 @@ export function oInputSource(p: OInputPlan): string {
         `}`,
       );
     }
-    for (const j of parts) {
-      const w = `exp(m${s}_${j} - mx${s})`;
-      lines.push(`let w${s}_${j} = ${j === 0 ? w : `select(0.0, ${w}, ${j}u < used)`};`);
-    }
-    lines.push(`var ls${s} = w${s}_0 * l${s}_0;`, `var a${s} = o${s}_0 * w${s}_0;`);
-    for (const j of parts.slice(1)) {
-      lines.push(`ls${s} += w${s}_${j} * l${s}_${j};`, `a${s} += o${s}_${j} * w${s}_${j};`);
-    }
-    if (tail) {
-      lines.push(
-        `for (var j = ${p.PARTS}u; j < used; j++) {`,
-        `  let w = exp(scratch[2u * (row${s} + j)] - mx${s});`,
-        `  ls${s} += w * scratch[2u * (row${s} + j) + 1u];`,
-        `  a${s} += scratch4(ob${s} + j * HEAD_DIM) * w;`,
-        `}`,
-      );
-    }
-    lines.push(`a${s} = a${s} / ls${s}${p.SU ? ` * su${s}` : ""};`);
+    lines.push(`var ls${s} = 0.0;`, `var a${s} = vec4<f32>(0.0);`);
     return lines;
   });
+  // 2. The weighted sums, GROUP partitions a trip: every load of a trip before its arithmetic, partitions
+  // past the token's last repeating it with weight 0 (adding exact zeros keeps the sums' order and value).
+  const group = range(p.GROUP);
+  B.push(`for (var j0 = 0u; j0 < used; j0 += ${p.GROUP}u) {`);
+  const G: string[] = [];
+  for (const g of group) G.push(`let j${g} = ${g ? `min(j0 + ${g}u, last)` : "j0"};`);
+  for (const s of slots) {
+    for (const g of group) {
+      G.push(
+        `let n${s}_${g} = scratch[2u * (row${s} + j${g})];`,
+        `let l${s}_${g} = scratch[2u * (row${s} + j${g}) + 1u];`,
+        `let o${s}_${g} = scratch4(ob${s} + j${g} * HEAD_DIM);`,
+      );
+    }
+  }
+  for (const s of slots) {
+    for (const g of group) {
+      const w = `exp(n${s}_${g} - mx${s})`;
+      G.push(`let w${s}_${g} = ${g ? `select(0.0, ${w}, j0 + ${g}u < used)` : w};`);
+    }
+    for (const g of group) G.push(`ls${s} += w${s}_${g} * l${s}_${g};`, `a${s} += o${s}_${g} * w${s}_${g};`);
+  }
+  B.push(...G.map((l) => "  " + l), `}`);
+  forSlots((s) => [`a${s} = a${s} / ls${s}${p.SU ? ` * su${s}` : ""};`]);
   // 3. had_K^T across the blocks of each group, through workgroup memory.
   if (p.K > 1) {
     B.push(``, `// had_K^T mixes the K blocks of each group.`);

@@ -126,15 +126,25 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     mma: o.mma,
     tokens: o.M,
     wg,
-    // From the H100 sweeps (docs/BENCHMARKS.md): one LUT copy everywhere (more copies were slower at every
-    // shape and workgroup size once each entry is read once: 4 copies 0-13 %, 16 copies 1.5-2.4x), one tile
-    // per trip for square and wide matrices, two for tall ones (more tile-rows than the GPU holds at once).
-    repShift: Math.min(o.tune?.repShift ?? 0, maxRep),
+    // LUT copies: one LUT read a pair, at random entries, puts a warp's 32 reads in ~3.5 banks' worth of
+    // conflicts with one copy and ~2 with 16 (lane l reads copy l % 16). The H100 sweeps of calls 9-14 found
+    // more copies slower (4: 0-13 %, 16: 1.5-2.4x), but their fill stored every entry's copies in the same
+    // order on every lane: a 16-way conflict on each store at 16 copies. The fill now rotates the copies
+    // (conflict-free), and 16 copies are the default on GPUs until the H100 has measured both
+    // (`TRELLIS_LEGACY_KERNELS=mv-copies` keeps one copy); a CPU adapter has no banks, so one copy there.
+    // One tile per trip for square and wide matrices, two for tall ones (more tile-rows than the GPU holds
+    // at once), from the same sweeps.
+    repShift: Math.min(o.tune?.repShift ?? defaultCopies(k), maxRep),
     tlutBits,
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,
     unroll: o.tune?.unroll ?? (tall ? 2 : 1),
   };
+}
+
+/** log2 of the default HYB LUT copies (see qtipMvVariant). */
+function defaultCopies(k: Kernels): number {
+  return k.features.cpuAdapter || k.features.legacy.has("mv-copies") ? 0 : 4;
 }
 
 export interface QtipTile {

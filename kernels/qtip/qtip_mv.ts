@@ -16,7 +16,7 @@ export interface QtipMvVariant {
   tokens: number;
   /** Threads per workgroup: 8 lanes x WG/8 tile slots; a power of two in 64..1024. */
   wg: number;
-  /** log2 of the HYB LUT copies in workgroup memory (0..5). */
+  /** log2 of the HYB LUT copies in workgroup memory (0..5): lane l of a warp reads copy l % copies. */
   repShift: number;
   tlutBits: number;
   /** Reduce the slots with subgroup shuffles first (needs `subgroups`). */
@@ -38,13 +38,17 @@ export function lanePair(u: number, mma: boolean): [number, number] {
   return [u >> 3, 2 * (u & 7)];
 }
 
-/** The 16-bit state at bit b of a lane's words w0..wK (MSB first), as a WGSL expression. */
-function stateExpr(b: number, p: string): string {
+/**
+ * The 16-bit state at bit b of a lane's words w0..wK (MSB first), as a WGSL expression; with `masked` false
+ * the bits above the state's 16 are left as they fall (HYB reads only what the low 16 bits decide).
+ */
+function stateExpr(b: number, p: string, masked = true): string {
   const i = b >> 5, o = b & 31;
+  const mask = (e: string) => masked ? `((${e}) & 0xffffu)` : `(${e})`;
   if (o === 0) return `(${p}w${i} >> 16u)`;
-  if (o < 16) return `((${p}w${i} >> ${16 - o}u) & 0xffffu)`;
-  if (o === 16) return `(${p}w${i} & 0xffffu)`;
-  return `(((${p}w${i} << ${o - 16}u) | (${p}w${i + 1} >> ${48 - o}u)) & 0xffffu)`;
+  if (o < 16) return mask(`${p}w${i} >> ${16 - o}u`);
+  if (o === 16) return masked ? `(${p}w${i} & 0xffffu)` : `${p}w${i}`;
+  return mask(`(${p}w${i} << ${o - 16}u) | (${p}w${i + 1} >> ${48 - o}u)`);
 }
 
 const COMP = ["x", "y", "z", "w"];
@@ -73,8 +77,9 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
     const b = 2 * K * u;
     let va: string, vb: string;
     if (v.code === "hyb") {
-      L.push(`let ${p}s${u} = ${stateExpr(b, p)};`);
-      L.push(`let ${p}t${u} = ${p}s${u} * (${p}s${u} + 1u);`);
+      // t = s (s + 1) as one multiply-add; its low 16 bits need only the state's.
+      L.push(`let ${p}s${u} = ${stateExpr(b, p, false)};`);
+      L.push(`let ${p}t${u} = ${p}s${u} * ${p}s${u} + ${p}s${u};`);
       const idx = shift >= 0
         ? `((${p}t${u} >> ${shift}u) & ${idxMask}u)`
         : `((${p}t${u} << ${-shift}u) & ${idxMask}u)`;
@@ -145,6 +150,9 @@ export function qtipMvSource(v: QtipMvVariant): string {
     throw new RangeError(`qtip_mv serves 1..${QTIP_MV_MAX_TOKENS} tokens, got ${v.tokens}`);
   }
   if (![64, 128, 256, 512, 1024].includes(v.wg)) throw new RangeError(`qtip_mv: bad workgroup size ${v.wg}`);
+  if (!(Number.isInteger(v.repShift) && v.repShift >= 0 && v.repShift <= 5)) {
+    throw new RangeError(`qtip_mv: LUT copies 2^${v.repShift}, expected 2^0..2^5`);
+  }
   const hyb = v.code === "hyb";
   const reps = hyb ? 1 << v.repShift : 1;
   const lutWords = hyb ? (1 << v.tlutBits) * reps : 1;

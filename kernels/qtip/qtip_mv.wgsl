@@ -15,7 +15,9 @@
 // the LUT of part 1 and part 2, partStride vec4 and lutPartStride entries further on.
 // HYB: the LUT lives in workgroup memory as packed f16 pairs, REPS copies interleaved (entry e of copy c at
 // e * REPS + c, c = tid % REPS), so the lanes of a warp seldom meet in a bank; bit 15 of t = s(s + 1) negates
-// the first value, which is the low half of the packed pair: one xor with (t & 0x8000).
+// the first value, which is the low half of the packed pair: one xor with (t & 0x8000). Only t's low 16 bits
+// are read, and they depend only on s's low 16 bits, so a state may carry higher bits of its word: a HYB
+// state is one shift (or a funnel of two words), with no mask.
 // Bindings: x f32 (TOKENS, xStride) as vec4 from xOffset; trellis u32 GPU layout; lut f32 (2^TLUT_BITS, 2)
 // (HYB; a dummy otherwise); out f32 (TOKENS, outStride) at outOffset; params.
 // Reference: qtip_ref.ts `decodeHatW` then `matmulRef`.
@@ -29,6 +31,7 @@ const HEADER: u32 = 4u;
 const LUT_ENTRIES: u32 = {{LUT_ENTRIES}}u;
 const REP_MASK: u32 = {{REPS}}u - 1u;
 const REP_SHIFT: u32 = {{REP_SHIFT}}u;
+const ROT_SHIFT: u32 = 5u - {{REP_SHIFT}}u;
 // Workgroup words: the LUT copies during the loop, then the reduction's partial sums.
 const SMEM_WORDS: u32 = {{SMEM_WORDS}}u;
 
@@ -95,11 +98,14 @@ fn main(
   let part = select(0u, 1u, I >= params.part1) + select(0u, 1u, I >= params.part2);
   let lut0 = part * params.lutPartStride;
   // Each entry is read from global memory once and stored REPS times (a trip per copy would wait on a global
-  // load per copy).
+  // load per copy). The copies are written in a rotated order, copy (c + e / (32 / REPS)) % REPS at step c,
+  // so the 32 words one warp stores at a step fall in 32 different banks (stored in the same order by every
+  // lane, the copies of 32 consecutive entries meet in 32 / REPS banks: a 16-way conflict at 16 copies).
   for (var e = tid; e < LUT_ENTRIES; e += WG) {
     let w = pack2x16float(lut[lut0 + e]);
+    let turn = e >> ROT_SHIFT;
     for (var c = 0u; c <= REP_MASK; c++) {
-      smem[(e << REP_SHIFT) | c] = w;
+      smem[(e << REP_SHIFT) | ((c + turn) & REP_MASK)] = w;
     }
   }
   workgroupBarrier();
