@@ -202,6 +202,8 @@ export function table<T>(rows: T[], cols: [keyof T & string, string, (x: T[keyof
 
 const f = (d: number) => (x: unknown) => (typeof x === "number" ? x.toFixed(d) : String(x));
 const s = (x: unknown) => String(x);
+/** A fraction as a percentage; "-" where not measured. */
+const pct = (x: unknown) => (typeof x === "number" ? `${(100 * x).toFixed(1)}%` : "-");
 /** Three significant digits (lavapipe's figures are tiny, the H100's large). */
 const sig = (
   x: unknown,
@@ -363,6 +365,8 @@ async function main(): Promise<void> {
           ],
           ["msPerToken", "ms/tok", f(2)],
           ["weightGBps", "weights GB/s", sig],
+          ["gpuMsPerToken", "GPU ms/tok", (x) => (typeof x === "number" ? x.toFixed(2) : "-")],
+          ["gpuIdleFraction", "GPU idle", pct],
         ],
         prefill: [...common, ["promptTokens", "prompt", s], ["ms", "ms", f(1)], [
           "tokensPerS",
@@ -385,6 +389,7 @@ async function main(): Promise<void> {
             "ITL p99 ms",
             f(2),
           ],
+          ["gpuIdleFraction", "GPU idle", pct],
         ],
       };
       // deno-lint-ignore no-explicit-any

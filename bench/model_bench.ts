@@ -10,6 +10,7 @@
 //          streaming client waits between bursts), p50 and p99.
 import { join } from "node:path";
 import { Engine } from "../engine/engine.ts";
+import { type GpuSpan, idleFraction } from "../engine/round_clock.ts";
 import type { SamplingParams } from "../engine/types.ts";
 import { type ArchName, ARCHS, synthCheckpoint, type SynthCode, synthConfig } from "./synth.ts";
 import { median, percentile } from "./_timing.ts";
@@ -73,6 +74,8 @@ function loadEngine(o: LoadOptions): Promise<Engine> {
     kvTokens: o.kvTokens,
     prefixCache: false,
     progress: false,
+    // Each round's pass is timestamped (when the device can): the GPU's idle fraction between rounds.
+    roundTimestamps: true,
   });
 }
 
@@ -85,7 +88,7 @@ export async function pipelinedDecode(
   ids: string[],
   total: number,
   roundSteps: number,
-  onRound?: (steps: number, ms: number) => void,
+  onRound?: (steps: number, ms: number, gpuSpan?: GpuSpan) => void,
 ): Promise<number> {
   let made = 0;
   let planned = Math.min(roundSteps, total);
@@ -98,7 +101,7 @@ export async function pipelinedDecode(
     planned += more;
     const r = await eng.collectRound(cur, next);
     const now = performance.now();
-    onRound?.(r.steps, now - last);
+    onRound?.(r.steps, now - last, r.gpuSpan);
     last = now;
     made += r.steps;
     if (!next) break;
@@ -107,21 +110,27 @@ export async function pipelinedDecode(
   return made;
 }
 
-/** Runs one sequence's prompt and `gen` tokens; returns [ttftMs, decodeMs, decodedTokens]. */
+/**
+ * Runs one sequence's prompt and `gen` tokens; returns [ttftMs, decodeMs, decodedTokens, the decode rounds'
+ * GPU spans (when timestamped)].
+ */
 async function oneSequence(
   eng: Engine,
   prompt: number[],
   gen: number,
   roundSteps: number,
   id: string,
-): Promise<[number, number, number]> {
+): Promise<[number, number, number, GpuSpan[]]> {
   eng.addSequence({ request: { id, promptIds: prompt, maxTokens: gen, sampling: GREEDY } });
   try {
     const t0 = performance.now();
     await eng.prefill([id]);
     const t1 = performance.now();
-    const made = 1 + await pipelinedDecode(eng, [id], gen - 1, roundSteps);
-    return [t1 - t0, performance.now() - t1, made - 1];
+    const spans: GpuSpan[] = [];
+    const made = 1 + await pipelinedDecode(eng, [id], gen - 1, roundSteps, (_s, _ms, span) => {
+      if (span) spans.push(span);
+    });
+    return [t1 - t0, performance.now() - t1, made - 1, spans];
   } finally {
     eng.removeSequence(id);
   }
@@ -141,6 +150,13 @@ export interface DecodeRow {
   /** Weight bytes one decode step reads (engine's count) and the bandwidth that implies. */
   bytesPerToken: number;
   weightGBps: number;
+  /**
+   * Share of the decode phase (first round's start to last round's end, GPU clock) in which the GPU ran no
+   * round, median over trials; null without timestamp-query.
+   */
+  gpuIdleFraction: number | null;
+  /** GPU busy time per generated token (the rounds' passes); null without timestamp-query. */
+  gpuMsPerToken: number | null;
 }
 
 export async function runDecode(
@@ -166,11 +182,22 @@ export async function runDecode(
       o.roundSteps,
       "w",
     );
-    const ttft: number[] = [], tps: number[] = [];
+    const ttft: number[] = [], tps: number[] = [], idle: number[] = [], busy: number[] = [];
     for (let t = 0; t < o.trials; t++) {
-      const [ft, dt, n] = await oneSequence(eng, randomPrompt(o.prompt, V, t), o.gen, o.roundSteps, `d${t}`);
+      const [ft, dt, n, spans] = await oneSequence(
+        eng,
+        randomPrompt(o.prompt, V, t),
+        o.gen,
+        o.roundSteps,
+        `d${t}`,
+      );
       ttft.push(ft);
       tps.push(n / (dt / 1e3));
+      const f = idleFraction(spans);
+      if (f !== null) {
+        idle.push(f);
+        busy.push(spans.reduce((a, s) => a + s.endNs - s.startNs, 0) / 1e6 / n);
+      }
     }
     const tokensPerS = median(tps);
     const bytesPerToken = eng.weights.bytesPerToken;
@@ -185,6 +212,8 @@ export async function runDecode(
       msPerToken: 1e3 / tokensPerS,
       bytesPerToken,
       weightGBps: (bytesPerToken * tokensPerS) / 1e9,
+      gpuIdleFraction: idle.length ? median(idle) : null,
+      gpuMsPerToken: busy.length ? median(busy) : null,
     };
   } finally {
     eng.destroy();
@@ -273,6 +302,8 @@ export interface BatchRow {
   /** Per-token inter-token latency within a round, p99 over rounds (round time / steps). */
   itlMsP99: number;
   prefillMs: number;
+  /** As DecodeRow's, over this batch's decode rounds. */
+  gpuIdleFraction: number | null;
 }
 
 export async function runBatch(
@@ -322,13 +353,17 @@ export async function runBatch(
         const warm = await eng.decodeRound(ids, Math.min(o.roundSteps, o.gen - made));
         made += warm.steps;
         const rounds: { ms: number; steps: number }[] = [];
+        const spans: GpuSpan[] = [];
         const t2 = performance.now();
         made += await pipelinedDecode(
           eng,
           ids,
           o.gen - made,
           o.roundSteps,
-          (steps, ms) => rounds.push({ ms, steps }),
+          (steps, ms, span) => {
+            rounds.push({ ms, steps });
+            if (span) spans.push(span);
+          },
         );
         const dt = performance.now() - t2;
         const steps = rounds.reduce((a, r) => a + r.steps, 0);
@@ -345,6 +380,7 @@ export async function runBatch(
           roundMsP99: percentile(rounds.map((r) => r.ms), 99),
           itlMsP99: percentile(rounds.map((r) => r.ms / r.steps), 99),
           prefillMs: t1 - t0,
+          gpuIdleFraction: idleFraction(spans),
         };
         rows.push(row);
         o.log(

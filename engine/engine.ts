@@ -28,6 +28,7 @@ import {
 } from "./batch.ts";
 import { processesLogits, readTopPairs, Sampler, type SampleRow } from "./sampler.ts";
 import { Readback } from "./readback.ts";
+import { type GpuSpan, ROUND_CLOCK_BYTES, RoundClock } from "./round_clock.ts";
 import type { KvBlockAllocator } from "./kv_cache.ts";
 import { type AddSequenceOptions, type EngineSequence, SequenceTable } from "./sequences.ts";
 import { EngineError } from "./errors.ts";
@@ -63,6 +64,11 @@ export interface EngineOptions {
   maxRoundSteps?: number;
   gpu?: Gpu;
   progress?: boolean;
+  /**
+   * Timestamp each decode round's pass on the GPU (RoundResult.gpuSpan) when the device has
+   * `timestamp-query`: the benchmarks' GPU idle fraction. Default false.
+   */
+  roundTimestamps?: boolean;
 }
 
 /** Tokens of one sequence from a prefill or a round: ids, their logprobs, and the top alternatives per
@@ -84,6 +90,8 @@ export interface PendingRound {
   topBytes: number;
   nTop: number;
   submittedAt?: number;
+  /** The round's RoundClock slot when its pass is timestamped. */
+  clockSlot?: number;
 }
 
 export interface RoundResult {
@@ -91,6 +99,8 @@ export interface RoundResult {
   tokens: Map<string, TokenBatch>;
   steps: number;
   gpuMs: number;
+  /** The round's pass on the GPU's clock (EngineOptions.roundTimestamps). */
+  gpuSpan?: GpuSpan;
 }
 
 const GREEDY: SamplingParams = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
@@ -119,6 +129,7 @@ export class Engine {
   #logits: GPUBuffer; // f32 (maxSeqs, vocab)
   #sampler: Sampler;
   #readback: Readback;
+  #clock: RoundClock | null;
   /** Captured decode steps by shape (kernels/core.ts capture): replaying one costs three calls a dispatch. */
   #stepCache = new Map<string, CapturedDispatch[]>();
 
@@ -129,6 +140,7 @@ export class Engine {
     limits: PlanLimits;
     plan: BufferPlan;
     prefixCache: boolean;
+    roundTimestamps: boolean;
   }) {
     const { limits, plan } = o;
     this.gpu = o.gpu;
@@ -191,6 +203,7 @@ export class Engine {
       bytes: plan.sampler,
     });
     this.#readback = new Readback(dev);
+    this.#clock = o.roundTimestamps && dev.features.has("timestamp-query") ? new RoundClock(dev) : null;
   }
 
   /** Opens the GPU, reads the checkpoint and uploads it. */
@@ -214,7 +227,15 @@ export class Engine {
     const weights = await loadWeights(ckpt, dev, progress, { maxPartBytes: opts.maxPartBytes });
     progress?.done();
     dev.pushErrorScope("out-of-memory");
-    const engine = new Engine({ gpu, ckpt, weights, limits, plan, prefixCache: opts.prefixCache ?? true });
+    const engine = new Engine({
+      gpu,
+      ckpt,
+      weights,
+      limits,
+      plan,
+      prefixCache: opts.prefixCache ?? true,
+      roundTimestamps: opts.roundTimestamps ?? false,
+    });
     const oom = await dev.popErrorScope();
     if (oom) {
       engine.destroy();
@@ -428,7 +449,8 @@ export class Engine {
     this.#sampler.writeSteps(stepRows);
 
     const enc = dev.createCommandEncoder({ label: "decode" });
-    const pass = enc.beginComputePass({ label: "decode" });
+    const clock = this.#clock?.begin();
+    const pass = enc.beginComputePass({ label: "decode", timestampWrites: clock?.timestampWrites });
     const slots = u32Range(this.#meta, 0, S);
     gatherU32(this.kernels, pass, { src: this.#lastToken, idx: slots, dst: this.#history, count: S });
     // A step is the same dispatches whenever its shape repeats: capture it once, replay it after. Attention's
@@ -495,12 +517,13 @@ export class Engine {
     const bytes = steps * S * 4;
     const topBytes = steps * S * nTop * 2 * 4;
     const total = 2 * bytes + topBytes;
-    const rb = this.#readback.take(total);
+    const rb = this.#readback.take(total + (clock ? ROUND_CLOCK_BYTES : 0));
     enc.copyBufferToBuffer(this.#history, S * 4, rb, 0, bytes);
     enc.copyBufferToBuffer(this.#historyLogprobs, S * 4, rb, bytes, bytes);
     if (topBytes) enc.copyBufferToBuffer(this.#sampler.topLogprobs, 0, rb, 2 * bytes, topBytes);
+    if (clock) this.#clock!.finish(enc, clock.slot, rb, total);
     for (const s of seqs) s.generated += s.constrained ? 1 : steps;
-    return { seqs, steps, cmd: enc.finish(), rb, bytes, topBytes, nTop };
+    return { seqs, steps, cmd: enc.finish(), rb, bytes, topBytes, nTop, clockSlot: clock?.slot };
   }
 
   /** The captured decode steps, least recently used first (bench/step_profile.ts times them one by one). */
@@ -530,9 +553,10 @@ export class Engine {
     const { seqs, steps, bytes, topBytes, nTop } = r;
     const S = seqs.length;
     const total = 2 * bytes + topBytes;
+    const timed = r.clockSlot !== undefined;
     const { data, mappedAt } = await this.#readback.collect(
       r.rb,
-      total,
+      total + (timed ? ROUND_CLOCK_BYTES : 0),
       next ? () => this.submitRound(next) : undefined,
     );
     const gpuMs = mappedAt - (r.submittedAt ?? mappedAt);
@@ -551,7 +575,7 @@ export class Engine {
       }
       tokens.set(s.id, out);
     });
-    return { tokens, steps, gpuMs };
+    return { tokens, steps, gpuMs, gpuSpan: timed ? RoundClock.read(data, total) : undefined };
   }
 
   /** Logits of every position of `ids` (a fresh sequence), for perplexity and golden tests. */
@@ -609,6 +633,7 @@ export class Engine {
   destroy(): void {
     destroyWeights(this.weights);
     for (const b of [...this.#model.kv.k, ...this.#model.kv.v]) b.destroy();
+    this.#clock?.destroy();
     this.gpu.device.destroy();
   }
 }
