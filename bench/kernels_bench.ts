@@ -66,11 +66,14 @@ export interface KernelsBenchOptions {
 export type QtipTune = NonNullable<QtipMatmulOptions["tune"]>;
 export type QtipPath = NonNullable<QtipMatmulOptions["path"]>;
 
-/** The tuning sweep of `--sweep`: workgroup size x LUT copies x unroll (with subgroups, which the earlier
- * sweeps found never slower). */
+/** The tuning sweep of `--sweep`: workgroup size x LUT copies (one or 16: 2-8 copies share banks about as
+ * much as one, bench note in docs/BENCHMARKS.md) x unroll x tile-rows a workgroup (with subgroups, which
+ * the earlier sweeps found never slower). */
 export const QTIP_SWEEP: QtipTune[] = [256, 512, 1024].flatMap((wg) =>
-  [0, 2, 3, 4].flatMap((repShift) =>
-    [1, 2].map((unroll) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups: true }))
+  [0, 4].flatMap((repShift) =>
+    [1, 2].flatMap((unroll) =>
+      ([1, 2] as const).map((rows) => ({ wg, repShift, unroll: unroll as 1 | 2, subgroups: true, rows }))
+    )
   )
 );
 
@@ -281,7 +284,8 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
                 ? `rb${tune.tile.rb} tb${tune.tile.tb} bk${tune.tile.bk ?? 16} s${tune.tile.splits ?? 1}` +
                   (tune.tile.db === undefined ? "" : tune.tile.db ? " db" : " sb")
                 : tune
-                ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}`
+                ? `wg${tune.wg} rep${tune.repShift} u${tune.unroll} ${tune.subgroups ? "sg" : "nosg"}` +
+                  (tune.rows && tune.rows > 1 ? ` r${tune.rows}` : "")
                 : "default") + (path === "auto" ? "" : ` ${path}`);
               const row: KernelRow = {
                 code,

@@ -19,7 +19,7 @@ const MATMUL_FILL = 264;
 /** Workgroup memory the matvec may use, at most (bytes): fits lavapipe and leaves room on larger GPUs. */
 const MV_SMEM_BYTES = 32768;
 
-export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">> & {
+export type QtipTune = Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups" | "rows">> & {
   /** The tiled matmul's block (64 rb rows x 64 tb tokens, 1 or 2 each) and how many runs its columns
    * split into (summed by a second dispatch); default from the grid (qtipTile). */
   tile?: QtipTile;
@@ -94,7 +94,14 @@ export function qtipUsesMatvec(
  * the workgroup memory budget; without subgroups the reduction's workgroup memory caps the workgroup.
  */
 export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
-  const tileRows = o.m / 16, tilesPerRow = o.n / 16;
+  const rows = o.tune?.rows ?? 1;
+  const tileRows = o.m / 16 / rows, tilesPerRow = o.n / 16;
+  if (!Number.isInteger(tileRows) || (o.parts?.starts ?? []).some((s) => (s / 16) % rows !== 0)) {
+    throw new KernelError(
+      `qtip matvec: ${rows} tile-rows a workgroup need m (${o.m}) and every part start ` +
+        `(${o.parts?.starts ?? []}) to be multiples of ${16 * rows}`,
+    );
+  }
   const budget = Math.min(MV_SMEM_BYTES, k.device.limits.maxComputeWorkgroupStorageSize) / 4;
   const tlutBits = o.tlutBits ?? 9;
   const sgSize = k.features.subgroupSize;
@@ -112,7 +119,7 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   } else if (wg > maxWg) {
     throw new KernelError(`qtip matvec: a workgroup of ${wg} exceeds the device's ${maxWg} invocations`);
   }
-  // Reduction words: 2 * M per thread.
+  // Reduction words: 2 * M per thread (the tile-rows reduce one after the other).
   const red = (w: number) => 2 * o.M * w;
   while (wg > 64 && red(wg) > budget) wg /= 2;
   if (red(wg) > budget) {
@@ -139,6 +146,7 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,
     unroll: o.tune?.unroll ?? (tall ? 2 : 1),
+    rows,
   };
 }
 
@@ -247,7 +255,7 @@ export function qtipMatmul(k: Kernels, pass: GPUComputePassEncoder, o: QtipMatmu
       .u32(o.outStride ?? o.m).u32(o.outOffset ?? 0).u32(o.accumulate ? 1 : 0)
       .u32((starts[0] ?? o.m) / 16).u32((starts[1] ?? o.m) / 16).u32((o.parts?.partStride ?? 0) / 4)
       .u32(o.parts?.lutStride ?? 1 << tlutBits).u32(0);
-    const [gx, gy] = grid2d(k, tileRows);
+    const [gx, gy] = grid2d(k, tileRows / (variant.rows ?? 1));
     k.dispatch(pass, p, [o.x, o.trellis, lut, o.out, k.params(params)], gx, gy);
     return;
   }

@@ -25,11 +25,16 @@ export interface QtipMvVariant {
   subgroupSize: number;
   /** Tiles a thread decodes per loop trip (1 or 2): more loads in flight. */
   unroll: 1 | 2;
+  /**
+   * Tile-rows a workgroup takes (1, 2 or 4; default 1): each x load and the LUT fill serve that many, at
+   * rows x 2 x tokens partial sums a thread. The rows must not straddle a part boundary.
+   */
+  rows?: 1 | 2 | 4;
 }
 
 export function qtipMvKey(v: QtipMvVariant): string {
   return `qtip_mv:${v.code}:${v.K}:${v.mma ? "mma" : "plain"}:${v.tokens}:${v.wg}:${v.repShift}:` +
-    `${v.tlutBits}:${v.subgroups ? `sg${v.subgroupSize}` : "nosg"}:${v.unroll}`;
+    `${v.tlutBits}:${v.subgroups ? `sg${v.subgroupSize}` : "nosg"}:${v.unroll}:r${v.rows ?? 1}`;
 }
 
 /** (q, first column) of pair u of a lane: q selects the lane's row (mma: l + 8q; plain: 2l + q). */
@@ -53,13 +58,20 @@ function stateExpr(b: number, p: string, masked = true): string {
 
 const COMP = ["x", "y", "z", "w"];
 
-/** The decode of one lane of the tile at `jExpr`, accumulated into a{q}_{t}; `p` prefixes its names. */
+/**
+ * The decode of one lane of the tile at `jExpr` in each of the workgroup's tile-rows R, accumulated into
+ * a{R}_{q}_{t}; `p` prefixes its names.
+ */
 function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): string[] {
   const L: string[] = [];
   const K = v.K;
+  const rows = v.rows ?? 1;
   L.push(`let ${p}b = laneBase + (${jExpr}) * TILE_WORDS;`);
-  for (let i = 0; i < K; i++) L.push(`let ${p}w${i} = trellis[${p}b + ${i}u];`);
-  L.push(`let ${p}w${K} = trellis[${p}b + wrap];`);
+  for (let R = 0; R < rows; R++) {
+    const at = R === 0 ? `${p}b` : `${p}b + ${R === 1 ? "" : `${R}u * `}rowWords`;
+    for (let i = 0; i < K; i++) L.push(`let ${p}r${R}w${i} = trellis[${at} + ${i}u];`);
+    L.push(`let ${p}r${R}w${K} = trellis[${at} + wrap];`);
+  }
   for (let t = 0; t < v.tokens; t++) {
     for (let c = 0; c < 4; c++) {
       L.push(
@@ -73,38 +85,42 @@ function laneBody(v: QtipMvVariant, jExpr: string, p: string, indent: string): s
   const shift = 15 - v.tlutBits - v.repShift;
   const idxMask = (tlutMask << v.repShift) >>> 0;
   const xAt = (t: number, c: number) => `${p}x${t}_${c >> 2}.${COMP[c & 3]}`;
-  for (let u = 0; u < 16; u++) {
-    const b = 2 * K * u;
-    let va: string, vb: string;
-    if (v.code === "hyb") {
-      // t = s (s + 1) as one multiply-add; its low 16 bits need only the state's.
-      L.push(`let ${p}s${u} = ${stateExpr(b, p, false)};`);
-      L.push(`let ${p}t${u} = ${p}s${u} * ${p}s${u} + ${p}s${u};`);
-      const idx = shift >= 0
-        ? `((${p}t${u} >> ${shift}u) & ${idxMask}u)`
-        : `((${p}t${u} << ${-shift}u) & ${idxMask}u)`;
-      L.push(`let ${p}v${u} = unpack2x16float(smem[${idx} | rep] ^ (${p}t${u} & 0x8000u));`);
-      va = `${p}v${u}.x`;
-      vb = `${p}v${u}.y`;
-    } else {
-      const fn = v.code === "1mad" ? "mad1" : "inst3";
-      L.push(`let ${p}va${u} = ${fn}(${stateExpr(b, p)});`);
-      L.push(`let ${p}vb${u} = ${fn}(${stateExpr(b + K, p)});`);
-      va = `${p}va${u}`;
-      vb = `${p}vb${u}`;
-    }
-    const [q, c] = lanePair(u, v.mma);
-    for (let t = 0; t < v.tokens; t++) {
-      L.push(`a${q}_${t} = fma(${va}, ${xAt(t, c)}, fma(${vb}, ${xAt(t, c + 1)}, a${q}_${t}));`);
+  for (let R = 0; R < rows; R++) {
+    const pr = `${p}r${R}`;
+    for (let u = 0; u < 16; u++) {
+      const b = 2 * K * u;
+      let va: string, vb: string;
+      if (v.code === "hyb") {
+        // t = s (s + 1) as one multiply-add; its low 16 bits need only the state's.
+        L.push(`let ${pr}s${u} = ${stateExpr(b, pr, false)};`);
+        L.push(`let ${pr}t${u} = ${pr}s${u} * ${pr}s${u} + ${pr}s${u};`);
+        const idx = shift >= 0
+          ? `((${pr}t${u} >> ${shift}u) & ${idxMask}u)`
+          : `((${pr}t${u} << ${-shift}u) & ${idxMask}u)`;
+        L.push(`let ${pr}v${u} = unpack2x16float(smem[${idx} | rep] ^ (${pr}t${u} & 0x8000u));`);
+        va = `${pr}v${u}.x`;
+        vb = `${pr}v${u}.y`;
+      } else {
+        const fn = v.code === "1mad" ? "mad1" : "inst3";
+        L.push(`let ${pr}va${u} = ${fn}(${stateExpr(b, pr)});`);
+        L.push(`let ${pr}vb${u} = ${fn}(${stateExpr(b + K, pr)});`);
+        va = `${pr}va${u}`;
+        vb = `${pr}vb${u}`;
+      }
+      const [q, c] = lanePair(u, v.mma);
+      for (let t = 0; t < v.tokens; t++) {
+        L.push(`a${R}_${q}_${t} = fma(${va}, ${xAt(t, c)}, fma(${vb}, ${xAt(t, c + 1)}, a${R}_${q}_${t}));`);
+      }
     }
   }
   return L.map((l) => indent + l);
 }
 
-function reduceBlock(v: QtipMvVariant): string[] {
+/** The reduction of tile-row I + R's partial sums a{R}_{q}_{t} and its output rows. */
+function reduceBlock(v: QtipMvVariant, R: number): string[] {
   const T = v.tokens, WG = v.wg;
   const vals: string[] = [];
-  for (let q = 0; q < 2; q++) for (let t = 0; t < T; t++) vals.push(`a${q}_${t}`);
+  for (let q = 0; q < 2; q++) for (let t = 0; t < T; t++) vals.push(`a${R}_${q}_${t}`);
   const L: string[] = [];
   // Partial sums meet in smem[v * WG + g * 8 + lane] for groups g < G, then a tree halves G. A group is a
   // slot, or with subgroups a whole subgroup: its S / 8 slots share lanes (tid % 8 when the subgroup is
@@ -139,7 +155,7 @@ function reduceBlock(v: QtipMvVariant): string[] {
   L.push(`  let r = i & 15u;`);
   L.push(v.mma ? `  let l = r & 7u;\n  let q = r >> 3u;` : `  let l = r >> 1u;\n  let q = r & 1u;`);
   L.push(`  let s = bitcast<f32>(smem[(q * ${T}u + t) * ${WG}u + l]);`);
-  L.push(`  store(params.outOffset + t * params.outStride + I * 16u + r, s);`);
+  L.push(`  store(params.outOffset + t * params.outStride + ${R ? `(I + ${R}u)` : "I"} * 16u + r, s);`);
   L.push(`}`);
   return L.map((l) => "  " + l);
 }
@@ -163,8 +179,21 @@ export function qtipMvSource(v: QtipMvVariant): string {
     throw new RangeError(`qtip_mv: unsupported subgroup size ${v.subgroupSize}`);
   }
   const redWords = 2 * v.tokens * v.wg;
+  const rows = v.rows ?? 1;
+  if (![1, 2, 4].includes(rows)) {
+    throw new RangeError(`qtip_mv: ${rows} tile-rows a workgroup, expected 1, 2 or 4`);
+  }
   const acc: string[] = [];
-  for (let q = 0; q < 2; q++) for (let t = 0; t < v.tokens; t++) acc.push(`  var a${q}_${t} = 0.0;`);
+  for (let R = 0; R < rows; R++) {
+    for (let q = 0; q < 2; q++) for (let t = 0; t < v.tokens; t++) acc.push(`  var a${R}_${q}_${t} = 0.0;`);
+  }
+  // Each tile-row's reduction reuses the words of the one before: a barrier between them.
+  const reduce = Array.from({ length: rows }, (_, R) => [
+    ...(R ? ["  workgroupBarrier();"] : []),
+    "  {",
+    ...reduceBlock(v, R).map((l) => "  " + l),
+    "  }",
+  ]).flat();
   let body: string[];
   if (v.unroll === 1) {
     body = laneBody(v, "j", "", "    ");
@@ -187,7 +216,8 @@ export function qtipMvSource(v: QtipMvVariant): string {
     .replace("{{SG_BUILTINS}}", v.subgroups ? "  @builtin(subgroup_invocation_id) sgid: u32," : "")
     .replace("{{ACC}}", acc.join("\n"))
     .replace("{{BODY}}", body.join("\n"))
-    .replace("{{REDUCE}}", reduceBlock(v).join("\n"));
+    .replace("{{ROWS}}", String(rows))
+    .replace("{{REDUCE}}", reduce.join("\n"));
   if (v.unroll === 2) src = src.replace("j += SLOTS)", "j += 2u * SLOTS)");
   return src;
 }

@@ -5,14 +5,16 @@
 // writes the per-lane decode as straight-line code, so every shift is a constant and no per-thread array exists
 // (an indexed per-thread array would live in local memory).
 //
-// Work split: one workgroup per tile-row (16 output rows); WG threads are 8 lanes x SLOTS slots, thread
-// tid = slot * 8 + lane. Thread (slot, lane) decodes lane `lane` of tiles J = slot, slot + SLOTS, ...: the 16
-// pairs of one lane are 2 rows x 16 columns of the tile, so it keeps 2 x TOKENS partial sums in registers and
-// reads the tile's 16 columns of x as 4 vec4 per token. A warp reads 4 consecutive tiles: coalesced. The slots
-// meet in a reduction at the end (subgroup shuffles, then workgroup memory; or a workgroup-memory tree) that
+// Work split: one workgroup per ROWS tile-rows (16 output rows each); WG threads are 8 lanes x SLOTS slots,
+// thread tid = slot * 8 + lane. Thread (slot, lane) decodes lane `lane` of tiles J = slot, slot + SLOTS, ...
+// of each of its tile-rows: the 16 pairs of one lane are 2 rows x 16 columns of the tile, so it keeps
+// ROWS x 2 x TOKENS partial sums in registers and reads the tile's 16 columns of x as 4 vec4 per token, once
+// for all ROWS. A warp reads 4 consecutive tiles: coalesced. The slots meet in a reduction at the end
+// (subgroup shuffles, then workgroup memory; or a workgroup-memory tree), one tile-row after the other, that
 // reuses the LUT's workgroup memory.
 // Stacked linears (q/k/v, gate/up) run as one dispatch: tile-rows from part1 and from part2 on read the x and
-// the LUT of part 1 and part 2, partStride vec4 and lutPartStride entries further on.
+// the LUT of part 1 and part 2, partStride vec4 and lutPartStride entries further on (the host keeps a
+// workgroup's tile-rows inside one part).
 // HYB: the LUT lives in workgroup memory as packed f16 pairs, REPS copies interleaved (entry e of copy c at
 // e * REPS + c, c = tid % REPS), so the lanes of a warp seldom meet in a bank; bit 15 of t = s(s + 1) negates
 // the first value, which is the low half of the packed pair: one xor with (t & 0x8000). Only t's low 16 bits
@@ -24,6 +26,7 @@
 
 const K: u32 = {{K}}u;
 const TOKENS: u32 = {{TOKENS}}u;
+const ROWS: u32 = {{ROWS}}u; // tile-rows a workgroup takes
 const WG: u32 = {{WG}}u;
 const SLOTS: u32 = {{WG}}u / 8u;
 const TILE_WORDS: u32 = 8u * {{K}}u;
@@ -94,7 +97,7 @@ fn main(
   @builtin(local_invocation_index) tid: u32,
 {{SG_BUILTINS}}
 ) {
-  let I = wid.y * nwg.x + wid.x;
+  let I = (wid.y * nwg.x + wid.x) * ROWS; // the workgroup's first tile-row
   let part = select(0u, 1u, I >= params.part1) + select(0u, 1u, I >= params.part2);
   let lut0 = part * params.lutPartStride;
   // Each entry is read from global memory once and stored REPS times (a trip per copy would wait on a global
@@ -118,6 +121,7 @@ fn main(
   let tpr = params.tilesPerRow;
   let xRow = params.xOffset + part * params.partStride;
   let laneBase = HEADER + I * tpr * TILE_WORDS + lane * K;
+  let rowWords = tpr * TILE_WORDS; // from a tile-row's words to the next one's
   // The word after the lane's K words: the next lane's first, or the tile's first for lane 7.
   let wrap = select(K, K - TILE_WORDS, lane == 7u);
 {{ACC}}

@@ -78,7 +78,7 @@ async function check(
   k: Kernels,
   lin: Linear,
   M: number,
-  tune: Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups">>,
+  tune: Partial<Pick<QtipMvVariant, "wg" | "repShift" | "unroll" | "subgroups" | "rows">>,
   label: string,
 ): Promise<void> {
   const x = randomF32(M * lin.n, M * 31 + lin.m);
@@ -130,6 +130,46 @@ Deno.test({
 });
 
 Deno.test({
+  name: "qtip_mv: two and four tile-rows a workgroup give the reference product",
+  ignore: NO_GPU,
+  async fn() {
+    const k = await testKernels();
+    // 128 rows = 8 tile-rows: 4 or 2 workgroups; 34 tiles a row, uneven over the slots.
+    const cases = [["hyb", 2, "swizzled"], ["3inst", 3, "plain"], ["1mad", 4, "swizzled"]] as const;
+    for (const [code, K, layout] of cases) {
+      const lin = makeLinear(code, K, layout, 128, 544, 60 + K);
+      for (const rows of [2, 4] as const) {
+        for (const [M, wg, unroll] of [[1, 64, 1], [3, 256, 2], [16, 128, 1]] as const) {
+          await check(
+            k,
+            lin,
+            M,
+            { rows, wg, unroll, subgroups: false, repShift: 2 },
+            `${code} K=${K} rows ${rows} M=${M} wg ${wg} u${unroll}`,
+          );
+        }
+      }
+    }
+    // A workgroup's tile-rows may not straddle a part (or the end): refused, naming the multiple.
+    const err = await run(k, (pass) =>
+      qtipMatmul(k, pass, {
+        x: scratch(k, 4 * 128 * 4),
+        trellis: upload(k, makeLinear("hyb", 2, "swizzled", 96, 128, 1).gpu),
+        lut: upload(k, new Float32Array(1024)),
+        out: scratch(k, 4 * 96 * 4),
+        M: 1,
+        m: 96,
+        n: 128,
+        code: "hyb",
+        K: 2,
+        mma: true,
+        tune: { rows: 4 },
+      })).then(() => null, (e) => e as Error);
+    if (!err || !/multiples of 64/.test(err.message)) throw new Error(`96 rows in fours: ${err?.message}`);
+  },
+});
+
+Deno.test({
   name: "qtip_mv: 1..16 tokens for every code and K (plain and swizzled orders)",
   ignore: NO_GPU,
   async fn() {
@@ -171,6 +211,7 @@ Deno.test({
       parts.forEach((p, i) => luts.set(p.lut!, i * 1024));
       const runs: [number, QtipMatmulOptions["path"], QtipTune | undefined][] = [
         [2, "auto", undefined],
+        [3, "matvec", { rows: 2 }], // workgroups of two tile-rows, each inside one part
         [20, "auto", undefined],
         [20, "tiled", { tile: { rb: 1, tb: 1 } }],
         [70, "tiled", { tile: { rb: 2, tb: 2 } }],
