@@ -4,7 +4,8 @@
 // of the streaming reads alone). Llama 2 7B shapes, batch 1: normTransform (the attention block's, 3 parts),
 // ropeKv, blockTransform (o_proj's input, the MLP middle), greedy sampling and the split decode attention at
 // 640 positions (with attention_reduce, the same in both plans), each in its current plan and, where one is
-// kept, its legacy plan (KernelFeatures.legacy). The floor is a chain of near-empty dispatches.
+// kept, its legacy plan (KernelFeatures.legacy; the fused attention combine + o input also as "one trip",
+// every partition's partials loaded at once). The floor is a chain of near-empty dispatches.
 // Prints microseconds per dispatch; step_profile --ablate gives the same kernels' marginal cost in a step.
 import { parseArgs } from "node:util";
 import { openGpu } from "../engine/gpu.ts";
@@ -28,6 +29,8 @@ const legacyK = new Kernels(dev, {
   legacy: new Set(["norm", "rope", "block", "attn-o", "sampling", "attn-decode"]),
 });
 const noShuffleK = new Kernels(dev, { ...base.features, legacy: new Set(["vec-shuffle"]) });
+// The fused combine + o input with every partition loaded in one trip (call 22's plan).
+const oneTripK = new Kernels(dev, { ...base.features, legacy: new Set(["o-group"]) });
 const timer = new GpuTimer(base, "timestamp");
 
 const dim = 4096, hidden = 11008, heads = 32, hd = 128;
@@ -237,10 +240,16 @@ console.log("kernel | plan | warm us/dispatch | cold us/dispatch (minus the flus
 const only = values.only?.split(",").map((w) => w.toLowerCase());
 for (const [name, job] of Object.entries(jobs)) {
   if (only && name !== "null" && !only.some((w) => name.toLowerCase().includes(w))) continue;
-  const plans = [["current", base], ["legacy", legacyK], ["no shuffle", noShuffleK]] as const;
+  const plans = [
+    ["current", base],
+    ["legacy", legacyK],
+    ["no shuffle", noShuffleK],
+    ["one trip", oneTripK],
+  ] as const;
   for (const [plan, k] of plans) {
     if (name === "null" && plan !== "current") continue;
     if (plan === "no shuffle" && !name.startsWith("normTransform") && name !== "ropeKv") continue;
+    if (plan === "one trip" && !name.includes("o input")) continue;
     // The clock falls in the gaps between readbacks: warm it again first.
     const again = performance.now() + 200;
     while (performance.now() < again) await timer.perDispatch((p) => flush(p), 8, 1);
