@@ -126,7 +126,6 @@ fn main(
   let wrap = select(K, K - TILE_WORDS, lane == 7u);
 {{ACC}}
   for (var j = slot; j < tpr; j += SLOTS) {
-    let base = laneBase + j * TILE_WORDS;
 {{BODY}}
   }
   workgroupBarrier(); // the LUT's words become the reduction's
