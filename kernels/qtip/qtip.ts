@@ -141,7 +141,7 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     // (`TRELLIS_LEGACY_KERNELS=mv-copies` keeps one copy); a CPU adapter has no banks, so one copy there.
     // One tile per trip for square and wide matrices, two for tall ones (more tile-rows than the GPU holds
     // at once), from the same sweeps.
-    repShift: Math.min(o.tune?.repShift ?? defaultCopies(k), maxRep),
+    repShift: Math.min(o.tune?.repShift ?? defaultCopies(k, tlutBits), maxRep),
     tlutBits,
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,
@@ -150,9 +150,15 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   };
 }
 
-/** log2 of the default HYB LUT copies (see qtipMvVariant). */
-function defaultCopies(k: Kernels): number {
-  return k.features.cpuAdapter || k.features.legacy.has("mv-copies") ? 0 : 4;
+/**
+ * log2 of the default HYB LUT copies (see qtipMvVariant): 16, or fewer where they would take more than two
+ * thirds of the device's workgroup memory (16 x 2 KiB fit the H100's 48 KiB; a 32 KiB GPU gets 8 and keeps
+ * room for a second workgroup).
+ */
+export function defaultCopies(k: Kernels, tlutBits = 9): number {
+  if (k.features.cpuAdapter || k.features.legacy.has("mv-copies")) return 0;
+  const room = (k.device.limits.maxComputeWorkgroupStorageSize * 2) / 3 / (4 << tlutBits);
+  return Math.max(0, Math.min(4, Math.floor(Math.log2(room))));
 }
 
 export interface QtipTile {

@@ -1,7 +1,7 @@
 // The generated decode matvec (qtip_mv.ts) across its tuning space, stacked parts, and the subgroup path,
 // against decodeHatW + matmulRef. The subgroup path runs where the adapter grants `subgroups` and reports
 // one subgroup size (lavapipe: 8, the H100: 32), and says why when it cannot.
-import { qtipMatmul, type QtipMatmulOptions, type QtipTune } from "./qtip.ts";
+import { defaultCopies, qtipMatmul, type QtipMatmulOptions, type QtipTune } from "./qtip.ts";
 import { qtipMvSource, type QtipMvVariant } from "./qtip_mv.ts";
 import { fuseGpuLayouts, toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
@@ -321,4 +321,26 @@ Deno.test({
       await check(k, lin, 130, {}, `${code} K=${K} M=130`);
     }
   },
+});
+
+Deno.test("defaultCopies(): 16 LUT copies within two thirds of the workgroup memory, one on CPU adapters", () => {
+  const fake = (storage: number, cpuAdapter = false, legacy: string[] = []) =>
+    ({
+      device: { limits: { maxComputeWorkgroupStorageSize: storage } },
+      features: { cpuAdapter, legacy: new Set(legacy) },
+    }) as unknown as Kernels;
+  const cases: [Kernels, number, number, string][] = [
+    [fake(49152), 9, 4, "48 KiB (the H100): 16 x 2 KiB"],
+    [fake(65536), 9, 4, "never more than 16"],
+    [fake(32768), 9, 3, "32 KiB: 8 copies, room for another workgroup"],
+    [fake(16384), 9, 2, "16 KiB: 4 copies"],
+    [fake(49152), 10, 3, "a 10-bit LUT is twice the size"],
+    [fake(4096), 9, 0, "too small for two"],
+    [fake(49152, true), 9, 0, "a CPU adapter has no banks"],
+    [fake(49152, false, ["mv-copies"]), 9, 0, "the legacy plan"],
+  ];
+  for (const [k, bits, want, label] of cases) {
+    const got = defaultCopies(k, bits);
+    if (got !== want) throw new Error(`${label}: log2 copies ${got}, expected ${want}`);
+  }
 });
