@@ -137,7 +137,7 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     // conflicts with one copy and ~2 with 16 (lane l reads copy l % 16). The H100 sweeps of calls 9-14 found
     // more copies slower (4: 0-13 %, 16: 1.5-2.4x), but their fill stored every entry's copies in the same
     // order on every lane: a 16-way conflict on each store at 16 copies. The fill now rotates the copies
-    // (conflict-free), and 16 copies are the default on GPUs until the H100 has measured both
+    // (conflict-free), and 16 copies (defaultCopies) are the default on GPUs until the H100 has measured both
     // (`TRELLIS_LEGACY_KERNELS=mv-copies` keeps one copy); a CPU adapter has no banks, so one copy there.
     // One tile per trip for square and wide matrices, two for tall ones (more tile-rows than the GPU holds
     // at once), from the same sweeps.
