@@ -20,9 +20,13 @@ const ROWS_PER_TEAM = 4; // `R` in the shader
  * longer matrices (gate/up, lm_head) fill it either way and keep 32 x 4 (128256 x 4096: 491.8 against 537.1
  * us at 64 x 2). A CPU adapter keeps 32 x 4; legacy "f16-teams" too, for measuring.
  */
-function matvecShape(k: Kernels, N: number, K: number): { TPR: number; TEAMS: number } {
+function matvecShape(k: Kernels, N: number, K: number): { TPR: number; TEAMS: number; UNROLL: number } {
   const wide = !k.features.cpuAdapter && !k.features.legacy.has("f16-teams") && N <= 16384 && K >= 512;
-  return wide ? { TPR: 64, TEAMS: 2 } : { TPR: 32, TEAMS: 4 };
+  // Two K steps a trip on GPUs: call 22 put lm_head (fp16, 8B: 1 GB a token) at 59-67 % of streaming read
+  // and 4096 x 4096 at 33 %, short of loads in flight; not yet measured on the H100 (legacy "f16-unroll"
+  // keeps one step). A CPU adapter keeps one.
+  const UNROLL = k.features.cpuAdapter || k.features.legacy.has("f16-unroll") ? 1 : 2;
+  return wide ? { TPR: 64, TEAMS: 2, UNROLL } : { TPR: 32, TEAMS: 4, UNROLL };
 }
 const TILE = 64; // BM = BN in the shader
 
@@ -69,11 +73,11 @@ export function matmulF16(k: Kernels, pass: GPUComputePassEncoder, o: MatmulF16O
   if (o.M <= chunked) {
     // Up to 8 tokens per matvec; beyond that one matvec per 8 tokens, each reading W again: at decode
     // batch sizes that is far faster than the tiled path, which has too few tiles to fill the GPU.
-    const { TPR, TEAMS } = matvecShape(k, o.N, o.K);
+    const { TPR, TEAMS, UNROLL } = matvecShape(k, o.N, o.K);
     const [gx, gy] = grid2d(k, Math.ceil(o.N / (TEAMS * ROWS_PER_TEAM)));
     for (let t0 = 0; t0 < o.M; t0 += MATVEC_MAX_TOKENS) {
       const m = Math.min(MATVEC_MAX_TOKENS, o.M - t0);
-      const p = k.pipeline("matmul_f16", source, { TOKENS: m, TPR, TEAMS }, "matvec");
+      const p = k.pipeline("matmul_f16", source, { TOKENS: m, TPR, TEAMS, UNROLL }, "matvec");
       k.dispatch(pass, p, [o.x, o.w, o.out, params(t0, m)], gx, gy);
     }
   } else {

@@ -4,8 +4,8 @@
 //           W f16 (N, K) row-major read as vec4<u32> = 8 halves (K multiple of 8; wOffset in units of
 //           8 halves); out f32 (M, outStride) at outOffset, += when params.accumulate != 0; params.
 // Entry `matvec` (small M = TOKENS, 1..8): a workgroup of TEAMS x TPR threads owns TEAMS * R output
-//   rows; each team of TPR lanes walks K in coalesced vec4<u32> steps for R rows at once, applying each
-//   weight to all TOKENS tokens; partial sums meet in workgroup memory. ceil(N / (TEAMS * R))
+//   rows; each team of TPR lanes walks K in coalesced vec4<u32> steps (UNROLL a trip) for R rows at once,
+//   applying each weight to all TOKENS tokens; partial sums meet in workgroup memory. ceil(N / (TEAMS * R))
 //   workgroups folded into (x, y) by grid2d.
 // Entry `tiled` (prefill): 64 x 64 output tiles, K in steps of 32 through workgroup memory, 16 x 16
 //   threads with 4 x 4 outputs each; ceil(N / 64) * ceil(M / 64) workgroups folded by grid2d.
@@ -45,6 +45,9 @@ fn store(t: u32, o: u32, v: f32) {
 override TOKENS: u32 = 1u; // M of this dispatch, at most MAX_TOKENS
 override TPR: u32 = 32u; // lanes per team, all on the same rows, striding along K
 override TEAMS: u32 = 4u;
+// K steps a team takes a trip, 1 or 2: with 2, both steps' weight loads go out before either's arithmetic
+// (twice the bytes in flight); each lane still sums its steps in the same order, so the result is the same.
+override UNROLL: u32 = 1u;
 const MAX_TOKENS = 8u;
 const R = 4u; // rows per team: each x load is reused for R weight rows
 
@@ -70,20 +73,33 @@ fn matvec(
     wRow[r] = params.wOffset + min(row0 + r, last) * kv;
   }
   var acc: array<f32, R * MAX_TOKENS>;
-  for (var j = lane; j < kv; j += TPR) {
-    var lo: array<vec4<f32>, R>;
-    var hi: array<vec4<f32>, R>;
-    for (var r = 0u; r < R; r++) {
-      let q = w[wRow[r] + j];
-      lo[r] = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-      hi[r] = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-    }
-    for (var t = 0u; t < TOKENS; t++) {
-      let xb = (params.xOffset + t * params.xStride) / 4u + 2u * j;
-      let x0 = x[xb];
-      let x1 = x[xb + 1u];
+  for (var j0 = lane; j0 < kv; j0 += TPR * UNROLL) {
+    // The trip's weights first; a step past the row's end loads the last step again and is skipped below.
+    var qs: array<vec4<u32>, 2u * R>;
+    for (var u = 0u; u < UNROLL; u++) {
+      let j = min(j0 + u * TPR, kv - 1u);
       for (var r = 0u; r < R; r++) {
-        acc[r * MAX_TOKENS + t] += dot(lo[r], x0) + dot(hi[r], x1);
+        qs[u * R + r] = w[wRow[r] + j];
+      }
+    }
+    for (var u = 0u; u < UNROLL; u++) {
+      let j = j0 + u * TPR;
+      if (j < kv) {
+        var lo: array<vec4<f32>, R>;
+        var hi: array<vec4<f32>, R>;
+        for (var r = 0u; r < R; r++) {
+          let q = qs[u * R + r];
+          lo[r] = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+          hi[r] = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+        }
+        for (var t = 0u; t < TOKENS; t++) {
+          let xb = (params.xOffset + t * params.xStride) / 4u + 2u * j;
+          let x0 = x[xb];
+          let x1 = x[xb + 1u];
+          for (var r = 0u; r < R; r++) {
+            acc[r * MAX_TOKENS + t] += dot(lo[r], x0) + dot(hi[r], x1);
+          }
+        }
       }
     }
   }

@@ -1,6 +1,8 @@
 // GPU-time benchmark of matmulF16 at Llama shapes: `deno run -A kernels/matmul_f16/matmul_f16_bench.ts`.
 // Times many dispatches inside one compute pass with timestamp queries and reports microseconds per
 // call and the weight-streaming bandwidth (matvec) or TFLOP/s (tiled). Needs `timestamp-query`.
+// Env: VARIANTS=32x4,64x2x2 (matvec lanes x teams [x K steps a trip], default 32x4), TOKENS=1,2,4,8,
+// PREFILL=512 (empty: none), OUT=dir (a copy of the rows).
 import { MATMUL_F16_SOURCE, matmulF16 } from "./matmul_f16.ts";
 import { grid2d, ParamWriter } from "../core.ts";
 import { testKernels } from "../../test/support/mod.ts";
@@ -57,9 +59,14 @@ for (const s of shapes) {
   const warm = (pass: GPUComputePassEncoder) => matmulF16(k, pass, { x, w, out, M: 1, N: s.N, K: s.K });
   for (let i = 0; i < 3; i++) await time(warm, 200); // bring the clocks up
   for (const M of tokens) {
-    for (const [tpr, teams] of variants) {
+    for (const [tpr, teams, unroll = 1] of variants) {
       // Same dispatch as matmulF16's matvec path, with the geometry under test.
-      const p = k.pipeline("matmul_f16", MATMUL_F16_SOURCE, { TOKENS: M, TPR: tpr, TEAMS: teams }, "matvec");
+      const p = k.pipeline(
+        "matmul_f16",
+        MATMUL_F16_SOURCE,
+        { TOKENS: M, TPR: tpr, TEAMS: teams, UNROLL: unroll },
+        "matvec",
+      );
       const [gx, gy] = grid2d(k, Math.ceil(s.N / (teams * 4)));
       const rec = (pass: GPUComputePassEncoder) => {
         const params = new ParamWriter().u32(M).u32(s.N).u32(s.K).u32(s.K).u32(0).u32(0).u32(s.N).u32(0)
@@ -69,7 +76,8 @@ for (const s of shapes) {
       const ns = median([await time(rec, 100), await time(rec, 100), await time(rec, 100)]);
       const tbs = (s.N * s.K * 2) / ns / 1e3;
       rows.push(
-        `${s.name}\tM=${M}\tTPR=${tpr} TEAMS=${teams}\t${(ns / 1e3).toFixed(1)} us\t${tbs.toFixed(2)} TB/s`,
+        `${s.name}\tM=${M}\tTPR=${tpr} TEAMS=${teams} UNROLL=${unroll}\t${(ns / 1e3).toFixed(1)} us\t` +
+          `${tbs.toFixed(2)} TB/s`,
       );
       console.log(rows.at(-1));
     }

@@ -10,6 +10,7 @@ import {
   testKernels,
   upload,
 } from "../../test/support/mod.ts";
+import { Kernels } from "../core.ts";
 
 const NO_GPU = await noGpu();
 
@@ -51,8 +52,13 @@ const cases: Case[] = [
 ];
 
 /** Runs one case with the given layout and checks every element of the output buffer. */
-async function check(c: Case, layout: Partial<MatmulF16Options> = {}, seed = 1): Promise<void> {
-  const k = await testKernels();
+async function check(
+  c: Case,
+  layout: Partial<MatmulF16Options> = {},
+  seed = 1,
+  kernels?: Kernels,
+): Promise<void> {
+  const k = kernels ?? await testKernels();
   const { M, N, K } = c;
   const xStride = layout.xStride ?? K, xOffset = layout.xOffset ?? 0, wOffset = layout.wOffset ?? 0;
   const outStride = layout.outStride ?? N, outOffset = layout.outOffset ?? 0;
@@ -124,6 +130,26 @@ Deno.test(
   { ignore: NO_GPU },
   async () => {
     await check({ M: 2, N: 65535 * 16 + 21, K: 8 });
+  },
+);
+
+Deno.test(
+  "matmulF16() matvec in a discrete GPU's plans: 64 x 2 and 32 x 4 teams, one or two K steps a trip",
+  { ignore: NO_GPU },
+  async () => {
+    const k = await testKernels();
+    // K = 1032: 129 vec4<u32> steps, one past a whole number of two-step trips for 64 lanes (and 32).
+    const shapes: Case[] = [{ M: 1, N: 37, K: 1032 }, { M: 5, N: 20000, K: 520, accumulate: true }];
+    for (const legacy of [[], ["f16-unroll"], ["f16-teams"], ["f16-teams", "f16-unroll"]]) {
+      const kk = new Kernels(k.device, { ...k.features, cpuAdapter: false, legacy: new Set(legacy) });
+      for (const c of shapes) {
+        try {
+          await check(c, {}, 5, kk);
+        } catch (e) {
+          throw new Error(`legacy [${legacy}] M=${c.M} N=${c.N} K=${c.K}: ${(e as Error).message}`);
+        }
+      }
+    }
   },
 );
 
