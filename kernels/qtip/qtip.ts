@@ -90,8 +90,8 @@ export function qtipUsesMatvec(
 
 /**
  * The matvec variant for a call: the workgroup grows while the GPU has room for more threads (about 2048
- * per SM on a 132-SM GPU) and the tile-row has tiles for the slots; the HYB LUT gets as many copies as fit
- * the workgroup memory budget; without subgroups the reduction's workgroup memory caps the workgroup.
+ * per SM on a 132-SM GPU) and the tile-row has tiles for the slots; the HYB LUT gets defaultCopies() copies
+ * (none for the computed codes); without subgroups the reduction's workgroup memory caps the workgroup.
  */
 export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   const rows = o.tune?.rows ?? 1;
@@ -141,7 +141,7 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
     // (`TRELLIS_LEGACY_KERNELS=mv-copies` keeps one copy); a CPU adapter has no banks, so one copy there.
     // One tile per trip for square and wide matrices, two for tall ones (more tile-rows than the GPU holds
     // at once), from the same sweeps.
-    repShift: Math.min(o.tune?.repShift ?? defaultCopies(k, tlutBits), maxRep),
+    repShift: o.code === "hyb" ? Math.min(o.tune?.repShift ?? defaultCopies(k, tlutBits), maxRep) : 0,
     tlutBits,
     subgroups,
     subgroupSize: subgroups ? sgSize : 0,
