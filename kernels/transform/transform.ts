@@ -160,6 +160,24 @@ function smSlots(n: number, s: HadSpec | null | undefined): number {
   return s && s.K > 1 ? 2 * n : n;
 }
 
+/** Most blocks of a mix transform_lib.wgsl runs in place (MIX_MAX_K there). */
+const MIX_MAX_K = 32;
+
+/**
+ * Workgroup slots for vectors of the given sizes under their transforms, and the pipeline constants: two
+ * vectors' worth where a mix (K > 1) needs it and the device holds it, else one with the mixes in place
+ * (MIX_IN_PLACE; K <= 32): a 32 KiB GPU runs Llama 2 13B's 5120 (had_20 x 256) that way.
+ */
+export function mixPlan(
+  k: Pick<Kernels, "device">,
+  parts: [number, HadSpec | null | undefined][],
+): { need: number; constants: Record<string, number> } {
+  const need = Math.max(...parts.map(([n, s]) => smSlots(n, s)));
+  const max = Math.floor(k.device.limits.maxComputeWorkgroupStorageSize / 4);
+  if (need <= max || !parts.every(([, s]) => !s || s.K <= MIX_MAX_K)) return { need, constants: {} };
+  return { need: Math.max(...parts.map(([n]) => n)), constants: { MIX_IN_PLACE: 1 } };
+}
+
 const dummies = new WeakMap<GPUDevice, GPUBuffer[]>();
 /** Small buffers for unused bindings; one per binding, since a read-only and a writable binding of one
  * dispatch may not share a buffer. */
@@ -207,11 +225,12 @@ export function normTransform(k: Kernels, pass: GPUComputePassEncoder, o: NormTr
   if (o.inHad) flags |= 32;
   if (writeX) flags |= 64;
   if (o.gather) flags |= 128;
-  const need = Math.max(smSlots(n, fin?.had), smSlots(n, o.inHad));
+  const { need, constants } = mixPlan(k, [[n, fin?.had], [n, o.inHad]]);
   const wg = vectorWg(k, n);
   const p = k.pipeline("norm_transform", TRANSFORM_SOURCES.norm_transform, {
     WG: wg,
     SM: slots(k, need, `A transform of ${n}`),
+    ...constants,
   });
   const outStride = o.outStride ?? n;
   const params = new ParamWriter()
@@ -248,10 +267,11 @@ export function ropeKv(k: Kernels, pass: GPUComputePassEncoder, o: RopeKvOptions
   const qDim = o.nHeads * o.headDim, kvDim = o.nKvHeads * o.headDim;
   if (!!o.hq !== !!o.hkv) throw new KernelError("ropeKv: transform q, k and v alike");
   const flags = (o.hq ? 1 : 0) | (o.sv !== undefined ? 2 : 0);
-  const need = Math.max(smSlots(qDim, o.hq), smSlots(kvDim, o.hkv));
+  const { need, constants } = mixPlan(k, [[qDim, o.hq], [kvDim, o.hkv]]);
   const p = k.pipeline("rope_kv", TRANSFORM_SOURCES.rope_kv, {
     WG: vectorWg(k, qDim),
     SM: slots(k, need, `A transform of ${qDim}`),
+    ...constants,
   });
   const params = new ParamWriter()
     .u32(qDim).u32(kvDim).u32(o.headDim).u32(flags)

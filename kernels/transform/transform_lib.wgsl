@@ -84,11 +84,46 @@ fn mixSm(src: u32, dst: u32, s: HadSpec, tid: u32) {
   workgroupBarrier();
 }
 
+// Most blocks K the in-place mix takes (one sign word a row).
+const MIX_MAX_K = 32u;
+// Where a second vector does not fit the workgroup memory (a 32 KiB GPU: Llama 2 13B's 5120 = had_20 x 256
+// would need 40 KiB), the host sets MIX_IN_PLACE: the mix then runs in place, each invocation owning
+// columns (g, r): it reads the column's K values into registers and writes its K sums back, in mixSm's order
+// (so the same values). K <= MIX_MAX_K.
+override MIX_IN_PLACE: bool = false;
+
+fn mixSmInPlace(base: u32, s: HadSpec, tid: u32) {
+  let cols = s.groups * s.p;
+  for (var c = tid; c < cols; c += WG) {
+    let r = c % s.p;
+    let first = base + (c - r) * s.K + r;
+    var col: array<f32, MIX_MAX_K>;
+    for (var a = 0u; a < s.K; a++) {
+      col[a] = sm[first + a * s.p];
+    }
+    for (var j = 0u; j < s.K; j++) {
+      let bits = had[s.rows + j * s.words];
+      var acc = 0.0;
+      for (var a = 0u; a < s.K; a++) {
+        acc += select(col[a], -col[a], ((bits >> a) & 1u) != 0u);
+      }
+      sm[first + j * s.p] = acc;
+    }
+  }
+  workgroupBarrier();
+}
+
 // The transform (without its scale) of the vector at sm[src..src + n); returns where the result lives:
-// src itself when K = 1, else tmp (n more slots). Callers have stored the input and passed a barrier.
+// src itself when K = 1 or MIX_IN_PLACE, else tmp (n more slots). Callers have stored the input and passed a
+// barrier.
 fn transformSm(src: u32, tmp: u32, s: HadSpec, tid: u32) -> u32 {
   if (s.K == 1u) {
     fwht(src, s.p, s.groups, tid);
+    return src;
+  }
+  if (MIX_IN_PLACE) {
+    mixSmInPlace(src, s, tid);
+    fwht(src, s.p, s.groups * s.K, tid);
     return src;
   }
   mixSm(src, tmp, s, tid);

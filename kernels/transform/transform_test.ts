@@ -1,7 +1,7 @@
 // GPU checks of the fused transform kernels against transform_ref.ts (the unfused steps, in doubles), at
 // sizes that exercise every had_K path: powers of two, had_20 / had_28 / had_172 mixes, tensor-parallel
 // chunks, several parts, gathered rows, offsets and strides.
-import { BLOCK_ROWS_MIN_T, blockTransform, HadTable, normTransform, ropeKv } from "./transform.ts";
+import { BLOCK_ROWS_MIN_T, blockTransform, HadTable, mixPlan, normTransform, ropeKv } from "./transform.ts";
 import { blockDecodeName, blockDecodeSource } from "./block_decode.ts";
 import { blockTransformRef, normTransformRef, ropeKvRef } from "./transform_ref.ts";
 import { buildRopeTable } from "../rope/rope.ts";
@@ -43,8 +43,9 @@ Deno.test({
   ignore: NO_GPU,
   async fn() {
     const k = await testKernels();
-    // dim: a power of two, had_20, had_28 (with 2 tensor-parallel chunks), had_172.
-    for (const [dim, chunk] of [[256, 256], [320, 320], [896, 448], [1376, 1376]]) {
+    // dim: a power of two, had_20, had_28 (with 2 tensor-parallel chunks), had_172, and Llama 2 13B's 5120
+    // (had_20 x 256: two vectors need 40 KiB, so a 32 KiB device such as lavapipe mixes in place).
+    for (const [dim, chunk] of [[256, 256], [320, 320], [896, 448], [1376, 1376], [5120, 5120]]) {
       const had = new HadTable(k.device, [chunk]);
       for (const parts of [1, 3]) {
         for (const variant of ["qtip", "plain", "first", "gather"] as const) {
@@ -118,9 +119,18 @@ Deno.test({
   ignore: NO_GPU,
   async fn() {
     const k = await testKernels();
-    const hd = 64, nHeads = 4, nKvHeads = 2, blockSize = 4, maxBlocksPerSeq = 3, T = 3;
+    // Small GQA heads, and Llama 2 13B's (40 x 128 = 5120 = had_20 x 256, in place on a 32 KiB device).
+    for (const [hd, nHeads, nKvHeads] of [[64, 4, 2], [128, 40, 40]]) {
+      await ropeKvCase(k, hd, nHeads, nKvHeads);
+    }
+  },
+});
+
+async function ropeKvCase(k: Kernels, hd: number, nHeads: number, nKvHeads: number): Promise<void> {
+  {
+    const blockSize = 4, maxBlocksPerSeq = 3, T = 3;
     const qDim = nHeads * hd, kvDim = nKvHeads * hd, w = qDim + 2 * kvDim;
-    const had = new HadTable(k.device, [qDim, kvDim]);
+    const had = new HadTable(k.device, [...new Set([qDim, kvDim])]);
     const ropeMaxPos = 8;
     const rope = buildRopeTable({ headDim: hd, theta: 10000, maxPos: ropeMaxPos });
     for (const qtip of [true, false]) {
@@ -192,8 +202,8 @@ Deno.test({
       }
     }
     had.destroy();
-  },
-});
+  }
+}
 
 Deno.test({
   name:
@@ -511,4 +521,30 @@ Deno.test({
       }
     });
   },
+});
+
+Deno.test("mixPlan(): two vectors where they fit, else one with the mixes in place (K <= 32)", () => {
+  const device = (storage: number) =>
+    ({ device: { limits: { maxComputeWorkgroupStorageSize: storage } } }) as unknown as Kernels;
+  const spec = (n: number, K: number) => ({
+    K,
+    p: n / K,
+    groups: 1,
+    rows: 0,
+    words: Math.ceil(K / 32),
+    scale: 1,
+  });
+  const cases: [number, [number, ReturnType<typeof spec> | null][], number, boolean, string][] = [
+    [49152, [[5120, spec(5120, 20)], [5120, spec(5120, 20)]], 10240, false, "13B on 48 KiB: two vectors"],
+    [32768, [[5120, spec(5120, 20)], [5120, spec(5120, 20)]], 5120, true, "13B on 32 KiB: in place"],
+    [32768, [[4096, spec(4096, 1)], [1024, null]], 4096, false, "powers of two never mix"],
+    // had_172 (K > 32) cannot mix in place: the plan keeps two vectors and the caller reports the shortfall.
+    [32768, [[11008, spec(11008, 172)]], 22016, false, "K = 172"],
+  ];
+  for (const [storage, parts, need, inPlace, label] of cases) {
+    const got = mixPlan(device(storage), parts);
+    if (got.need !== need || (got.constants.MIX_IN_PLACE === 1) !== inPlace) {
+      throw new Error(`${label}: ${JSON.stringify(got)}`);
+    }
+  }
 });
