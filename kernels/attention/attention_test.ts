@@ -28,6 +28,7 @@ import { blockTransformRef } from "../transform/transform_ref.ts";
 import {
   assertClose,
   assertCompilesCleanly,
+  fakeKernels,
   noGpu,
   randomF16,
   randomF32,
@@ -737,12 +738,7 @@ Deno.test("attentionDecode() keeps the reduce and writes `out` when planOInput()
 
 Deno.test("planOInput() plans Llama's rows in one workgroup and declines rows it cannot hold", () => {
   const fake = (invocations: number, storage: number, subgroupSize: number) =>
-    ({
-      device: {
-        limits: { maxComputeInvocationsPerWorkgroup: invocations, maxComputeWorkgroupStorageSize: storage },
-      },
-      features: { subgroups: subgroupSize > 0, subgroupSize, cpuAdapter: false, legacy: new Set() },
-    }) as unknown as Kernels;
+    fakeKernels({ invocations, storage, subgroupSize });
   const spec = (n: number, K = 1) => ({
     K,
     p: n / K,

@@ -6,6 +6,7 @@ import { qtipMvSource, type QtipMvVariant } from "./qtip_mv.ts";
 import { fuseGpuLayouts, toGpuLayout } from "./qtip_layout.ts";
 import { codeV, decodeHatW, matmulRef, type QtipCode, type TrellisLayout } from "./qtip_ref.ts";
 import {
+  fakeKernels,
   noGpu,
   noSubgroups,
   randomF32,
@@ -325,10 +326,7 @@ Deno.test({
 
 Deno.test("defaultCopies(): 16 LUT copies within two thirds of the workgroup memory, one on CPU adapters", () => {
   const fake = (storage: number, cpuAdapter = false, legacy: string[] = []) =>
-    ({
-      device: { limits: { maxComputeWorkgroupStorageSize: storage } },
-      features: { cpuAdapter, legacy: new Set(legacy) },
-    }) as unknown as Kernels;
+    fakeKernels({ storage, cpuAdapter, legacy });
   const cases: [Kernels, number, number, string][] = [
     [fake(49152), 9, 4, "48 KiB (the H100): 16 x 2 KiB"],
     [fake(65536), 9, 4, "never more than 16"],

@@ -9,6 +9,7 @@ import { Kernels } from "../core.ts";
 import {
   assertCompilesCleanly,
   assertNear,
+  fakeKernels,
   noGpu,
   noSubgroups,
   randomF32,
@@ -524,8 +525,7 @@ Deno.test({
 });
 
 Deno.test("mixPlan(): two vectors where they fit, else one with the mixes in place (K <= 32)", () => {
-  const device = (storage: number) =>
-    ({ device: { limits: { maxComputeWorkgroupStorageSize: storage } } }) as unknown as Kernels;
+  const device = (storage: number) => fakeKernels({ storage });
   const spec = (n: number, K: number) => ({
     K,
     p: n / K,

@@ -222,3 +222,31 @@ export async function assertCompilesCleanly(k: Kernels, name: string, source: st
     );
   }
 }
+
+/**
+ * A stand-in Kernels for the planners' pure tests: only the device limits and features a planner reads
+ * (workgroup memory, invocations, subgroups, CPU adapter, legacy plans); it records nothing.
+ */
+export function fakeKernels(o: {
+  storage?: number;
+  invocations?: number;
+  subgroupSize?: number;
+  cpuAdapter?: boolean;
+  legacy?: string[];
+}): Kernels {
+  const sg = o.subgroupSize ?? 0;
+  return {
+    device: {
+      limits: {
+        maxComputeWorkgroupStorageSize: o.storage ?? 49152,
+        maxComputeInvocationsPerWorkgroup: o.invocations ?? 1024,
+      },
+    },
+    features: {
+      subgroups: sg > 0,
+      subgroupSize: sg,
+      cpuAdapter: o.cpuAdapter ?? false,
+      legacy: new Set(o.legacy),
+    },
+  } as unknown as Kernels;
+}
