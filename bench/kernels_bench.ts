@@ -253,43 +253,33 @@ export async function runKernelsBench(k: Kernels, o: KernelsBenchOptions): Promi
             const tunes: (QtipTune | null)[] = code === "F16" || !o.tunes?.length ? [null] : o.tunes;
             const paths: QtipPath[] = code === "F16" || !o.paths?.length ? ["auto"] : o.paths;
             for (const [tune, path] of tunes.flatMap((t) => paths.map((p) => [t, p] as const))) {
+              // The QTIP call of copy w of the weights.
+              const qtipCall = (w: GPUBuffer): QtipMatmulOptions => ({
+                x,
+                trellis: w,
+                lut,
+                out,
+                M,
+                m,
+                n,
+                code: CODE_MAP[code as Exclude<KernelCode, "F16">],
+                K: bits as 2 | 3 | 4,
+                mma: code === "HYB",
+                path,
+                ...(tune ? { tune } : {}),
+              });
               // A swept workgroup the reduction's memory halves at this M runs as the smaller one: skip it
               // rather than time (and label) a repeat.
               if (
                 tune?.wg && code !== "F16" && M <= 16 && path !== "tiled" &&
-                qtipMvVariant(k, {
-                    x,
-                    trellis: x,
-                    out,
-                    M,
-                    m,
-                    n,
-                    code: CODE_MAP[code],
-                    K: bits as 2 | 3 | 4,
-                    mma: true,
-                    tune,
-                  })
-                    .wg !== tune.wg
+                qtipMvVariant(k, qtipCall(bufs[0])).wg !== tune.wg
               ) continue;
               const encode = (pass: GPUComputePassEncoder, r: number) => {
                 const w = bufs[r % copies];
                 if (code === "F16") {
                   matmulF16(k, pass, { x, w, out, M, N: m, K: n });
                 } else {
-                  qtipMatmul(k, pass, {
-                    x,
-                    trellis: w,
-                    lut,
-                    out,
-                    M,
-                    m,
-                    n,
-                    code: CODE_MAP[code],
-                    K: bits as 2 | 3 | 4,
-                    mma: code === "HYB",
-                    path,
-                    ...(tune ? { tune } : {}),
-                  });
+                  qtipMatmul(k, pass, qtipCall(w));
                 }
               };
               const c0 = performance.now();

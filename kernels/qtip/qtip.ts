@@ -95,8 +95,8 @@ export function qtipUsesMatvec(
  */
 export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   const rows = o.tune?.rows ?? 1;
-  const tileRows = o.m / 16 / rows, tilesPerRow = o.n / 16;
-  if (!Number.isInteger(tileRows) || (o.parts?.starts ?? []).some((s) => (s / 16) % rows !== 0)) {
+  const groups = o.m / 16 / rows, tilesPerRow = o.n / 16; // workgroups, tiles a tile-row
+  if (!Number.isInteger(groups) || (o.parts?.starts ?? []).some((s) => (s / 16) % rows !== 0)) {
     throw new KernelError(
       `qtip matvec: ${rows} tile-rows a workgroup need m (${o.m}) and every part start ` +
         `(${o.parts?.starts ?? []}) to be multiples of ${16 * rows}`,
@@ -113,7 +113,7 @@ export function qtipMvVariant(k: Kernels, o: QtipMatmulOptions): QtipMvVariant {
   let wg = o.tune?.wg;
   if (wg === undefined) {
     wg = 256;
-    while (wg < 1024 && tileRows * wg < 132 * 1536 && wg / 8 < tilesPerRow / 4) wg *= 2;
+    while (wg < 1024 && groups * wg < 132 * 1536 && wg / 8 < tilesPerRow / 4) wg *= 2;
     while (wg > 64 && wg / 8 > tilesPerRow) wg /= 2;
     while (wg > 64 && wg > maxWg) wg /= 2;
   } else if (wg > maxWg) {

@@ -52,7 +52,7 @@ function stateExpr(b: number, p: string, masked = true): string {
   const mask = (e: string) => masked ? `((${e}) & 0xffffu)` : `(${e})`;
   if (o === 0) return `(${p}w${i} >> 16u)`;
   if (o < 16) return mask(`${p}w${i} >> ${16 - o}u`);
-  if (o === 16) return masked ? `(${p}w${i} & 0xffffu)` : `${p}w${i}`;
+  if (o === 16) return mask(`${p}w${i}`);
   return mask(`(${p}w${i} << ${o - 16}u) | (${p}w${i + 1} >> ${48 - o}u)`);
 }
 
